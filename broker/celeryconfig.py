@@ -1,0 +1,29 @@
+"""Celery configuration, read lazily by the worker and beat on first use (not at import)."""
+
+from __future__ import annotations
+
+from broker.settings import load_settings
+
+_settings = load_settings()
+
+broker_url = _settings.celery_broker_url
+# Results are not used for control flow; keep none rather than fill Redis.
+task_ignore_result = True
+result_backend = None
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+broker_connection_retry_on_startup = True
+worker_hijack_root_logger = False
+broker_transport_options = {
+    # A task not acknowledged within this is redelivered (acks_late + a crashed worker).
+    "visibility_timeout": 3600,
+    "socket_timeout": 5,
+}
+beat_schedule = {
+    "broker.heartbeat": {"task": "broker.heartbeat", "schedule": 30.0},
+}

@@ -1,0 +1,256 @@
+"""`misbroker up`: the whole broker in the foreground, and nothing left behind after it.
+
+Order matters both ways.  Start: lock the data directory, Redis, migrations, then API,
+worker and beat.  Stop (Ctrl-C, SIGTERM or any child dying): API first so no new work is
+accepted, then beat, then the worker (it finishes or returns its tasks), then Redis.
+Every child runs in its own process group and is killed by the kernel if we are killed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import httpx
+import redis
+
+from broker.cli.context import CliError, redacted
+from broker.db import make_engine, upgrade
+from broker.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from broker.keyring import load_key_provider
+from broker.processes import spawn, stop
+from broker.settings import Settings
+
+READY_TIMEOUT_SECONDS = 90.0
+STOP_TIMEOUTS = {"api": 10.0, "beat": 5.0, "worker": 20.0}
+
+
+class AlreadyRunningError(CliError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=1)
+
+
+@dataclass
+class DataDirLock:
+    """An exclusive lock on the data directory, held for as long as `up` runs."""
+
+    path: Path
+    _fh: IO[str] | None = field(default=None, repr=False)
+
+    def acquire(self, description: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")  # noqa: SIM115 - held open for the lifetime of `up`
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise AlreadyRunningError(
+                f"misbroker is already running with data dir {self.path.parent.parent} "
+                f"({holder}); stop it first or use another --data-dir"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(description)
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.seek(0)
+            self._fh.truncate()
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}; use --port") from None
+
+
+def _check_external_redis(url: str) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except (redis.RedisError, ValueError) as exc:
+        raise CliError(f"Redis at {redacted(url)} is unreachable: {exc}") from None
+    finally:
+        client.close()
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, host: str, port: int) -> None:
+        self.settings = settings
+        self.host = host
+        self.port = port
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.redis: EmbeddedRedis | None = None
+        self.stopping = threading.Event()
+        self.reason = ""
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.host in ("0.0.0.0", "::"):  # noqa: S104 - reporting the bind, not binding
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["MISBROKER_DATA_DIR"] = str(self.settings.data_dir)
+        env["MISBROKER_HOST"] = self.host
+        env["MISBROKER_PORT"] = str(self.port)
+        env.setdefault("MISBROKER_PUBLIC_URL", self.base_url)
+        return env
+
+    def prepare(self) -> None:
+        s = self.settings
+        if s.embedded_redis:
+            self.redis = EmbeddedRedis(
+                run_dir=s.run_dir,
+                store_dir=s.data_dir / "redis",
+                socket_path=s.embedded_redis_socket,
+                maxmemory=s.broker.embedded_redis_maxmemory,
+            )
+            try:
+                self.redis.start()
+            except EmbeddedRedisError as exc:
+                raise CliError(str(exc), exit_code=1) from None
+        else:
+            _check_external_redis(s.redis_url)
+        load_key_provider(s)  # development creates the key file once, before any child
+        engine = make_engine(s.database_url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+        s.blob_dir.mkdir(parents=True, exist_ok=True)
+
+    def start_children(self) -> None:
+        py, s, env = sys.executable, self.settings, self._env()
+        level = s.broker.log_level.upper()
+        celery = [py, "-m", "celery", "-A", "broker.worker"]
+        self.children["api"] = spawn(
+            [py, "-m", "broker.serve", "--host", self.host, "--port", str(self.port)], env=env
+        )
+        self.children["worker"] = spawn(
+            [
+                *celery,
+                "worker",
+                "--loglevel",
+                level,
+                "--concurrency",
+                str(s.broker.worker_concurrency),
+                "--hostname",
+                f"worker-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env=env,
+        )
+        self.children["beat"] = spawn(
+            [
+                *celery,
+                "beat",
+                "--loglevel",
+                level,
+                "--schedule",
+                str(s.run_dir / "celerybeat-schedule"),
+                "--pidfile=",
+            ],
+            env=env,
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline and not self.stopping.is_set():
+                self._check_children()
+                try:
+                    if client.get(f"{self.base_url}/readyz").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        if not self.stopping.is_set():
+            raise CliError(f"the API was not ready within {READY_TIMEOUT_SECONDS:.0f}s", 1)
+
+    def _check_children(self) -> None:
+        for name, proc in self.children.items():
+            code = proc.poll()
+            if code is not None:
+                raise CliError(f"the {name} process exited unexpectedly (code {code})", 1)
+
+    def supervise(self) -> None:
+        while not self.stopping.wait(0.2):
+            self._check_children()
+
+    def request_stop(self, signum: int, _frame: FrameType | None) -> None:
+        self.reason = signal.Signals(signum).name
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        for name in ("api", "beat", "worker"):
+            proc = self.children.pop(name, None)
+            if proc is not None:
+                stop(proc, STOP_TIMEOUTS[name])
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def _say(message: str) -> None:
+    sys.stdout.write(message.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+def run_up(settings: Settings, *, host: str | None, port: int | None, demo: bool) -> int:
+    host = host or settings.broker.host
+    port = port or settings.broker.port
+    sup = Supervisor(settings, host, port)
+    lock = DataDirLock(settings.run_dir / "up.lock")
+    lock.acquire(f"pid {os.getpid()}, {sup.base_url}")
+    previous = {
+        sig: signal.signal(sig, sup.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        _check_port_free(host, port)
+        sup.prepare()
+        sup.start_children()
+        sup.wait_ready()
+        if sup.stopping.is_set():
+            return 0
+        _say(
+            f"misbroker is up at {sup.base_url} (data dir {settings.data_dir})\n"
+            f"  readiness {sup.base_url}/readyz   API docs {sup.base_url}/docs\n"
+            "  Ctrl-C stops everything."
+        )
+        if demo:
+            from broker.demo import run_demo
+
+            _say(run_demo(settings, sup.base_url))
+        sup.supervise()
+        _say(f"stopping ({sup.reason or 'requested'}) ...")
+        return 0
+    finally:
+        sup.shutdown()
+        lock.release()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

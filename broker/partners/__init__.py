@@ -1,0 +1,1 @@
+"""Partners: the apps that read school data, and the areas they request."""

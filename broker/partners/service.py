@@ -1,0 +1,123 @@
+"""Operator actions on partners: register with the areas requested and why."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from sqlalchemy.exc import IntegrityError
+
+from broker.errors import ConflictError, InvalidInputError
+from broker.ids import new_id
+from broker.partners.models import Partner, PartnerAreaRequest
+from broker.partners.repository import PartnerRepository
+from broker.security import SecretSealer, digest_secret, generate_secret
+from consent.areas import CATALOGUE, SENSITIVE_AREAS
+
+MAX_REASON_LENGTH = 1000
+
+
+@dataclass(frozen=True)
+class NewPartner:
+    partner: Partner
+    client_secret: str
+    webhook_secret: str
+
+
+def webhook_context(partner_id: str) -> bytes:
+    return f"webhook:{partner_id}".encode()
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and base64 of 24 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def validate_webhook_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InvalidInputError(f"invalid webhook URL {url!r}: expected https://host/path")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise InvalidInputError(
+            f"webhook URL {url!r} must use https (plain http only for loopback)"
+        )
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_requests(
+    areas: Sequence[str], reasons: Mapping[str, str]
+) -> list[tuple[str, str | None]]:
+    if not areas:
+        raise InvalidInputError("a partner must request at least one area")
+    unknown = [a for a in areas if a not in CATALOGUE]
+    if unknown:
+        raise InvalidInputError(f"unknown data area(s): {', '.join(unknown)}")
+    stray = [a for a in reasons if a not in areas]
+    if stray:
+        raise InvalidInputError(f"reason given for an area not requested: {', '.join(stray)}")
+    for area, reason in reasons.items():
+        if not reason.strip() or len(reason) > MAX_REASON_LENGTH:
+            raise InvalidInputError(f"reason for {area} must be 1-{MAX_REASON_LENGTH} characters")
+    # Sensitive areas are only ever shown to a school with the partner's reason beside them.
+    missing = [a for a in areas if a in SENSITIVE_AREAS and a not in reasons]
+    if missing:
+        raise InvalidInputError(
+            f'sensitive area(s) need a reason: {", ".join(missing)} (use --reason AREA="why")'
+        )
+    return [(a, reasons.get(a)) for a in dict.fromkeys(areas)]
+
+
+def register_partner(
+    repo: PartnerRepository,
+    sealer: SecretSealer,
+    *,
+    name: str,
+    areas: Sequence[str],
+    reasons: Mapping[str, str],
+    webhook_url: str | None,
+    now: datetime,
+) -> NewPartner:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInputError("partner name must be 1-200 characters")
+    requests = validate_requests(areas, reasons)
+    if webhook_url is not None:
+        validate_webhook_url(webhook_url)
+    if repo.by_name(name) is not None:
+        raise ConflictError(f"a partner named {name!r} already exists")
+    partner_id = new_id("prt")
+    client_secret = generate_secret("mbs")
+    webhook_secret = new_webhook_secret()
+    partner = Partner(
+        id=partner_id,
+        name=name,
+        client_id=new_id("cli"),
+        client_secret_hash=digest_secret(client_secret),
+        webhook_url=webhook_url,
+        webhook_secret_sealed=sealer.seal(
+            webhook_secret.encode(), context=webhook_context(partner_id)
+        ),
+        created_at=now,
+    )
+    try:
+        repo.add(partner)
+        repo.add(
+            *(PartnerAreaRequest(partner_id=partner_id, area=a, reason=r) for a, r in requests)
+        )
+    except IntegrityError as exc:
+        raise ConflictError(f"a partner named {name!r} already exists") from exc
+    return NewPartner(partner=partner, client_secret=client_secret, webhook_secret=webhook_secret)

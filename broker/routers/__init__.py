@@ -1,0 +1,1 @@
+"""HTTP routers: thin, one service call each."""

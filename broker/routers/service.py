@@ -1,0 +1,69 @@
+"""Service endpoints for operators and orchestrators: liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import redis.asyncio as aredis
+from fastapi import APIRouter, Depends
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from broker.db import ping
+from broker.deps import get_redis, get_resources
+from broker.problems import problem_response
+from broker.resources import Resources
+
+router = APIRouter(tags=["service"])
+
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _check(name: str, probe: Any) -> tuple[str, str]:
+    try:
+        await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return name, f"down: no answer within {CHECK_TIMEOUT_SECONDS:.0f}s"
+    except Exception as exc:
+        return name, f"down: {type(exc).__name__}: {str(exc)[:200]}"
+    return name, "ok"
+
+
+@router.get(
+    "/readyz",
+    summary="Database, Redis and blob store are reachable",
+    responses={503: {"description": "A dependency is down; the problem names which"}},
+)
+async def readyz(
+    resources: Annotated[Resources, Depends(get_resources)],
+    redis_client: Annotated[aredis.Redis, Depends(get_redis)],
+) -> Response:
+    results = dict(
+        await asyncio.gather(
+            _check("database", run_in_threadpool(ping, resources.engine)),
+            _check("redis", redis_client.ping()),
+            _check("blob_store", run_in_threadpool(resources.blobs.check)),
+        )
+    )
+    down = [name for name, state in results.items() if state != "ok"]
+    if down:
+        return problem_response(
+            503,
+            slug="not-ready",
+            title="Not ready",
+            detail="down: " + ", ".join(f"{n} ({results[n].removeprefix('down: ')})" for n in down),
+            checks=results,
+        )
+    return JSONResponse({"status": "ready", "checks": results})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Schools (tenants), their agents and their admins."""

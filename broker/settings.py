@@ -1,0 +1,169 @@
+"""Settings of the broker process, composed with the consent and cache settings.
+
+Every value comes from the environment (prefix `MISBROKER_`) or from defaults derived from
+one data directory, so the embedded deployment needs no configuration at all and a
+production one is the same code pointed at PostgreSQL, Redis and a blob store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cache.settings import CacheSettings
+from consent.settings import ConsentSettings
+
+DEFAULT_DATA_DIR = Path(".misbroker")
+# Unix socket paths are limited to 107 bytes.
+_MAX_SOCKET_PATH = 100
+
+_PLACEHOLDER = re.compile(
+    r"^(change[-_ ]?me|changeit|secret|password|passw0rd|placeholder|example|default|"
+    r"test|todo|xxx+|dev|development|insecure|0+|1234.*)$",
+    re.IGNORECASE,
+)
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+class BrokerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MISBROKER_", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    # Celery's queue; defaults to the Redis above.  At scale, a Redis with `noeviction`.
+    celery_broker_url: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    # Memory bound of the embedded Redis; only keys with a TTL are ever evicted.
+    embedded_redis_maxmemory: str = "256mb"
+    worker_concurrency: int = Field(default=2, ge=1, le=64)
+    log_level: str = "INFO"
+    # "system", or "file:PATH" (an RFC 3339 time in a file; not in production).
+    clock: str = "system"
+    # Base URL that partners and admins use, for links in problems and the demo's curl line.
+    public_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process of the broker needs, resolved against the data directory."""
+
+    broker: BrokerSettings
+    consent: ConsentSettings
+    cache: CacheSettings
+
+    @property
+    def data_dir(self) -> Path:
+        return self.broker.data_dir.resolve()
+
+    @property
+    def production(self) -> bool:
+        return self.broker.environment is Environment.PRODUCTION
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def database_url(self) -> str:
+        if self.broker.database_url is not None:
+            return self.broker.database_url.get_secret_value()
+        return f"sqlite:///{self.data_dir / 'misbroker.db'}"
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.broker.redis_url is None
+
+    @property
+    def embedded_redis_socket(self) -> Path:
+        sock = self.run_dir / "redis.sock"
+        if len(str(sock)) <= _MAX_SOCKET_PATH:
+            return sock
+        # A deep data directory: a short path that is still unique to it.
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"misbroker-{digest}.sock"
+
+    @property
+    def redis_url(self) -> str:
+        if self.broker.redis_url is not None:
+            return self.broker.redis_url.get_secret_value()
+        return f"unix://{self.embedded_redis_socket}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        if self.broker.celery_broker_url is not None:
+            return self.broker.celery_broker_url.get_secret_value()
+        url = self.redis_url
+        # kombu spells a Redis unix socket `redis+socket://`.
+        return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+
+    @property
+    def blob_dir(self) -> Path:
+        return (self.cache.blob_dir or self.data_dir / "blobs").resolve()
+
+    @property
+    def kek_file(self) -> Path:
+        return (self.cache.kek_file or self.data_dir / "secrets" / "kek.json").resolve()
+
+    @property
+    def public_url(self) -> str:
+        return self.broker.public_url or f"http://{self.broker.host}:{self.broker.port}"
+
+    def check(self) -> None:
+        """Refuse configurations that must never run; in production, refuse placeholders."""
+        if not self.production:
+            return
+        problems: list[str] = []
+        if self.cache.kek is None and self.cache.kek_file is None:
+            problems.append("MISBROKER_KEK or MISBROKER_KEK_FILE must be set in production")
+        if self.cache.kek is not None and is_placeholder(self.cache.kek.get_secret_value()):
+            problems.append("MISBROKER_KEK is a placeholder")
+        for name, url in (
+            ("MISBROKER_DATABASE_URL", self.broker.database_url),
+            ("MISBROKER_REDIS_URL", self.broker.redis_url),
+            ("MISBROKER_CELERY_BROKER_URL", self.broker.celery_broker_url),
+        ):
+            if url is None:
+                problems.append(f"{name} must be set in production")
+            elif url_has_placeholder_password(url.get_secret_value()):
+                problems.append(f"{name} carries a placeholder password")
+        if self.broker.clock != "system":
+            problems.append("MISBROKER_CLOCK must be 'system' in production")
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+
+def is_placeholder(secret: str) -> bool:
+    return len(secret.strip()) < 8 or _PLACEHOLDER.match(secret.strip()) is not None
+
+
+def url_has_placeholder_password(url: str) -> bool:
+    password = urlsplit(url).password
+    return password is not None and is_placeholder(password)
+
+
+def load_settings(data_dir: Path | None = None) -> Settings:
+    """Read settings from the environment; `data_dir` (the CLI's --data-dir) wins over env."""
+    broker = BrokerSettings() if data_dir is None else BrokerSettings(data_dir=data_dir)
+    settings = Settings(broker=broker, consent=ConsentSettings(), cache=CacheSettings())
+    settings.check()
+    return settings
