@@ -1,0 +1,161 @@
+"""The catalogue matches DESIGN.md and validates uploaded records field by field."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from consent.areas import (
+    AREAS,
+    CATALOGUE,
+    CORE_AREAS,
+    SENSITIVE_AREAS,
+    FieldType,
+    UnknownAreaError,
+    get_area,
+    parse_area_list,
+    parse_instant,
+    validate_record,
+)
+
+# area: (validity, core, sensitive), as DESIGN.md's table has them
+DESIGN_TABLE = {
+    "school.details": (timedelta(hours=24), True, False),
+    "groups": (timedelta(hours=24), True, False),
+    "timetable": (timedelta(hours=24), True, False),
+    "students.basic": (timedelta(hours=24), True, False),
+    "students.contact_details": (timedelta(hours=24), True, False),
+    "students.demographics": (timedelta(hours=24), True, True),
+    "students.sen": (timedelta(hours=24), False, True),
+    "students.attendance_summary": (timedelta(hours=24), True, False),
+    "students.photos": (timedelta(days=7), True, False),
+    "contacts": (timedelta(hours=24), True, False),
+    "staff.basic": (timedelta(hours=24), True, False),
+    "staff.personal": (timedelta(hours=24), True, True),
+    "staff.photos": (timedelta(days=7), True, False),
+    "attendance.codes": (timedelta(hours=24), True, False),
+    "attendance.marks": (timedelta(hours=24), False, False),
+    "behaviour": (timedelta(hours=24), False, True),
+    "exams": (timedelta(hours=24), False, False),
+}
+
+
+def test_catalogue_matches_the_design_table() -> None:
+    assert list(CATALOGUE) == list(DESIGN_TABLE)
+    for name, (validity, core, sensitive) in DESIGN_TABLE.items():
+        area = CATALOGUE[name]
+        assert (area.validity, area.core, area.sensitive) == (validity, core, sensitive), name
+    assert {a for a, (_, core, _) in DESIGN_TABLE.items() if core} == CORE_AREAS
+    assert {a for a, (_, _, s) in DESIGN_TABLE.items() if s} == SENSITIVE_AREAS
+
+
+def test_students_basic_holds_exactly_the_design_fields() -> None:
+    expected = [
+        "upn",
+        "admission_number",
+        "forename",
+        "surname",
+        "legal_forename",
+        "legal_surname",
+        "middle_name",
+        "preferred_name",
+        "date_of_birth",
+        "gender",
+        "year_group",
+        "registration_group",
+        "house",
+        "on_roll",
+        "entry_date",
+        "leaving_date",
+        "uln",
+        "exam_number",
+    ]
+    assert list(get_area("students.basic").field_names) == expected
+
+
+def test_field_names_are_snake_case_and_typed() -> None:
+    for area in AREAS:
+        for spec in area.fields:
+            assert re.fullmatch(r"[a-z][a-z0-9_]*", spec.name), (area.name, spec.name)
+            assert isinstance(spec.type, FieldType)
+            assert (spec.type is FieldType.OBJECT_LIST) == bool(spec.item_fields)
+
+
+def test_photos_are_binary_areas() -> None:
+    assert {a.name for a in AREAS if a.binary} == {"students.photos", "staff.photos"}
+
+
+def test_unknown_area() -> None:
+    with pytest.raises(UnknownAreaError, match=r"students\.shoe_size"):
+        get_area("students.shoe_size")
+    assert parse_area_list(" groups, students.basic ,groups") == ("groups", "students.basic")
+
+
+def _problems(area: str, record: object) -> list[tuple[str, str]]:
+    return [(e.field, e.message) for e in validate_record(get_area(area), 0, record)]
+
+
+def test_a_good_record_passes() -> None:
+    record = {
+        "id": "stu-1",
+        "upn": "A123456789012",
+        "forename": "Amara",
+        "date_of_birth": "2013-04-09",
+        "gender": "F",
+        "on_roll": True,
+        "leaving_date": None,
+    }
+    assert _problems("students.basic", record) == []
+
+
+@pytest.mark.parametrize(
+    ("area", "record", "field", "message"),
+    [
+        ("students.basic", {"upn": "A1"}, "id", "missing id"),
+        ("students.basic", {"id": "has space"}, "id", "id must be"),
+        ("students.basic", {"id": "s", "shoe_size": 5}, "shoe_size", "unknown field"),
+        ("students.basic", {"id": "s", "forename": 7}, "forename", "expected a string"),
+        ("students.basic", {"id": "s", "date_of_birth": "09/04/2013"}, "date_of_birth", "date"),
+        ("students.basic", {"id": "s", "date_of_birth": "2013-02-30"}, "date_of_birth", "date"),
+        ("students.basic", {"id": "s", "on_roll": "yes"}, "on_roll", "true or false"),
+        ("students.basic", {"id": "s", "gender": "female"}, "gender", "one of"),
+        ("attendance.marks", {"id": "m", "session": "EVE"}, "session", "AM, PM"),
+        ("contacts", {"id": "c", "priority": True}, "priority", "integer"),
+        (
+            "students.attendance_summary",
+            {"id": "a", "attendance_percent": "95"},
+            "attendance_percent",
+            "number",
+        ),
+        ("timetable", {"id": "l", "start_time": "9am"}, "start_time", "HH:MM"),
+        ("students.photos", {"id": "p", "photo": "not base64!"}, "photo", "base64"),
+        ("groups", {"id": "g", "student_ids": ["a", 2]}, "student_ids", "list of strings"),
+        ("contacts", {"id": "c", "phones": [{"number": 7}]}, "phones", "item 0.number"),
+        ("contacts", {"id": "c", "phones": [{"colour": "red"}]}, "phones", "unknown field"),
+    ],
+)
+def test_bad_values_are_named(
+    area: str, record: dict[str, object], field: str, message: str
+) -> None:
+    problems = _problems(area, record)
+    assert any(f == field and message in m for f, m in problems), problems
+
+
+def test_non_object_record() -> None:
+    assert _problems("groups", ["not", "an", "object"]) == [("", "expected an object")]
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("2026-11-23T09:00:00Z", True),
+        ("2026-11-23T09:00:00.123+01:00", True),
+        ("2026-11-23T09:00:00", False),  # naive: refused
+        ("2026-11-23", False),
+        ("yesterday", False),
+    ],
+)
+def test_parse_instant(text: str, ok: bool) -> None:
+    assert (parse_instant(text) is not None) is ok
