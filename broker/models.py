@@ -2,9 +2,10 @@
 
 from sqlmodel import SQLModel
 
+from broker.events import models as events
 from broker.partners import models as partners
 from broker.schools import models as schools
 
 metadata = SQLModel.metadata
 
-__all__ = ["metadata", "partners", "schools"]
+__all__ = ["events", "metadata", "partners", "schools"]
