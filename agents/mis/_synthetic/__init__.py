@@ -1,0 +1,1 @@
+"""Internals of the synthetic MIS: reference tables, the school model, its generators."""
