@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import redis.asyncio as aredis
 from fastapi import Request
@@ -21,6 +22,11 @@ def get_resources(request: Request) -> Resources:
 def get_redis(request: Request) -> aredis.Redis:
     client: aredis.Redis = request.app.state.redis
     return client
+
+
+def get_batch_applier(request: Request) -> Any:
+    """The cache service that applies uploads (built in the lifespan)."""
+    return request.app.state.cache
 
 
 def get_clock(request: Request) -> Clock:

@@ -5,6 +5,7 @@ Services raise these and never `HTTPException`; the CLI turns them into a one-li
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 
@@ -13,9 +14,12 @@ class DomainError(Exception):
     slug: ClassVar[str] = "bad-request"
     title: ClassVar[str] = "Bad request"
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(
+        self, detail: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = dict(headers or {})
         self.extra = extra
 
     @property
@@ -57,3 +61,15 @@ class ServiceUnavailableError(DomainError):
     status = 503
     slug = "unavailable"
     title = "Service unavailable"
+
+
+class PayloadTooLargeError(DomainError):
+    status = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class TooManyRequestsError(DomainError):
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"

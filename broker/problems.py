@@ -48,7 +48,12 @@ def problem_response(
 async def _domain_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     return problem_response(
-        exc.status, slug=exc.slug, title=exc.title, detail=exc.detail, **exc.extra
+        exc.status,
+        slug=exc.slug,
+        title=exc.title,
+        detail=exc.detail,
+        headers=exc.headers or None,
+        **exc.extra,
     )
 
 

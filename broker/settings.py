@@ -59,6 +59,11 @@ class BrokerSettings(BaseSettings):
     log_level: str = "INFO"
     # "system", or "file:PATH" (an RFC 3339 time in a file; not in production).
     clock: str = "system"
+    # Agent uploads: limit on the body as sent and once inflated (gzip bombs stop here).
+    upload_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    upload_max_compressed_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # An agent with no heartbeat for this long is flagged to operators and the school.
+    agent_silent_after_minutes: int = Field(default=15, ge=1)
     # Base URL that partners and admins use, for links in problems and the demo's curl line.
     public_url: str | None = None
 

@@ -14,6 +14,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer.main import get_command
 
+from broker.cli import agent as agent_cli
 from broker.cli.context import CliError, CliState, emit, fail
 from broker.clock import rfc3339
 from broker.db import current_revision, head_revision, upgrade
@@ -39,6 +40,7 @@ db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 app.add_typer(school_app, name="school")
 app.add_typer(partner_app, name="partner")
 app.add_typer(db_app, name="db")
+app.add_typer(agent_cli.app, name="agent")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 

@@ -34,6 +34,12 @@ class NewSchool:
 
 
 @dataclass(frozen=True)
+class IssuedAgentKey:
+    agent: Agent
+    agent_key: str
+
+
+@dataclass(frozen=True)
 class NewAdmin:
     admin: SchoolAdmin
     totp_secret: str
@@ -73,20 +79,42 @@ def register_school(
     school = School(
         id=new_id("sch"), name=name, dfe_number=dfe, urn=urn and urn.strip(), created_at=now
     )
+    try:
+        repo.add(school)
+    except IntegrityError as exc:  # a concurrent registration of the same DfE number
+        raise ConflictError(f"a school with DfE number {dfe} is already registered") from exc
+    agent, agent_key = _new_agent(school.id, now)
+    repo.add(agent)
+    return NewSchool(school=school, agent_key=agent_key)
+
+
+def _new_agent(school_id: str, now: datetime) -> tuple[Agent, str]:
     agent_key = generate_secret("mbk_agent")
     agent = Agent(
         id=new_id("agt"),
-        school_id=school.id,
+        school_id=school_id,
         key_hash=digest_secret(agent_key),
         key_hint=agent_key[:14],
         created_at=now,
     )
-    try:
-        repo.add(school)
-        repo.add(agent)
-    except IntegrityError as exc:  # a concurrent registration of the same DfE number
-        raise ConflictError(f"a school with DfE number {dfe} is already registered") from exc
-    return NewSchool(school=school, agent_key=agent_key)
+    return agent, agent_key
+
+
+def issue_agent_key(
+    repo: SchoolRepository, *, school_id: str, now: datetime, revoke_others: bool
+) -> IssuedAgentKey:
+    """A new key for a school's agent (a leaked key, a rebuilt server)."""
+    school = require_school(repo, school_id)
+    if school.status is not SchoolStatus.ACTIVE:
+        raise ConflictError(f"school {school_id} is closed")
+    if revoke_others:
+        for old in repo.agents(school_id):
+            if old.revoked_at is None:
+                old.revoked_at = now
+                repo.add(old)
+    agent, agent_key = _new_agent(school_id, now)
+    repo.add(agent)
+    return IssuedAgentKey(agent=agent, agent_key=agent_key)
 
 
 def require_school(repo: SchoolRepository, school_id: str) -> School:

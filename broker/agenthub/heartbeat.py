@@ -1,0 +1,116 @@
+"""Agent telemetry and health, as operators and school admins see it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import Session
+
+from broker.agenthub import commands
+from broker.agenthub.models import AgentCommand
+from broker.clock import rfc3339
+from broker.schools.models import Agent
+from broker.schools.repository import SchoolRepository
+
+
+class AreaExtraction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: datetime | None = None
+    ok: bool | None = None
+    records: int | None = Field(default=None, ge=0)
+    duration_seconds: float | None = Field(default=None, ge=0)
+    error: str | None = Field(default=None, max_length=1000)
+
+
+class Telemetry(BaseModel):
+    """What an agent reports each minute; unknown keys are kept (newer agents report more)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    agent_version: str | None = Field(default=None, max_length=64)
+    os: str | None = Field(default=None, max_length=200)
+    mis: str | None = Field(default=None, max_length=64)
+    cpu_percent: float | None = Field(default=None, ge=0)
+    memory: dict[str, float] | None = None
+    disk: dict[str, float] | None = None
+    last_extraction: dict[str, AreaExtraction] = Field(default_factory=dict, max_length=64)
+    errors: list[str] = Field(default_factory=list, max_length=50)
+
+
+class CommandOut(BaseModel):
+    id: str
+    kind: str
+    args: dict[str, Any]
+
+
+class HeartbeatReply(BaseModel):
+    commands: list[CommandOut]
+    server_time: str
+
+
+def record_heartbeat(
+    session: Session, *, agent_id: str, school_id: str, telemetry: Telemetry, now: datetime
+) -> HeartbeatReply:
+    agent = session.get(Agent, agent_id)
+    assert agent is not None
+    agent.last_heartbeat_at = now
+    agent.telemetry = telemetry.model_dump(mode="json")
+    session.add(agent)
+    out = commands.hand_out(session, school_id=school_id, now=now)
+    return HeartbeatReply(
+        commands=[CommandOut(id=c.id, kind=c.kind.value, args=c.args) for c in out],
+        server_time=rfc3339(now),
+    )
+
+
+def _command_view(command: AgentCommand) -> dict[str, Any]:
+    return {
+        "id": command.id,
+        "kind": command.kind.value,
+        "args": command.args,
+        "status": command.status.value,
+        "reason": command.reason,
+        "created_at": rfc3339(command.created_at),
+        "completed_at": rfc3339(command.completed_at) if command.completed_at else None,
+        "attempts": command.attempts,
+        "detail": command.result_detail,
+    }
+
+
+def agent_health(
+    session: Session,
+    *,
+    school_id: str,
+    now: datetime,
+    silent_after: timedelta,
+    area_states: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Every agent of the school: last heartbeat, telemetry, silence flag; areas; commands."""
+    agents = []
+    for agent in SchoolRepository(session).agents(school_id):
+        last = agent.last_heartbeat_at
+        silent = agent.revoked_at is None and (last is None or now - last > silent_after)
+        telemetry = agent.telemetry or {}
+        agents.append(
+            {
+                "agent_id": agent.id,
+                "key_hint": agent.key_hint,
+                "revoked": agent.revoked_at is not None,
+                "last_heartbeat_at": rfc3339(last) if last else None,
+                "seconds_since_heartbeat": int((now - last).total_seconds()) if last else None,
+                "silent": silent,
+                "telemetry": telemetry,
+                "errors": telemetry.get("errors", []),
+            }
+        )
+    return {
+        "school_id": school_id,
+        "checked_at": rfc3339(now),
+        "silent_after_seconds": int(silent_after.total_seconds()),
+        "agents": agents,
+        "areas": area_states or [],
+        "commands": [_command_view(c) for c in commands.command_history(session, school_id)],
+    }

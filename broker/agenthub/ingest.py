@@ -1,0 +1,118 @@
+"""Applying an agent's upload: validated first, applied whole in one transaction, once.
+
+A repeated `batch_id` returns the first answer and applies nothing, however the repeat
+arrives (agent retry after a lost response, two deliveries racing).  After the commit the
+hot tier for the area is dropped, and a `data.updated` event was written with the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from broker.agenthub.auth import AgentPrincipal
+from broker.agenthub.models import UploadBatch
+from broker.agenthub.uploads import Upload, parse_upload
+from broker.clock import rfc3339
+from broker.db import session_scope
+from broker.errors import ConflictError
+from broker.events.service import emit
+
+
+class AppliedBatch(Protocol):
+    applied: int
+    deleted: int
+    changed: bool
+    as_of: datetime
+
+
+class BatchApplier(Protocol):
+    """The cache's side of ingest (cache.service.CacheService)."""
+
+    def apply_upload(
+        self, session: Session, *, school_id: str, upload: Upload, now: datetime
+    ) -> AppliedBatch: ...
+
+    def after_commit(self, school_id: str, area: str) -> None: ...
+
+
+def _replay(batch: UploadBatch, principal: AgentPrincipal, digest: str) -> dict[str, Any]:
+    if batch.school_id != principal.school_id:
+        raise ConflictError(f"batch_id {batch.batch_id} was already used by another school")
+    if batch.body_digest != digest:
+        raise ConflictError(
+            f"batch_id {batch.batch_id} was already applied with different content; "
+            "a new batch needs a new batch_id"
+        )
+    return dict(batch.response)
+
+
+def ingest(
+    engine: Engine, cache: BatchApplier, principal: AgentPrincipal, body: bytes, now: datetime
+) -> dict[str, Any]:
+    upload = parse_upload(body, now)
+    digest = hashlib.sha256(body).hexdigest()
+    try:
+        with session_scope(engine) as session:
+            earlier = session.get(UploadBatch, upload.batch_id)
+            if earlier is not None:
+                return _replay(earlier, principal, digest)
+            response = _apply(session, cache, principal, upload, digest, now)
+    except IntegrityError:
+        # The same batch was applied concurrently and committed first: answer as it did.
+        with session_scope(engine) as session:
+            earlier = session.get(UploadBatch, upload.batch_id)
+            if earlier is None:
+                raise
+            return _replay(earlier, principal, digest)
+    cache.after_commit(principal.school_id, upload.area.name)
+    return response
+
+
+def _apply(
+    session: Session,
+    cache: BatchApplier,
+    principal: AgentPrincipal,
+    upload: Upload,
+    digest: str,
+    now: datetime,
+) -> dict[str, Any]:
+    result = cache.apply_upload(session, school_id=principal.school_id, upload=upload, now=now)
+    response = {
+        "batch_id": upload.batch_id,
+        "area": upload.area.name,
+        "applied": result.applied,
+        "deleted": result.deleted,
+    }
+    session.add(
+        UploadBatch(
+            batch_id=upload.batch_id,
+            school_id=principal.school_id,
+            area=upload.area.name,
+            mode=upload.mode,
+            body_digest=digest,
+            extracted_at=upload.extracted_at,
+            received_at=now,
+            response=response,
+        )
+    )
+    if result.changed:
+        emit(
+            session,
+            "data.updated",
+            school_id=principal.school_id,
+            area=upload.area.name,
+            payload={
+                "school_id": principal.school_id,
+                "area": upload.area.name,
+                "as_of": rfc3339(result.as_of),
+            },
+            now=now,
+        )
+    session.flush()  # a concurrent duplicate batch_id fails here, inside the transaction
+    return response

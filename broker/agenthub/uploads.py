@@ -1,0 +1,144 @@
+"""Decoding and validating an agent's upload before anything is applied.
+
+Everything here is pure: bytes in, a validated upload or a precise error out.  An error
+names the record (index and id) and the field, so an agent can log exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+
+from broker.errors import DomainError, InvalidInputError, PayloadTooLargeError
+from consent.areas import (
+    Area,
+    FieldError,
+    UnknownAreaError,
+    get_area,
+    is_valid_record_id,
+    parse_instant,
+    validate_record,
+)
+
+# An MIS clock a little ahead of ours is normal; more than this is a bug at the school.
+ALLOWED_CLOCK_SKEW = timedelta(minutes=5)
+MAX_REPORTED_ERRORS = 50
+_ENVELOPE = frozenset({"batch_id", "area", "mode", "extracted_at", "records", "deleted"})
+
+
+class UploadRejectedError(DomainError):
+    status = 422
+    slug = "invalid-upload"
+    title = "Upload rejected"
+
+
+class UnsupportedEncodingError(DomainError):
+    status = 415
+    slug = "unsupported-encoding"
+    title = "Unsupported content encoding"
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    batch_id: str
+    area: Area
+    mode: Literal["full", "delta"]
+    extracted_at: datetime
+    records: list[dict[str, Any]]
+    deleted: list[str]
+
+
+def decode_body(raw: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
+    """Undo gzip if declared, refusing anything that inflates beyond `max_bytes`."""
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return raw
+    if encoding not in ("gzip", "x-gzip"):
+        raise UnsupportedEncodingError(f"Content-Encoding {encoding!r}: use gzip or none")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        # max_length bounds the output, so a gzip bomb stops here, not in memory.
+        body = inflater.decompress(raw, max_bytes + 1)
+        if len(body) > max_bytes or inflater.unconsumed_tail:
+            raise PayloadTooLargeError(
+                f"upload inflates beyond the {max_bytes} byte limit", limit_bytes=max_bytes
+            )
+        if not inflater.eof:
+            raise InvalidInputError("gzip body is truncated")
+    except zlib.error as exc:
+        raise InvalidInputError(f"gzip body is corrupt: {exc}") from None
+    return body
+
+
+def _reject(detail: str, errors: list[FieldError] | None = None) -> UploadRejectedError:
+    if errors is None:
+        return UploadRejectedError(detail)
+    shown = [e.as_dict() for e in errors[:MAX_REPORTED_ERRORS]]
+    return UploadRejectedError(detail, errors=shown, error_count=len(errors))
+
+
+def _envelope(
+    doc: Any, now: datetime
+) -> tuple[str, Area, Literal["full", "delta"], datetime, list[Any], list[Any]]:
+    if not isinstance(doc, dict):
+        raise _reject("the body must be a JSON object")
+    unknown = sorted(set(doc) - _ENVELOPE)
+    if unknown:
+        raise _reject(f"unknown member(s): {', '.join(unknown)}")
+    try:
+        batch_id = str(uuid.UUID(str(doc.get("batch_id"))))
+    except ValueError:
+        raise _reject("batch_id must be a UUID") from None
+    try:
+        area = get_area(str(doc.get("area")))
+    except UnknownAreaError as exc:
+        raise _reject(str(exc)) from None
+    mode = doc.get("mode")
+    if mode not in ("full", "delta"):
+        raise _reject('mode must be "full" or "delta"')
+    extracted_at = parse_instant(doc.get("extracted_at"))
+    if extracted_at is None:
+        raise _reject("extracted_at must be an RFC 3339 time with an offset")
+    if extracted_at > now + ALLOWED_CLOCK_SKEW:
+        raise _reject(f"extracted_at {doc['extracted_at']} is in the future")
+    records, deleted = doc.get("records", []), doc.get("deleted", [])
+    if not isinstance(records, list) or not isinstance(deleted, list):
+        raise _reject("records and deleted must be lists")
+    if mode == "full" and deleted:
+        raise _reject('a "full" upload replaces the area: send no "deleted" list')
+    return batch_id, area, mode, extracted_at, records, deleted
+
+
+def parse_upload(body: bytes, now: datetime) -> Upload:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _reject(f"the body is not JSON: {exc}") from None
+    batch_id, area, mode, extracted_at, records, deleted = _envelope(doc, now)
+    errors: list[FieldError] = []
+    seen: set[str] = set()
+    for index, record in enumerate(records):
+        errors.extend(validate_record(area, index, record))
+        record_id = record.get("id") if isinstance(record, dict) else None
+        if isinstance(record_id, str):
+            if record_id in seen:
+                errors.append(FieldError(index, record_id, "id", "duplicate id in this upload"))
+            seen.add(record_id)
+    for index, record_id in enumerate(deleted):
+        if not is_valid_record_id(record_id):
+            errors.append(FieldError(index, None, "deleted", "not a valid record id"))
+        elif record_id in seen:
+            errors.append(FieldError(index, record_id, "deleted", "id is also in records"))
+    if errors:
+        first = errors[0]
+        where = f"record {first.index}" + (f" ({first.record_id})" if first.record_id else "")
+        raise _reject(
+            f"{len(errors)} problem(s); first: {where} field {first.field!r}: {first.message}",
+            errors,
+        )
+    return Upload(batch_id, area, mode, extracted_at, records, [str(d) for d in deleted])

@@ -1,0 +1,149 @@
+"""Agent API: uploads, heartbeats and command results (auth: the school's agent key)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from broker.agenthub import commands
+from broker.agenthub.auth import AgentDep
+from broker.agenthub.heartbeat import HeartbeatReply, Telemetry, record_heartbeat
+from broker.agenthub.ingest import ingest
+from broker.agenthub.uploads import decode_body
+from broker.clock import Clock
+from broker.deps import get_batch_applier, get_clock, get_resources, get_session
+from broker.errors import PayloadTooLargeError
+from broker.resources import Resources
+
+router = APIRouter(prefix="/v1/agent", tags=["agent"])
+
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+
+
+class UploadRecord(BaseModel):
+    id: str
+
+
+class UploadBody(BaseModel):
+    """Documented for OpenAPI; the endpoint validates the raw body against the catalogue."""
+
+    batch_id: str = Field(description="A UUID chosen by the agent; repeats are idempotent")
+    area: str = Field(description="A data area of the catalogue (`misbroker areas`)")
+    mode: Literal["full", "delta"]
+    extracted_at: str = Field(description="RFC 3339 time the MIS was read")
+    records: list[dict[str, Any]] = Field(default_factory=list)
+    deleted: list[str] = Field(default_factory=list)
+
+
+class UploadResult(BaseModel):
+    batch_id: str
+    area: str
+    applied: int
+    deleted: int
+
+
+class CommandResult(BaseModel):
+    status: Literal["done", "failed"]
+    detail: str | None = Field(default=None, max_length=2000)
+
+
+class CommandAck(BaseModel):
+    id: str
+    status: str
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"upload body over {limit} bytes", limit_bytes=limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"upload body over {limit} bytes", limit_bytes=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/uploads",
+    response_model=UploadResult,
+    summary="Upload one area (full or delta), applied atomically and at most once",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": UploadBody.model_json_schema()}},
+        }
+    },
+    responses={
+        401: PROBLEM,
+        403: PROBLEM,
+        409: PROBLEM,
+        413: PROBLEM,
+        415: PROBLEM,
+        422: PROBLEM,
+    },
+)
+async def upload(
+    request: Request,
+    agent: AgentDep,
+    resources: Annotated[Resources, Depends(get_resources)],
+    clock: Annotated[Clock, Depends(get_clock)],
+    applier: Annotated[Any, Depends(get_batch_applier)],
+) -> dict[str, Any]:
+    settings = resources.settings.broker
+    raw = await _read_capped(request, settings.upload_max_compressed_bytes)
+    # Inflating, validating and applying are CPU and database work: off the event loop.
+    body = await run_in_threadpool(
+        decode_body, raw, request.headers.get("content-encoding"), settings.upload_max_bytes
+    )
+    return await run_in_threadpool(ingest, resources.engine, applier, agent, body, clock.now())
+
+
+@router.post(
+    "/heartbeat",
+    response_model=HeartbeatReply,
+    summary="Report telemetry; receive queued commands",
+    responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM},
+)
+def heartbeat(
+    telemetry: Telemetry,
+    agent: AgentDep,
+    session: Annotated[Session, Depends(get_session)],
+    clock: Annotated[Clock, Depends(get_clock)],
+) -> HeartbeatReply:
+    return record_heartbeat(
+        session,
+        agent_id=agent.agent_id,
+        school_id=agent.school_id,
+        telemetry=telemetry,
+        now=clock.now(),
+    )
+
+
+@router.post(
+    "/commands/{command_id}/result",
+    response_model=CommandAck,
+    summary="Report the outcome of a command",
+    responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
+)
+def command_result(
+    command_id: str,
+    result: CommandResult,
+    agent: AgentDep,
+    session: Annotated[Session, Depends(get_session)],
+    clock: Annotated[Clock, Depends(get_clock)],
+) -> CommandAck:
+    command = commands.record_result(
+        session,
+        school_id=agent.school_id,
+        command_id=command_id,
+        succeeded=result.status == "done",
+        detail=result.detail,
+        now=clock.now(),
+    )
+    return CommandAck(id=command.id, status=command.status.value)
