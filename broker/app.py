@@ -12,7 +12,7 @@ from broker.clock import Clock
 from broker.middleware import RequestContextMiddleware
 from broker.problems import install_problem_handlers
 from broker.resources import Resources
-from broker.routers import agent, service
+from broker.routers import agent, oauth, service
 from broker.settings import Settings, load_settings
 
 
@@ -37,5 +37,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     install_problem_handlers(app)
     app.include_router(service.router)
     app.include_router(agent.router)
+    app.include_router(oauth.router)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from broker.app import create_app
 from broker.clock import FrozenClock
+from broker.db import make_engine, upgrade
 from broker.settings import BrokerSettings, Environment, Settings
 from cache.settings import CacheSettings
 from consent.settings import ConsentSettings
@@ -87,7 +88,12 @@ def make_settings(data_dir: Path, **broker: object) -> Settings:
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> Settings:
-    return make_settings(tmp_path / "data", redis_url=redis_url)
+    """An embedded-style deployment in a temp dir, its database migrated to the newest."""
+    settings = make_settings(tmp_path / "data", redis_url=redis_url)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    engine.dispose()
+    return settings
 
 
 @pytest.fixture

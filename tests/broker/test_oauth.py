@@ -1,0 +1,128 @@
+"""OAuth 2.0 client credentials: standard clients work unchanged; bad credentials are refused."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from authlib.integrations.httpx_client import OAuth2Client
+from fastapi import FastAPI
+
+from broker.clock import FrozenClock
+from broker.db import session_scope, upgrade
+from broker.partners.repository import PartnerRepository
+from broker.partners.service import register_partner
+from broker.resources import Resources
+from tests.support.live import live_server
+
+
+@pytest.fixture
+def server(app: FastAPI) -> Iterator[str]:
+    with live_server(app) as url:
+        yield url
+
+
+@pytest.fixture
+def partner(server: str, app: FastAPI, clock: FrozenClock) -> dict[str, str]:
+    resources: Resources = app.state.resources
+    upgrade(resources.engine)
+    with session_scope(resources.engine) as session:
+        created = register_partner(
+            PartnerRepository(session),
+            resources.sealer,
+            name="ExamPro",
+            areas=["students.basic"],
+            reasons={},
+            webhook_url=None,
+            now=clock.now(),
+        )
+    return {"client_id": created.partner.client_id, "client_secret": created.client_secret}
+
+
+def test_authlib_client_with_basic_auth(server: str, partner: dict[str, str]) -> None:
+    client = OAuth2Client(partner["client_id"], partner["client_secret"])
+    token = client.fetch_token(f"{server}/oauth/token", grant_type="client_credentials")
+    assert token["token_type"] == "Bearer"
+    assert 0 < token["expires_in"] <= 3600
+    assert token["access_token"].startswith("mbt_")
+
+
+def test_authlib_client_with_form_auth(server: str, partner: dict[str, str]) -> None:
+    client = OAuth2Client(
+        partner["client_id"],
+        partner["client_secret"],
+        token_endpoint_auth_method="client_secret_post",
+    )
+    token = client.fetch_token(f"{server}/oauth/token", grant_type="client_credentials")
+    assert token["access_token"].startswith("mbt_")
+
+
+def test_token_responses_are_not_cached(server: str, partner: dict[str, str]) -> None:
+    response = httpx.post(
+        f"{server}/oauth/token",
+        data={"grant_type": "client_credentials", **partner},
+    )
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("data", "auth", "status", "error"),
+    [
+        (
+            {"grant_type": "client_credentials", "client_id": "cli_nope", "client_secret": "x"},
+            None,
+            401,
+            "invalid_client",
+        ),
+        ({"grant_type": "client_credentials"}, None, 401, "invalid_client"),
+        (
+            {"grant_type": "password", "username": "a", "password": "b"},
+            None,
+            400,
+            "unsupported_grant_type",
+        ),
+    ],
+)
+def test_bad_requests(
+    server: str, data: dict[str, str], auth: None, status: int, error: str
+) -> None:
+    response = httpx.post(f"{server}/oauth/token", data=data)
+    assert response.status_code == status
+    assert response.json()["error"] == error
+
+
+def test_wrong_secret_over_basic_is_invalid_client(server: str, partner: dict[str, str]) -> None:
+    basic = base64.b64encode(f"{partner['client_id']}:wrong".encode()).decode()
+    response = httpx.post(
+        f"{server}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": "invalid_client",
+        "error_description": "unknown client or wrong secret",
+    }
+    assert response.headers["www-authenticate"].startswith("Basic")
+
+
+def test_two_auth_methods_at_once_is_invalid_request(server: str, partner: dict[str, str]) -> None:
+    basic = base64.b64encode(f"{partner['client_id']}:{partner['client_secret']}".encode()).decode()
+    response = httpx.post(
+        f"{server}/oauth/token",
+        data={"grant_type": "client_credentials", **partner},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+def test_json_body_is_refused(server: str, partner: dict[str, str]) -> None:
+    response = httpx.post(
+        f"{server}/oauth/token", json={"grant_type": "client_credentials", **partner}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
