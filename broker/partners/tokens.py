@@ -15,7 +15,7 @@ import redis.asyncio as aredis
 from broker.security import digest_secret, generate_secret
 
 TOKEN_TTL_SECONDS = 3600
-_TOKEN_KEY = "mb:pt:{}"
+_TOKEN_KEY = "mb:pt:{}"  # noqa: S105 - a Redis key pattern, not a secret
 _PARTNER_SET = "mb:pts:{}"
 
 

@@ -47,7 +47,7 @@ _OAUTH_ERROR = {
 
 class TokenResponse(BaseModel):
     access_token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - the RFC 6750 scheme name
     expires_in: int
 
 
