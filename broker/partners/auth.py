@@ -1,0 +1,34 @@
+"""Partner authentication for the read API: `Authorization: Bearer <access token>`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import redis.asyncio as aredis
+from fastapi import Depends, Request
+
+from broker.agenthub.auth import bearer_token
+from broker.deps import get_redis
+from broker.errors import AuthenticationError
+from broker.partners.tokens import PartnerPrincipal, resolve_token
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="misbroker"'}
+_EXPIRED = {"WWW-Authenticate": 'Bearer realm="misbroker", error="invalid_token"'}
+
+
+async def get_partner(
+    request: Request, redis: Annotated[aredis.Redis, Depends(get_redis)]
+) -> PartnerPrincipal:
+    token = bearer_token(request)
+    if token is None:
+        raise AuthenticationError(
+            "an access token is required: POST /oauth/token, then Authorization: Bearer",
+            headers=_CHALLENGE,
+        )
+    principal = await resolve_token(redis, token)
+    if principal is None:
+        raise AuthenticationError("the access token is unknown or expired", headers=_EXPIRED)
+    return principal
+
+
+PartnerDep = Annotated[PartnerPrincipal, Depends(get_partner)]
