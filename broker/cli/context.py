@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,9 +12,11 @@ from typing import Any, NoReturn
 
 import orjson
 import redis
+import redis.asyncio as aredis
 from sqlmodel import Session
 
 from broker.db import ensure_migrated, session_scope, upgrade
+from broker.partners.tokens import revoke_partner_tokens
 from broker.resources import Resources
 from broker.settings import Settings, load_settings
 
@@ -76,6 +79,21 @@ class CliState:
             fail(f"Redis at {redacted(settings.redis_url)} is unreachable: {exc}")
         finally:
             client.close()
+
+    def revoke_partner_tokens(self, partner_id: str) -> None:
+        """End a partner's live access tokens now (they live in Redis)."""
+        settings = self.settings
+        if settings.embedded_redis and not settings.embedded_redis_socket.exists():
+            return  # no broker running: its tokens went with its Redis
+        client = aredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+
+        async def revoke() -> None:
+            try:
+                await revoke_partner_tokens(client, partner_id)
+            finally:
+                await client.aclose()
+
+        asyncio.run(revoke())
 
     def close(self) -> None:
         if self._resources is not None:

@@ -20,7 +20,7 @@ from broker.clock import rfc3339
 from broker.db import current_revision, head_revision, upgrade
 from broker.errors import DomainError
 from broker.partners.repository import PartnerRepository
-from broker.partners.service import register_partner
+from broker.partners.service import register_partner, rotate_client_secret
 from broker.schools.repository import SchoolRepository
 from broker.schools.service import add_admin, close_school, register_school
 from broker.settings import SettingsError
@@ -300,6 +300,44 @@ def partner_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         f"{r['partner_id']}  {r['name']}  ({len(r['requested_areas'])} areas)" for r in rows
     )
     emit(as_json, {"partners": rows}, human or "no partners")
+
+
+@partner_app.command("rotate-secret")
+def partner_rotate_secret(
+    ctx: typer.Context,
+    partner_id: Annotated[str, typer.Argument(help="Partner id (prt_...).")],
+    revoke_old: Annotated[
+        bool,
+        typer.Option("--revoke-old", help="End the old secret and live tokens now (a leak)."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Issue a new OAuth client secret (shown once); the old one works 24 h more."""
+    cli = state(ctx)
+    with cli.unit_of_work() as (res, session):
+        rotated = rotate_client_secret(
+            PartnerRepository(session),
+            partner_id=partner_id,
+            revoke_old=revoke_old,
+            now=res.clock.now(),
+        )
+    if revoke_old:
+        cli.revoke_partner_tokens(partner_id)
+    until = rotated.previous_valid_until
+    out = {
+        "partner_id": partner_id,
+        "client_id": rotated.partner.client_id,
+        "client_secret": rotated.client_secret,
+        "previous_secret_valid_until": rfc3339(until) if until else None,
+    }
+    emit(
+        as_json,
+        out,
+        f"new client secret (shown once): {rotated.client_secret}\n"
+        + (
+            f"the old secret works until {rfc3339(until)}" if until else "the old secret is revoked"
+        ),
+    )
 
 
 def run(argv: list[str] | None = None) -> None:

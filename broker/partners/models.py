@@ -23,6 +23,10 @@ class Partner(SQLModel, table=True):
     name: str = Field(max_length=200, unique=True)
     client_id: str = Field(max_length=64, unique=True, index=True)
     client_secret_hash: str = Field(max_length=64)
+    # After a rotation the old secret keeps working until this time, so a partner can roll
+    # its configuration over without an outage (none when rotated with --revoke-old).
+    previous_secret_hash: str | None = Field(default=None, max_length=64)
+    previous_secret_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     webhook_url: str | None = Field(default=None, max_length=2000)
     # Needed in clear to sign webhooks, so sealed under the KEK rather than hashed.
     webhook_secret_sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -7,16 +7,16 @@ import ipaddress
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import IntegrityError
 
-from broker.errors import ConflictError, InvalidInputError
+from broker.errors import ConflictError, InvalidInputError, NotFoundError
 from broker.ids import new_id
 from broker.partners.models import Partner, PartnerAreaRequest
 from broker.partners.repository import PartnerRepository
-from broker.security import SecretSealer, digest_secret, generate_secret
+from broker.security import SecretSealer, digest_secret, generate_secret, secret_matches
 from consent.areas import CATALOGUE, SENSITIVE_AREAS
 
 MAX_REASON_LENGTH = 1000
@@ -121,3 +121,44 @@ def register_partner(
     except IntegrityError as exc:
         raise ConflictError(f"a partner named {name!r} already exists") from exc
     return NewPartner(partner=partner, client_secret=client_secret, webhook_secret=webhook_secret)
+
+
+ROTATION_OVERLAP = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class RotatedSecret:
+    partner: Partner
+    client_secret: str
+    previous_valid_until: datetime | None
+
+
+def rotate_client_secret(
+    repo: PartnerRepository, *, partner_id: str, revoke_old: bool, now: datetime
+) -> RotatedSecret:
+    """A new client secret; the old one stays valid for ROTATION_OVERLAP unless revoked."""
+    partner = repo.get(partner_id)
+    if partner is None:
+        raise NotFoundError(f"no partner {partner_id!r}")
+    client_secret = generate_secret("mbs")
+    if revoke_old:
+        partner.previous_secret_hash = None
+        partner.previous_secret_expires_at = None
+    else:
+        partner.previous_secret_hash = partner.client_secret_hash
+        partner.previous_secret_expires_at = now + ROTATION_OVERLAP
+    partner.client_secret_hash = digest_secret(client_secret)
+    repo.add(partner)
+    return RotatedSecret(partner, client_secret, partner.previous_secret_expires_at)
+
+
+def client_secret_valid(partner: Partner, secret: str, now: datetime) -> bool:
+    if secret_matches(secret, partner.client_secret_hash):
+        return True
+    expires = partner.previous_secret_expires_at
+    return (
+        partner.previous_secret_hash is not None
+        and expires is not None
+        and now < expires
+        and secret_matches(secret, partner.previous_secret_hash)
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import unquote_plus
 
@@ -22,9 +23,9 @@ from broker.db import session_scope
 from broker.deps import get_clock, get_redis, get_resources
 from broker.partners.models import PartnerStatus
 from broker.partners.repository import PartnerRepository
+from broker.partners.service import client_secret_valid
 from broker.partners.tokens import PartnerPrincipal, issue_token
 from broker.resources import Resources
-from broker.security import secret_matches
 
 router = APIRouter(tags=["oauth"])
 
@@ -72,12 +73,14 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return (unquote_plus(client_id), unquote_plus(secret)) if sep else None
 
 
-def _check_client(resources: Resources, client_id: str, secret: str) -> PartnerPrincipal | None:
+def _check_client(
+    resources: Resources, client_id: str, secret: str, now: datetime
+) -> PartnerPrincipal | None:
     with session_scope(resources.engine) as session:
         partner = PartnerRepository(session).by_client_id(client_id)
         if partner is None or partner.status is not PartnerStatus.ACTIVE:
             return None
-        if not secret_matches(secret, partner.client_secret_hash):
+        if not client_secret_valid(partner, secret, now):
             return None
         return PartnerPrincipal(partner_id=partner.id, client_id=partner.client_id)
 
@@ -126,7 +129,9 @@ async def token(
     client_id, secret = basic or (fields.get("client_id", ""), fields.get("client_secret", ""))
     principal = None
     if client_id and secret:
-        principal = await run_in_threadpool(_check_client, resources, client_id, secret)
+        principal = await run_in_threadpool(
+            _check_client, resources, client_id, secret, clock.now()
+        )
     if principal is None:
         return _error(401, "invalid_client", "unknown client or wrong secret", basic=True)
     issued = await issue_token(redis, principal, clock.now())

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import datetime
 
 import httpx
+import orjson
 import pytest
+import redis
 from authlib.integrations.httpx_client import OAuth2Client
 from fastapi import FastAPI
 
@@ -15,6 +21,7 @@ from broker.db import session_scope, upgrade
 from broker.partners.repository import PartnerRepository
 from broker.partners.service import register_partner
 from broker.resources import Resources
+from broker.security import digest_secret
 from tests.support.live import live_server
 
 
@@ -126,3 +133,64 @@ def test_json_body_is_refused(server: str, partner: dict[str, str]) -> None:
     )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
+
+
+def _token(server: str, client_id: str, secret: str) -> httpx.Response:
+    return httpx.post(
+        f"{server}/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+    )
+
+
+def _rotate(app: FastAPI, partner_id: str, *extra: str) -> dict[str, str]:
+    settings = app.state.resources.settings
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MISBROKER_")},
+        "MISBROKER_REDIS_URL": settings.redis_url,
+        "MISBROKER_ENVIRONMENT": "test",
+    }
+    argv = [sys.executable, "-m", "broker.cli.main", "--data-dir", str(settings.data_dir)]
+    done = subprocess.run(
+        [*argv, "partner", "rotate-secret", partner_id, "--json", *extra],
+        capture_output=True,
+        env=env,
+        check=True,
+        timeout=60,
+    )
+    result: dict[str, str] = orjson.loads(done.stdout)
+    return result
+
+
+def _partner_id(app: FastAPI, client_id: str) -> str:
+    with session_scope(app.state.resources.engine) as session:
+        partner = PartnerRepository(session).by_client_id(client_id)
+        assert partner is not None
+        return partner.id
+
+
+def test_rotation_keeps_the_old_secret_for_24_hours(
+    server: str, app: FastAPI, partner: dict[str, str], clock: FrozenClock
+) -> None:
+    rotated = _rotate(app, _partner_id(app, partner["client_id"]))
+    assert rotated["client_secret"] != partner["client_secret"]
+    assert _token(server, partner["client_id"], rotated["client_secret"]).status_code == 200
+    assert _token(server, partner["client_id"], partner["client_secret"]).status_code == 200
+    # The CLI ran on the system clock; move the test clock a day past it.
+    clock.set(datetime.fromisoformat(rotated["previous_secret_valid_until"].replace("Z", "+00:00")))
+    assert _token(server, partner["client_id"], partner["client_secret"]).status_code == 401
+    assert _token(server, partner["client_id"], rotated["client_secret"]).status_code == 200
+
+
+def test_rotation_with_revoke_old_ends_the_old_secret_and_live_tokens(
+    server: str, app: FastAPI, partner: dict[str, str]
+) -> None:
+    old_token = _token(server, partner["client_id"], partner["client_secret"]).json()[
+        "access_token"
+    ]
+    redis_client = redis.Redis.from_url(app.state.resources.settings.redis_url)
+    assert redis_client.get(f"mb:pt:{digest_secret(old_token)}") is not None
+    rotated = _rotate(app, _partner_id(app, partner["client_id"]), "--revoke-old")
+    assert rotated["previous_secret_valid_until"] is None
+    assert _token(server, partner["client_id"], partner["client_secret"]).status_code == 401
+    assert redis_client.get(f"mb:pt:{digest_secret(old_token)}") is None
+    redis_client.close()

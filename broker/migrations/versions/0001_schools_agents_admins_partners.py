@@ -25,6 +25,8 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('client_id', sa.String(length=64), nullable=False),
     sa.Column('client_secret_hash', sa.String(length=64), nullable=False),
+    sa.Column('previous_secret_hash', sa.String(length=64), nullable=True),
+    sa.Column('previous_secret_expires_at', consent.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('webhook_url', sa.String(length=2000), nullable=True),
     sa.Column('webhook_secret_sealed', sa.LargeBinary(), nullable=False),
     sa.Column('rate_limit_per_minute', sa.Integer(), nullable=False),
