@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import httpx
 import orjson
@@ -142,7 +143,7 @@ def _token(server: str, client_id: str, secret: str) -> httpx.Response:
     )
 
 
-def _rotate(app: FastAPI, partner_id: str, *extra: str) -> dict[str, str]:
+def _rotate(app: FastAPI, partner_id: str, *extra: str) -> dict[str, Any]:
     settings = app.state.resources.settings
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MISBROKER_")},
@@ -157,7 +158,7 @@ def _rotate(app: FastAPI, partner_id: str, *extra: str) -> dict[str, str]:
         check=True,
         timeout=60,
     )
-    result: dict[str, str] = orjson.loads(done.stdout)
+    result: dict[str, Any] = orjson.loads(done.stdout)
     return result
 
 
