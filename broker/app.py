@@ -8,11 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from broker import __version__
+from broker.cache_wiring import build_cache_service
 from broker.clock import Clock
+from broker.consent_wiring import consent_lifespan, install_consent
 from broker.middleware import RequestContextMiddleware
+from broker.partners.ratelimit import PartnerRateLimiter
+from broker.partners.reads import PartnerReads
 from broker.problems import install_problem_handlers
 from broker.resources import Resources
-from broker.routers import agent, oauth, service
+from broker.routers import agent, oauth, partner, service
 from broker.settings import Settings, load_settings
 
 
@@ -22,8 +26,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         resources = Resources.build(settings or load_settings(), clock)
         app.state.resources = resources
         app.state.redis = resources.redis_async()
+        app.state.cache = build_cache_service(resources)
         try:
-            yield
+            async with consent_lifespan(app) as consent:
+                app.state.partner_reads = PartnerReads(
+                    resources.engine, consent.cache, consent.access_log, app.state.cache
+                )
+                app.state.rate_limiter = PartnerRateLimiter(resources.settings.redis_url)
+                yield
         finally:
             await app.state.redis.aclose()
             resources.close()
@@ -38,5 +48,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(service.router)
     app.include_router(agent.router)
     app.include_router(oauth.router)
+    app.include_router(partner.router)
+    install_consent(app)
     app.add_middleware(RequestContextMiddleware)
     return app

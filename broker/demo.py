@@ -1,9 +1,188 @@
-"""`misbroker up --demo`: a demo school, partner and consent, and a curl line that reads."""
+"""`misbroker up --demo`: a demo school with synthetic data, a partner with a consent, and
+a curl line that reads real records through the partner API.
+
+Everything goes through the same paths as production: the school's data is uploaded over
+HTTP with the agent key, the consent is granted as the school's admin, and the token comes
+from the OAuth endpoint.  Running it again reuses the school and partner and issues fresh
+credentials (the old ones are revoked; secrets are only ever shown once).
+"""
 
 from __future__ import annotations
 
+import secrets
+import uuid
+from dataclasses import dataclass
+
+import httpx
+import orjson
+
+from agents.mis.synthetic import SyntheticMis
+from broker.admin.consents import SchoolConsents
+from broker.clock import rfc3339
+from broker.db import session_scope
+from broker.partners.repository import PartnerRepository
+from broker.partners.service import register_partner, rotate_client_secret
+from broker.resources import Resources
+from broker.schools.models import School
+from broker.schools.repository import SchoolRepository
+from broker.schools.service import add_admin, issue_agent_key, register_school
 from broker.settings import Settings
+from consent.repository import ConsentRepository
+
+DEMO_SCHOOL = "Oakfield Academy (demo)"
+DEMO_DFE = "3029999"
+DEMO_ADMIN = "demo.admin@oakfield.example"
+DEMO_PARTNER = "Demo Exam App"
+DEMO_PUPILS = 300
+REQUESTED = {
+    "school.details": "Show the centre on candidate paperwork",
+    "groups": "Seat candidates by class",
+    "students.basic": "Candidate names, UPNs and exam numbers",
+    "contacts": "Tell parents about exam timetables",
+    "students.demographics": "Access arrangements and pupil premium reporting",
+    "staff.basic": "Invigilator accounts",
+}
+GRANTED = ("school.details", "groups", "students.basic", "contacts", "staff.basic")
+
+
+@dataclass
+class DemoCredentials:
+    school: School
+    agent_key: str
+    admin_password: str | None
+    totp_secret: str | None
+    client_id: str
+    client_secret: str
+
+
+def _admin_password() -> str:
+    return secrets.token_urlsafe(12) + "a1!A"
+
+
+def _ensure_world(resources: Resources) -> DemoCredentials:
+    now = resources.clock.now()
+    with session_scope(resources.engine) as session:
+        schools, partners = SchoolRepository(session), PartnerRepository(session)
+        school = schools.by_dfe_number(DEMO_DFE)
+        if school is None:
+            created = register_school(
+                schools, name=DEMO_SCHOOL, dfe_number=DEMO_DFE, urn="199999", now=now
+            )
+            school, agent_key = created.school, created.agent_key
+        else:
+            agent_key = issue_agent_key(
+                schools, school_id=school.id, now=now, revoke_others=True
+            ).agent_key
+        password = totp = None
+        admin = schools.admin_by_email(DEMO_ADMIN)
+        if admin is None:
+            password = _admin_password()
+            new_admin = add_admin(
+                schools,
+                resources.sealer,
+                school_id=school.id,
+                email=DEMO_ADMIN,
+                password=password,
+                now=now,
+            )
+            admin, totp = new_admin.admin, new_admin.totp_secret
+        partner = partners.by_name(DEMO_PARTNER)
+        if partner is None:
+            registered = register_partner(
+                partners,
+                resources.sealer,
+                name=DEMO_PARTNER,
+                areas=list(REQUESTED),
+                reasons=REQUESTED,
+                webhook_url=None,
+                now=now,
+            )
+            partner, client_secret = registered.partner, registered.client_secret
+        else:
+            client_secret = rotate_client_secret(
+                partners, partner_id=partner.id, revoke_old=True, now=now
+            ).client_secret
+        if ConsentRepository(session).live_for_pair(school.id, partner.id) is None:
+            consents = SchoolConsents(
+                session,
+                school=school,
+                actor=f"admin:{admin.id}",
+                now=now,
+                grace=resources.settings.consent.revocation_grace,
+            )
+            consents.grant(partner.id, GRANTED, "read")
+        return DemoCredentials(school, agent_key, password, totp, partner.client_id, client_secret)
+
+
+def _upload_school(client: httpx.Client, creds: DemoCredentials, resources: Resources) -> int:
+    """The synthetic school's core data, sent as the school's agent would send it."""
+    now = resources.clock.now()
+    mis = SyntheticMis(
+        seed=2026,
+        pupils=DEMO_PUPILS,
+        phase="secondary",
+        school_name=DEMO_SCHOOL,
+        dfe_number=DEMO_DFE,
+        day=now.date(),
+    )
+    total = 0
+    for area in sorted(mis.areas()):
+        records = list(mis.extract(area))
+        body = {
+            "batch_id": str(uuid.uuid4()),
+            "area": area,
+            "mode": "full",
+            "extracted_at": rfc3339(now),
+            "records": records,
+            "deleted": [],
+        }
+        response = client.post(
+            "/v1/agent/uploads",
+            content=orjson.dumps(body),
+            headers={
+                "Authorization": f"Bearer {creds.agent_key}",
+                "Content-Type": "application/json",
+            },
+        )
+        if response.status_code != 200:
+            raise RuntimeError(
+                f"demo upload of {area} failed: {response.status_code} {response.text[:300]}"
+            )
+        total += len(records)
+    return total
 
 
 def run_demo(settings: Settings, base_url: str) -> str:
-    return f"demo: not yet wired (data dir {settings.data_dir}, {base_url})"
+    resources = Resources.build(settings)
+    try:
+        creds = _ensure_world(resources)
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            uploaded = _upload_school(client, creds, resources)
+            token = client.post(
+                "/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(creds.client_id, creds.client_secret),
+            ).json()["access_token"]
+    finally:
+        resources.close()
+    sid = creds.school.id
+    if creds.admin_password:
+        admin = (
+            f"  school admin  {DEMO_ADMIN}  password {creds.admin_password}"
+            f"  TOTP secret {creds.totp_secret}"
+        )
+    else:
+        admin = f"  school admin  {DEMO_ADMIN} (credentials were shown on the first demo run)"
+    url = f"{base_url}/v1/schools/{sid}/data/students.basic?limit=5"
+    return "\n".join(
+        [
+            f"demo: {DEMO_SCHOOL} {sid}: {DEMO_PUPILS} synthetic pupils, {uploaded} records",
+            f"  agent key     {creds.agent_key}",
+            admin,
+            f"  partner       {DEMO_PARTNER}  client_id {creds.client_id}",
+            f"                client_secret {creds.client_secret}",
+            f"  consented     {', '.join(GRANTED)}",
+            "read pupils (the token lasts an hour; POST /oauth/token gives another):",
+            f'  curl -s -H "Authorization: Bearer {token}" "{url}"',
+        ]
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import redis.asyncio as aredis
 from fastapi import Request
@@ -12,6 +11,7 @@ from sqlmodel import Session
 from broker.clock import Clock
 from broker.db import session_scope
 from broker.resources import Resources
+from cache.service import CacheService
 
 
 def get_resources(request: Request) -> Resources:
@@ -24,9 +24,10 @@ def get_redis(request: Request) -> aredis.Redis:
     return client
 
 
-def get_batch_applier(request: Request) -> Any:
-    """The cache service that applies uploads (built in the lifespan)."""
-    return request.app.state.cache
+def get_batch_applier(request: Request) -> CacheService:
+    """The encrypted cache (built in the lifespan)."""
+    cache: CacheService = request.app.state.cache
+    return cache
 
 
 def get_clock(request: Request) -> Clock:

@@ -2,11 +2,15 @@
 
 from sqlmodel import SQLModel
 
+from broker.admin import models as admin
 from broker.agenthub import models as agenthub
 from broker.events import models as events
 from broker.partners import models as partners
 from broker.schools import models as schools
+from broker.webhooks import models as webhooks  # noqa: F401 - webhook deliveries
+from cache import models as cache_models  # noqa: F401 - the cache's tables
+from consent import models as consent_models  # noqa: F401 - consents, access log, audit
 
 metadata = SQLModel.metadata
 
-__all__ = ["agenthub", "events", "metadata", "partners", "schools"]
+__all__ = ["admin", "agenthub", "events", "metadata", "partners", "schools"]

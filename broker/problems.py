@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from broker.errors import DomainError
 from broker.logging import request_id_var
+from cache.errors import CacheError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,13 @@ async def _domain_error(_: Request, exc: Exception) -> Response:
     )
 
 
+async def _cache_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CacheError)
+    if exc.status >= 500:
+        log.error("cache error", exc_info=exc)
+    return problem_response(exc.status, slug=exc.slug, title=exc.title, detail=str(exc))
+
+
 async def _validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [
@@ -95,6 +103,7 @@ async def _unexpected_error(_: Request, exc: Exception) -> Response:
 
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(CacheError, _cache_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

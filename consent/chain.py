@@ -9,11 +9,17 @@ entries out of order or duplicated, and an appended entry whose hash does not ch
 it cannot detect on its own: someone with write access rewriting the chain from some point
 on with freshly computed hashes, or dropping the newest entries.  Both need a trusted
 `head` (seq and hash) kept outside the database, e.g. in the school's last export.
+
+Keyed chains close the first gap: with a `key` every link is HMAC-SHA256 instead of
+SHA-256, so recomputing hashes needs the key, which the broker keeps sealed under the KEK
+(`school_key` derives one key per school from the deployment's audit key).  Without a key
+the functions behave exactly as before.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +28,7 @@ from itertools import pairwise
 from typing import Any, Final, Literal, TypeAlias
 
 GENESIS_PREFIX: Final = b"misbroker-access-log:"
+SCHOOL_KEY_PREFIX: Final = b"misbroker-access-log-key:"
 HASH_SIZE: Final = 32
 
 BreakKind: TypeAlias = Literal[
@@ -40,9 +47,22 @@ class ChainBreak:
     kind: BreakKind
 
 
-def genesis(school_id: str) -> bytes:
+def genesis(school_id: str, key: bytes | None = None) -> bytes:
     """The hash that entry 1 of a school's log chains from."""
-    return hashlib.sha256(GENESIS_PREFIX + school_id.encode()).digest()
+    return _digest(key, GENESIS_PREFIX + school_id.encode())
+
+
+def school_key(audit_key: bytes, school_id: str) -> bytes:
+    """The chain key of one school, derived from the deployment's audit key."""
+    if len(audit_key) < HASH_SIZE:
+        raise ValueError(f"an audit key must be at least {HASH_SIZE} bytes")
+    return hmac.new(audit_key, SCHOOL_KEY_PREFIX + school_id.encode(), hashlib.sha256).digest()
+
+
+def _digest(key: bytes | None, data: bytes) -> bytes:
+    if key is None:
+        return hashlib.sha256(data).digest()
+    return hmac.new(key, data, hashlib.sha256).digest()
 
 
 def canonical(entry: Mapping[str, Any]) -> bytes:
@@ -57,23 +77,26 @@ def canonical(entry: Mapping[str, Any]) -> bytes:
     return text.encode()
 
 
-def entry_hash(prev_hash: bytes, canonical_entry: bytes) -> bytes:
-    """SHA-256 over prev_hash || 8-byte big-endian length || canonical_entry."""
+def entry_hash(prev_hash: bytes, canonical_entry: bytes, key: bytes | None = None) -> bytes:
+    """SHA-256 (HMAC-SHA256 with a key) over prev_hash || 8-byte length || canonical_entry."""
     if len(prev_hash) != HASH_SIZE:
         raise ValueError(f"prev_hash must be {HASH_SIZE} bytes")
     size = len(canonical_entry).to_bytes(8, "big")
-    return hashlib.sha256(prev_hash + size + canonical_entry).digest()
+    return _digest(key, prev_hash + size + canonical_entry)
 
 
-def link_hash(prev_hash: bytes, seq: int, entry: Mapping[str, Any]) -> bytes:
+def link_hash(
+    prev_hash: bytes, seq: int, entry: Mapping[str, Any], key: bytes | None = None
+) -> bytes:
     """The hash stored with entry `seq`: its position is hashed along with its content."""
-    return entry_hash(prev_hash, canonical({"seq": seq, "entry": entry}))
+    return entry_hash(prev_hash, canonical({"seq": seq, "entry": entry}), key)
 
 
 def verify_chain(
     school_id: str,
     entries: Iterable[tuple[int, Mapping[str, Any], bytes]],
     head: tuple[int, bytes] | None = None,
+    key: bytes | None = None,
 ) -> list[ChainBreak]:
     """Every break in a school's log, sorted by seq; an empty list means intact.
 
@@ -81,17 +104,17 @@ def verify_chain(
     against the stored hash of seq-1, wherever that row sits, so one tampered row is
     reported once (twice for an edited hash: it and its successor) rather than breaking
     everything after it.  `head`, a (seq, hash) known from outside, also catches a
-    rewritten chain and dropped newest entries.
+    rewritten chain and dropped newest entries.  `key` verifies a keyed chain.
     """
     rows = list(entries)
     stored: dict[int, bytes] = {}
     for seq, _, digest in rows:
         stored.setdefault(seq, digest)
     breaks = _order_breaks(rows, stored)
-    first = genesis(school_id)
+    first = genesis(school_id, key)
     for seq, entry, digest in rows:
         prev = first if seq == 1 else stored.get(seq - 1)  # None: a gap, reported already
-        if seq < 1 or (prev is not None and link_hash(prev, seq, entry) != digest):
+        if seq < 1 or (prev is not None and link_hash(prev, seq, entry, key) != digest):
             breaks.append(ChainBreak(seq, "altered"))
     breaks += _head_breaks(stored, head)
     return sorted(breaks, key=lambda b: b.seq)

@@ -1,15 +1,15 @@
 """Applying an agent's upload: validated first, applied whole in one transaction, once.
 
 A repeated `batch_id` returns the first answer and applies nothing, however the repeat
-arrives (agent retry after a lost response, two deliveries racing).  After the commit the
-hot tier for the area is dropped, and a `data.updated` event was written with the data.
+arrives (agent retry after a lost response, two deliveries racing).  A `data.updated`
+event is written in the same transaction as the data, and only if something changed.
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -22,23 +22,7 @@ from broker.clock import rfc3339
 from broker.db import session_scope
 from broker.errors import ConflictError
 from broker.events.service import emit
-
-
-class AppliedBatch(Protocol):
-    applied: int
-    deleted: int
-    changed: bool
-    as_of: datetime
-
-
-class BatchApplier(Protocol):
-    """The cache's side of ingest (cache.service.CacheService)."""
-
-    def apply_upload(
-        self, session: Session, *, school_id: str, upload: Upload, now: datetime
-    ) -> AppliedBatch: ...
-
-    def after_commit(self, school_id: str, area: str) -> None: ...
+from cache.service import CacheService
 
 
 def _replay(batch: UploadBatch, principal: AgentPrincipal, digest: str) -> dict[str, Any]:
@@ -53,7 +37,7 @@ def _replay(batch: UploadBatch, principal: AgentPrincipal, digest: str) -> dict[
 
 
 def ingest(
-    engine: Engine, cache: BatchApplier, principal: AgentPrincipal, body: bytes, now: datetime
+    engine: Engine, cache: CacheService, principal: AgentPrincipal, body: bytes, now: datetime
 ) -> dict[str, Any]:
     upload = parse_upload(body, now)
     digest = hashlib.sha256(body).hexdigest()
@@ -70,19 +54,28 @@ def ingest(
             if earlier is None:
                 raise
             return _replay(earlier, principal, digest)
-    cache.after_commit(principal.school_id, upload.area.name)
     return response
 
 
 def _apply(
     session: Session,
-    cache: BatchApplier,
+    cache: CacheService,
     principal: AgentPrincipal,
     upload: Upload,
     digest: str,
     now: datetime,
 ) -> dict[str, Any]:
-    result = cache.apply_upload(session, school_id=principal.school_id, upload=upload, now=now)
+    # The cache drops the area's hot pages itself once this transaction commits.
+    result = cache.apply_batch(
+        session,
+        school_id=principal.school_id,
+        area=upload.area.name,
+        mode=upload.mode,
+        records=upload.records,
+        deleted=upload.deleted,
+        extracted_at=upload.extracted_at,
+        now=now,
+    )
     response = {
         "batch_id": upload.batch_id,
         "area": upload.area.name,
@@ -101,7 +94,7 @@ def _apply(
             response=response,
         )
     )
-    if result.changed:
+    if result.applied or result.deleted:
         emit(
             session,
             "data.updated",
@@ -110,7 +103,7 @@ def _apply(
             payload={
                 "school_id": principal.school_id,
                 "area": upload.area.name,
-                "as_of": rfc3339(result.as_of),
+                "as_of": rfc3339(upload.extracted_at),
             },
             now=now,
         )

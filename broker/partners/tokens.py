@@ -23,6 +23,9 @@ _PARTNER_SET = "mb:pts:{}"
 class PartnerPrincipal:
     partner_id: str
     client_id: str
+    # Carried in the token so the read path needs no database lookup; a changed limit
+    # applies from the partner's next token.
+    rate_limit_per_minute: int = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +40,12 @@ async def issue_token(
     token = generate_secret("mbt")
     digest = digest_secret(token)
     value = orjson.dumps(
-        {"p": principal.partner_id, "c": principal.client_id, "iat": int(now.timestamp())}
+        {
+            "p": principal.partner_id,
+            "c": principal.client_id,
+            "rl": principal.rate_limit_per_minute,
+            "iat": int(now.timestamp()),
+        }
     )
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(_TOKEN_KEY.format(digest), value, ex=ttl)
@@ -52,7 +60,9 @@ async def resolve_token(redis: aredis.Redis, token: str) -> PartnerPrincipal | N
     if raw is None:
         return None
     data = orjson.loads(raw)
-    return PartnerPrincipal(partner_id=data["p"], client_id=data["c"])
+    return PartnerPrincipal(
+        partner_id=data["p"], client_id=data["c"], rate_limit_per_minute=data.get("rl", 600)
+    )
 
 
 async def revoke_partner_tokens(redis: aredis.Redis, partner_id: str) -> int:

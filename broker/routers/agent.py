@@ -18,6 +18,7 @@ from broker.clock import Clock
 from broker.deps import get_batch_applier, get_clock, get_resources, get_session
 from broker.errors import PayloadTooLargeError
 from broker.resources import Resources
+from cache.service import CacheService
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 
@@ -93,7 +94,7 @@ async def upload(
     agent: AgentDep,
     resources: Annotated[Resources, Depends(get_resources)],
     clock: Annotated[Clock, Depends(get_clock)],
-    applier: Annotated[Any, Depends(get_batch_applier)],
+    applier: Annotated[CacheService, Depends(get_batch_applier)],
 ) -> dict[str, Any]:
     settings = resources.settings.broker
     raw = await _read_capped(request, settings.upload_max_compressed_bytes)

@@ -82,7 +82,11 @@ def _check_client(
             return None
         if not client_secret_valid(partner, secret, now):
             return None
-        return PartnerPrincipal(partner_id=partner.id, client_id=partner.client_id)
+        return PartnerPrincipal(
+            partner_id=partner.id,
+            client_id=partner.client_id,
+            rate_limit_per_minute=partner.rate_limit_per_minute,
+        )
 
 
 @router.post(

@@ -1,0 +1,5 @@
+"""`python -m agents` is `misbroker-agent`."""
+
+from agents.cli import run
+
+run()

@@ -1,0 +1,90 @@
+"""Build the configured MIS adapter from the `[mis]` table of the agent's config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from agents.config import ConfigError, MisSettings
+from agents.mis.base import AdapterError, MisAdapter
+
+_OPTIONS = {
+    "synthetic": {
+        "seed",
+        "pupils",
+        "phase",
+        "school_name",
+        "dfe_number",
+        "day",
+        "marks_days",
+        "advance_days",
+    },
+    "csv": {"directory", "mapping_file"},
+    "oneroster": {"directory"},
+}
+
+
+def build_adapter(settings: MisSettings) -> MisAdapter:
+    """The adapter named in the config; a bad option is a `ConfigError` naming it."""
+    options = settings.options
+    unknown = sorted(set(options) - _OPTIONS[settings.adapter])
+    if unknown:
+        raise ConfigError(f"mis.{unknown[0]}: unknown option for the {settings.adapter} adapter")
+    if settings.adapter == "synthetic":
+        return _synthetic(options)
+    directory = _directory(options)
+    if settings.adapter == "csv":
+        from agents.mis.csv_adapter import CsvMis, load_mapping
+
+        mapping_file = options.get("mapping_file")
+        mapping = load_mapping(Path(mapping_file)) if mapping_file is not None else None
+        return CsvMis(directory, mapping)
+    from agents.mis.oneroster import OneRosterMis
+
+    return OneRosterMis(directory)
+
+
+def _directory(options: Mapping[str, Any]) -> Path:
+    value = options.get("directory")
+    if not isinstance(value, str | Path):
+        raise ConfigError("mis.directory: required (the folder of exported files)")
+    path = Path(value)
+    if not path.is_dir():
+        raise ConfigError(f"mis.directory: {path} is not a folder")
+    return path
+
+
+def _synthetic(options: Mapping[str, Any]) -> MisAdapter:
+    from agents.mis.synthetic import SyntheticMis
+
+    day = options.get("day")
+    if isinstance(day, str):
+        try:
+            day = date.fromisoformat(day)
+        except ValueError:
+            raise ConfigError(f"mis.day: expected YYYY-MM-DD, got {day!r}") from None
+    if day is not None and not isinstance(day, date):
+        raise ConfigError("mis.day: expected a date")
+    try:
+        mis = SyntheticMis(
+            seed=_int(options, "seed", 1),
+            pupils=_int(options, "pupils", 600),
+            phase=options.get("phase", "secondary"),
+            school_name=options.get("school_name"),
+            dfe_number=options.get("dfe_number"),
+            day=day,
+            marks_days=_int(options, "marks_days", 5),
+        )
+        mis.advance(_int(options, "advance_days", 0))
+    except (ValueError, AdapterError) as exc:
+        raise ConfigError(f"mis: {exc}") from None
+    return mis
+
+
+def _int(options: Mapping[str, Any], key: str, default: int) -> int:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"mis.{key}: expected a whole number")
+    return value

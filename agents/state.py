@@ -1,0 +1,436 @@
+"""The agent's local state: record hashes, per-area status, the outbox and commands done.
+
+One SQLite file in the state directory, in WAL mode with `synchronous=FULL`, so a commit
+is on disk before the agent goes on.  The one rule that makes kill -9 safe: a batch enters
+the outbox in the same transaction that records its hashes (`spool`), and leaves it only
+once the broker has confirmed it (`confirm`).  A crash before the commit leaves neither,
+and the next run computes the same delta again; a crash after leaves both, and the next
+run sends the spooled batch, which the broker applies at most once (its `batch_id`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+DB_FILE: Final = "agent.db"
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS record_hashes (
+    area TEXT NOT NULL, record_id TEXT NOT NULL, hash BLOB NOT NULL,
+    PRIMARY KEY (area, record_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS area_state (
+    area TEXT PRIMARY KEY,
+    last_full_at TEXT, last_extracted_at TEXT, last_ok INTEGER, last_error TEXT,
+    last_records INTEGER, last_duration REAL, last_confirmed_at TEXT, last_attempt_at TEXT,
+    needs_full INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id TEXT NOT NULL UNIQUE, area TEXT NOT NULL, mode TEXT NOT NULL,
+    created_at TEXT NOT NULL, extracted_at TEXT NOT NULL,
+    records INTEGER NOT NULL, deleted INTEGER NOT NULL, body_gz BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT, last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    batch_id TEXT PRIMARY KEY, area TEXT NOT NULL, mode TEXT NOT NULL,
+    created_at TEXT NOT NULL, dead_at TEXT NOT NULL, http_status INTEGER,
+    problem TEXT, body_gz BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS completed_commands (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, detail TEXT,
+    completed_at TEXT NOT NULL, reported INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledBatch:
+    """A batch ready to send: its envelope facts and the gzipped JSON body."""
+
+    batch_id: str
+    area: str
+    mode: str
+    extracted_at: datetime
+    records: int
+    deleted: int
+    body_gz: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    seq: int
+    batch_id: str
+    area: str
+    mode: str
+    created_at: datetime
+    records: int
+    deleted: int
+    size: int
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AreaStatus:
+    area: str
+    last_full_at: datetime | None = None
+    last_extracted_at: datetime | None = None
+    last_ok: bool | None = None
+    last_error: str | None = None
+    last_records: int | None = None
+    last_duration: float | None = None
+    last_confirmed_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    needs_full: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedCommand:
+    id: str
+    kind: str
+    status: str
+    detail: str | None
+    completed_at: datetime
+    reported: bool
+
+
+class AgentState:
+    """The state database.  Not thread-safe: the agent is one loop in one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, one place per change.
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self.transaction() as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    @classmethod
+    def open(cls, state_dir: Path) -> AgentState:
+        return cls(state_dir / DB_FILE)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All or nothing: commits on a clean exit, rolls back on any exception."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- hashes and spooling -------------------------------------------------------------
+
+    def hashes(self, area: str) -> dict[str, bytes]:
+        rows = self._db.execute(
+            "SELECT record_id, hash FROM record_hashes WHERE area = ?", (area,)
+        ).fetchall()
+        return {record_id: bytes(digest) for record_id, digest in rows}
+
+    def spool(
+        self,
+        batch: SpooledBatch,
+        hashes: Mapping[str, bytes],
+        deleted: list[str],
+        *,
+        now: datetime,
+        duration: float,
+        total_records: int,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
+        """Enqueue `batch` and store the hashes it carries, in one transaction.
+
+        A full batch replaces the area's hashes and supersedes any older batch of the area
+        still waiting (it replaces the area on the broker too).  `before_commit` is a hook
+        for tests that simulate a crash inside the transaction.
+        """
+        full = batch.mode == "full"
+        with self.transaction() as db:
+            if full:
+                db.execute("DELETE FROM record_hashes WHERE area = ?", (batch.area,))
+                db.execute("DELETE FROM outbox WHERE area = ?", (batch.area,))
+            db.execute(
+                "INSERT INTO outbox(batch_id, area, mode, created_at, extracted_at, records,"
+                " deleted, body_gz) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    batch.batch_id,
+                    batch.area,
+                    batch.mode,
+                    iso(now),
+                    iso(batch.extracted_at),
+                    batch.records,
+                    batch.deleted,
+                    batch.body_gz,
+                ),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO record_hashes(area, record_id, hash) VALUES (?, ?, ?)",
+                ((batch.area, record_id, digest) for record_id, digest in hashes.items()),
+            )
+            db.executemany(
+                "DELETE FROM record_hashes WHERE area = ? AND record_id = ?",
+                ((batch.area, record_id) for record_id in deleted),
+            )
+            self._extracted(db, batch.area, batch.extracted_at, full, total_records, duration)
+            if before_commit is not None:
+                before_commit()
+
+    def _extracted(
+        self,
+        db: sqlite3.Connection,
+        area: str,
+        at: datetime,
+        full: bool,
+        records: int,
+        duration: float,
+    ) -> None:
+        self._ensure_area(db, area)
+        db.execute(
+            "UPDATE area_state SET last_extracted_at = ?, last_attempt_at = ?, last_ok = 1,"
+            " last_error = NULL, last_records = ?, last_duration = ?,"
+            " last_full_at = CASE WHEN ? THEN ? ELSE last_full_at END,"
+            " needs_full = CASE WHEN ? THEN 0 ELSE needs_full END WHERE area = ?",
+            (iso(at), iso(at), records, duration, full, iso(at), full, area),
+        )
+
+    def extraction_failed(self, area: str, *, now: datetime, error: str, duration: float) -> None:
+        with self.transaction() as db:
+            self._ensure_area(db, area)
+            db.execute(
+                "UPDATE area_state SET last_ok = 0, last_error = ?, last_duration = ?,"
+                " last_attempt_at = ? WHERE area = ?",
+                (error[:1000], duration, iso(now), area),
+            )
+
+    def mark_needs_full(self, area: str) -> None:
+        with self.transaction() as db:
+            self._mark_needs_full(db, area)
+
+    def _mark_needs_full(self, db: sqlite3.Connection, area: str) -> None:
+        self._ensure_area(db, area)
+        db.execute("UPDATE area_state SET needs_full = 1 WHERE area = ?", (area,))
+
+    @staticmethod
+    def _ensure_area(db: sqlite3.Connection, area: str) -> None:
+        db.execute("INSERT OR IGNORE INTO area_state(area) VALUES (?)", (area,))
+
+    # --- the outbox ----------------------------------------------------------------------
+
+    def pending(self) -> list[OutboxEntry]:
+        """Every batch waiting, oldest first (the order they must reach the broker in)."""
+        rows = self._db.execute(
+            "SELECT seq, batch_id, area, mode, created_at, records, deleted,"
+            " length(body_gz), attempts, next_attempt_at, last_error FROM outbox ORDER BY seq"
+        ).fetchall()
+        return [
+            OutboxEntry(
+                seq=row[0],
+                batch_id=row[1],
+                area=row[2],
+                mode=row[3],
+                created_at=_required(parse_iso(row[4])),
+                records=row[5],
+                deleted=row[6],
+                size=row[7],
+                attempts=row[8],
+                next_attempt_at=parse_iso(row[9]),
+                last_error=row[10],
+            )
+            for row in rows
+        ]
+
+    def body(self, batch_id: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT body_gz FROM outbox WHERE batch_id = ?", (batch_id,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def confirm(self, batch_id: str, *, now: datetime) -> None:
+        """The broker applied (or had already applied) the batch: it leaves the outbox."""
+        with self.transaction() as db:
+            row = db.execute("SELECT area FROM outbox WHERE batch_id = ?", (batch_id,)).fetchone()
+            if row is None:
+                return
+            db.execute("DELETE FROM outbox WHERE batch_id = ?", (batch_id,))
+            self._ensure_area(db, row[0])
+            db.execute(
+                "UPDATE area_state SET last_confirmed_at = ? WHERE area = ?", (iso(now), row[0])
+            )
+
+    def drop(self, batch_id: str) -> None:
+        """Forget a batch the broker superseded; the area's next upload is a full one."""
+        with self.transaction() as db:
+            row = db.execute("SELECT area FROM outbox WHERE batch_id = ?", (batch_id,)).fetchone()
+            if row is None:
+                return
+            db.execute("DELETE FROM outbox WHERE batch_id = ?", (batch_id,))
+            self._mark_needs_full(db, row[0])
+
+    def dead_letter(
+        self, batch_id: str, *, now: datetime, http_status: int | None, problem: str
+    ) -> None:
+        """Park a batch the broker refused for good; the area's next upload is a full one."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT area, mode, created_at, body_gz FROM outbox WHERE batch_id = ?",
+                (batch_id,),
+            ).fetchone()
+            if row is None:
+                return
+            db.execute(
+                "INSERT OR REPLACE INTO dead_letters(batch_id, area, mode, created_at, dead_at,"
+                " http_status, problem, body_gz) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (batch_id, row[0], row[1], row[2], iso(now), http_status, problem[:4000], row[3]),
+            )
+            db.execute("DELETE FROM outbox WHERE batch_id = ?", (batch_id,))
+            self._mark_needs_full(db, row[0])
+
+    def defer(self, batch_id: str, *, next_attempt_at: datetime, error: str) -> int:
+        """Count a failed try and set when to try again; returns the attempts so far."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
+                " WHERE batch_id = ?",
+                (iso(next_attempt_at), error[:1000], batch_id),
+            )
+            row = db.execute(
+                "SELECT attempts FROM outbox WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def dead_letter_count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+    # --- per-area status -----------------------------------------------------------------
+
+    def areas(self) -> dict[str, AreaStatus]:
+        rows = self._db.execute(
+            "SELECT area, last_full_at, last_extracted_at, last_ok, last_error, last_records,"
+            " last_duration, last_confirmed_at, last_attempt_at, needs_full FROM area_state"
+            " ORDER BY area"
+        ).fetchall()
+        return {
+            row[0]: AreaStatus(
+                area=row[0],
+                last_full_at=parse_iso(row[1]),
+                last_extracted_at=parse_iso(row[2]),
+                last_ok=None if row[3] is None else bool(row[3]),
+                last_error=row[4],
+                last_records=row[5],
+                last_duration=row[6],
+                last_confirmed_at=parse_iso(row[7]),
+                last_attempt_at=parse_iso(row[8]),
+                needs_full=bool(row[9]),
+            )
+            for row in rows
+        }
+
+    # --- commands ------------------------------------------------------------------------
+
+    def completed_command(self, command_id: str) -> CompletedCommand | None:
+        row = self._db.execute(
+            "SELECT id, kind, status, detail, completed_at, reported FROM completed_commands"
+            " WHERE id = ?",
+            (command_id,),
+        ).fetchone()
+        return None if row is None else _command(row)
+
+    def complete_command(
+        self, command_id: str, *, kind: str, status: str, detail: str | None, now: datetime
+    ) -> CompletedCommand:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO completed_commands(id, kind, status, detail, completed_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (command_id, kind, status, detail, iso(now)),
+            )
+        done = self.completed_command(command_id)
+        assert done is not None
+        return done
+
+    def command_reported(self, command_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE completed_commands SET reported = 1 WHERE id = ?", (command_id,))
+
+    def unreported_commands(self) -> list[CompletedCommand]:
+        rows = self._db.execute(
+            "SELECT id, kind, status, detail, completed_at, reported FROM completed_commands"
+            " WHERE reported = 0 ORDER BY completed_at"
+        ).fetchall()
+        return [_command(row) for row in rows]
+
+    def forget_commands_before(self, moment: datetime) -> None:
+        """Completed ids older than the broker's command lifetime can never come back."""
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM completed_commands WHERE reported = 1 AND completed_at < ?",
+                (iso(moment),),
+            )
+
+    # --- small facts ---------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            self._set_meta(db, key, value)
+
+    @staticmethod
+    def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def size_bytes(self) -> int:
+        return sum(
+            p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file()
+        )
+
+
+def _command(row: tuple[Any, ...]) -> CompletedCommand:
+    return CompletedCommand(
+        id=row[0],
+        kind=row[1],
+        status=row[2],
+        detail=row[3],
+        completed_at=_required(parse_iso(row[4])),
+        reported=bool(row[5]),
+    )
+
+
+def _required(value: datetime | None) -> datetime:
+    assert value is not None
+    return value

@@ -1,0 +1,169 @@
+"""The agent's HTTP side: uploads, heartbeats and command results, over verified TLS.
+
+`BrokerClient.upload` never raises for an HTTP or network failure: it classifies the answer
+(`Outcome`) so the spool can decide to confirm, drop, park or retry a batch.  The transport
+is a port: tests pass `httpx.MockTransport` for the broker's odd answers.
+"""
+
+from __future__ import annotations
+
+import enum
+import ssl
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+import orjson
+
+from agents import __version__
+
+USER_AGENT: Final = f"misbroker-agent/{__version__}"
+_MAX_DETAIL: Final = 500
+
+
+class Outcome(enum.Enum):
+    CONFIRMED = "confirmed"  # 200: applied now or earlier (idempotent replay)
+    SUPERSEDED = "superseded"  # 409 stale-upload: newer data is already cached
+    REFUSED = "refused"  # any other 4xx, or a batch_id reused with other content
+    RETRY = "retry"  # 5xx, 429, network: try again later
+    UNAUTHORISED = "unauthorised"  # 401/403: the key or school; retry later, never drop
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    outcome: Outcome
+    status: int | None
+    detail: str
+    body: dict[str, Any] | None = None
+
+
+class BrokerError(Exception):
+    """A heartbeat or result report failed; `retryable` says whether trying again may help."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is None or self.status >= 500 or self.status == 429
+
+
+class BrokerClient:
+    """One broker, one agent key; `reconnect` drops every pooled connection."""
+
+    def __init__(
+        self,
+        base_url: str,
+        agent_key: str,
+        *,
+        tls: ssl.SSLContext | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._base_url = base_url
+        self._key = agent_key
+        self._tls = tls
+        self._timeout = timeout
+        self._transport = transport
+        self._client = self._build()
+
+    def _build(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self._base_url,
+            headers={"Authorization": f"Bearer {self._key}", "User-Agent": USER_AGENT},
+            timeout=httpx.Timeout(self._timeout, connect=min(10.0, self._timeout)),
+            verify=self._tls if self._tls is not None else True,
+            transport=self._transport,
+            follow_redirects=False,  # a redirect could carry the key elsewhere
+            trust_env=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"BrokerClient({self._base_url!r})"
+
+    def reconnect(self) -> None:
+        self._client.close()
+        self._client = self._build()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def upload(self, body_gz: bytes) -> SendResult:
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        try:
+            response = self._client.post("/v1/agent/uploads", content=body_gz, headers=headers)
+        except httpx.TransportError as exc:
+            return SendResult(Outcome.RETRY, None, _network(exc))
+        return classify(response)
+
+    def heartbeat(self, telemetry: dict[str, Any]) -> dict[str, Any]:
+        return self._post_json("/v1/agent/heartbeat", telemetry)
+
+    def report(self, command_id: str, status: str, detail: str | None) -> None:
+        self._post_json(
+            f"/v1/agent/commands/{command_id}/result", {"status": status, "detail": detail}
+        )
+
+    def healthz(self) -> dict[str, Any]:
+        try:
+            response = self._client.get("/healthz")
+        except httpx.TransportError as exc:
+            raise BrokerError(_network(exc)) from None
+        return _json_or_raise(response)
+
+    def _post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = self._client.post(
+                path, content=orjson.dumps(payload), headers={"Content-Type": "application/json"}
+            )
+        except httpx.TransportError as exc:
+            raise BrokerError(_network(exc)) from None
+        return _json_or_raise(response)
+
+
+def classify(response: httpx.Response) -> SendResult:
+    status = response.status_code
+    problem = _problem(response)
+    detail = _describe(status, problem)
+    if status == 200:
+        return SendResult(Outcome.CONFIRMED, status, detail, problem)
+    if status == 409:
+        kind = str(problem.get("type", "")) if problem else ""
+        if kind.endswith("stale-upload"):
+            return SendResult(Outcome.SUPERSEDED, status, detail, problem)
+        return SendResult(Outcome.REFUSED, status, detail, problem)
+    if status in (401, 403):
+        return SendResult(Outcome.UNAUTHORISED, status, detail, problem)
+    if status == 429 or status >= 500 or status in (408, 425):
+        return SendResult(Outcome.RETRY, status, detail, problem)
+    return SendResult(Outcome.REFUSED, status, detail, problem)
+
+
+def _problem(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        loaded = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _describe(status: int, problem: dict[str, Any] | None) -> str:
+    if problem is None:
+        return f"HTTP {status}"
+    text = problem.get("detail") or problem.get("title") or ""
+    return f"HTTP {status}: {str(text)[:_MAX_DETAIL]}" if text else f"HTTP {status}"
+
+
+def _json_or_raise(response: httpx.Response) -> dict[str, Any]:
+    body = _problem(response)
+    if response.status_code >= 400:
+        raise BrokerError(_describe(response.status_code, body), status=response.status_code)
+    if body is None:
+        raise BrokerError(f"HTTP {response.status_code}: not a JSON object", status=None)
+    return body
+
+
+def _network(exc: httpx.TransportError) -> str:
+    # The class name says what failed (ConnectError, ReadTimeout...); the message may be long.
+    return f"network: {type(exc).__name__}: {str(exc)[:200]}"

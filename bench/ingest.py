@@ -1,0 +1,282 @@
+"""Ingest throughput: a 2,000-pupil school's core areas, agent -> broker -> committed cache.
+
+Starts a Valkey (embedded) and a real broker (uvicorn subprocess, SQLite) in a temporary
+directory, registers fresh schools with the operator CLI, and times the real agent code
+path (diff + outbox + gzip + HTTP) until every batch is confirmed, i.e. committed in the
+broker's cache.  CPU time of the agent, broker and Valkey processes is measured with
+psutil to express throughput per core.  A nightly delta (one school day of changes) is
+timed too, since most nights send deltas and only the weekly run is full.
+
+Baseline, measured in the same run: orjson + gzip of the same records in this process,
+the least any upload path could cost; the ratio says what the whole path costs over it.
+
+    uv run python bench/ingest.py [--pupils 2000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import partial
+from pathlib import Path
+
+import httpx
+import orjson
+import psutil
+
+# Run as a script, bench/ is first on sys.path, and a sibling bench/*.py named like one of
+# our packages (bench/consent.py) would shadow it: the repository root goes first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.config import parse_config
+from agents.logs import configure as configure_logging
+from agents.mis.synthetic import SyntheticMis
+from agents.runner import Agent
+from agents.state import AgentState
+from broker.embedded_redis import EmbeddedRedis
+from consent.areas import CORE_AREAS
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = date(2025, 11, 19)
+SCHOOLS = 25_000
+WINDOW_HOURS = 5.0
+
+
+@dataclass(frozen=True)
+class Upload:
+    records: int  # records and deletions sent
+    gz_bytes: int
+    by_area: dict[str, tuple[int, float]]  # area -> (records, wall seconds)
+
+
+@dataclass(frozen=True)
+class Sample:
+    upload: Upload
+    wall: float
+    agent_cpu: float
+    broker_cpu: float
+    valkey_cpu: float
+
+    @property
+    def records(self) -> int:
+        return self.upload.records
+
+    @property
+    def cpu(self) -> float:
+        return self.agent_cpu + self.broker_cpu + self.valkey_cpu
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def env_for(data_dir: Path, redis_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MISBROKER_")}
+    env.update(
+        MISBROKER_DATA_DIR=str(data_dir),
+        MISBROKER_REDIS_URL=redis_url,
+        MISBROKER_ENVIRONMENT="test",
+        MISBROKER_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def add_school(env: dict[str, str], data_dir: Path, n: int) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "broker.cli.main", "--data-dir", str(data_dir), "school", "add",
+         "--name", f"Bench School {n}", "--dfe-number", f"{3830000 + n}", "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return str(orjson.loads(done.stdout)["agent_key"])
+
+
+@contextmanager
+def running_broker(
+    root: Path,
+) -> Iterator[tuple[str, dict[str, str], Path, psutil.Process, psutil.Process]]:
+    redis = EmbeddedRedis(root / "run", root / "store", root / "run" / "r.sock", "512mb")
+    (root / "run").mkdir(parents=True)
+    (root / "store").mkdir()
+    redis.start()
+    data_dir = root / "broker"
+    env = env_for(data_dir, redis.url)
+    add_school(env, data_dir, 0)  # creates and migrates the database before the API starts
+    port = free_port()
+    log = (root / "api.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "broker.serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        assert redis.proc is not None
+        yield url, env, data_dir, psutil.Process(proc.pid), psutil.Process(redis.proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+        redis.stop()
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("the broker exited at start-up: see api.log")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("the broker did not start within 60 s")
+
+
+def make_agent(root: Path, url: str, key: str, mis: SyntheticMis, n: int) -> Agent:
+    document = {
+        "broker_url": url,
+        "agent_key": key,
+        "state_dir": str(root / f"agent-{n}"),
+        "mis": {"adapter": "synthetic"},
+        "upload": {"retry_budget_seconds": 60, "retry_cap_seconds": 2},
+    }
+    config = parse_config(document, root)
+    return Agent(config, mis, AgentState.open(config.state_dir))
+
+
+def measure(
+    agent: Agent,
+    broker: psutil.Process,
+    valkey: psutil.Process,
+    work: Callable[[], Upload],
+) -> Sample:
+    me = psutil.Process()
+    before = (cpu_seconds(me), cpu_seconds(broker), cpu_seconds(valkey))
+    started = time.perf_counter()
+    done = work()
+    wall = time.perf_counter() - started
+    after = (cpu_seconds(me), cpu_seconds(broker), cpu_seconds(valkey))
+    if agent.state.pending():
+        raise SystemExit("uploads did not all go through: see api.log")
+    return Sample(done, wall, *(b - a for a, b in zip(before, after, strict=True)))
+
+
+def upload(agent: Agent, *, full: bool) -> Upload:
+    """Every core area, extracted, spooled and sent until confirmed."""
+    total, size, by_area = 0, 0, {}
+    for area in sorted(CORE_AREAS):
+        started = time.perf_counter()
+        result = agent.extract(area, full=full)
+        if not result.ok or result.batch_id is None:
+            raise SystemExit(f"extraction failed: {result.describe()}")
+        size += len(agent.state.body(result.batch_id) or b"")
+        report = agent.flush()
+        if not report.clean or report.dead or report.dropped:
+            raise SystemExit(f"upload failed: {report}; see api.log")
+        sent = result.upserts + result.deleted
+        by_area[area] = (sent, time.perf_counter() - started)
+        total += sent
+    return Upload(total, size, by_area)
+
+
+def baseline(mis: SyntheticMis) -> tuple[int, float]:
+    """orjson + gzip of every core area, CPU seconds in this process."""
+    records = {area: list(mis.extract(area)) for area in sorted(CORE_AREAS)}
+    me = psutil.Process()
+    before = cpu_seconds(me)
+    for area, rows in records.items():
+        gzip.compress(orjson.dumps({"area": area, "records": rows}), compresslevel=6, mtime=0)
+    return sum(len(r) for r in records.values()), cpu_seconds(me) - before
+
+
+def report(title: str, samples: list[Sample], base: tuple[int, float]) -> None:
+    median = statistics.median(s.wall for s in samples)
+    s = min(samples, key=lambda x: abs(x.wall - median))
+    window = WINDOW_HOURS * 3600
+    per_core = s.records / s.cpu
+    base_rate = base[0] / base[1]
+    broker_cores = SCHOOLS * s.broker_cpu / window
+    print(f"\n== {title}: the median of {len(samples)} run(s)")
+    print(f"records sent             {s.records:>10,}   ({s.upload.gz_bytes / 1e6:.2f} MB gzipped)")
+    print(f"seconds per school       {s.wall:>10.2f}   wall, agent start to committed cache")
+    print(f"records/s                {s.records / s.wall:>10,.0f}   wall, one school at a time")
+    print(f"CPU seconds              {s.cpu:>10.2f}   agent {s.agent_cpu:.2f}, broker "
+          f"{s.broker_cpu:.2f}, valkey {s.valkey_cpu:.2f}")  # fmt: skip
+    print(f"records/s per core       {per_core:>10,.0f}   agent + broker + valkey CPU")
+    print(f"records/s per core       {s.records / s.broker_cpu:>10,.0f}   broker CPU only")
+    print(f"baseline orjson+gzip     {base_rate:>10,.0f}   records/s per core (same records)")
+    print(f"ratio baseline/path      {base_rate / per_core:>10.1f}x  CPU per record")
+    slowest = sorted(s.upload.by_area.items(), key=lambda kv: -kv[1][1])[:3]
+    print("slowest areas            " + ", ".join(
+        f"{a} {t:.2f}s ({n:,})" for a, (n, t) in slowest))  # fmt: skip
+    print(f"-- 25,000 schools in a {WINDOW_HOURS:.0f}-hour night window")
+    print(f"records/s to sustain     {SCHOOLS * s.records / window:>10,.0f}")
+    print(f"broker cores (CPU-bound) {broker_cores:>10.1f}   "
+          f"{SCHOOLS * s.broker_cpu / 3600:,.1f} core-hours; x1.5 headroom: "
+          f"{broker_cores * 1.5:.1f}")  # fmt: skip
+    print(f"uploads in flight        {SCHOOLS * s.wall / window:>10.1f}   "
+          "at this per-school wall time (the rest is I/O wait)")  # fmt: skip
+
+
+def run(pupils: int, runs: int) -> None:
+    root = Path(tempfile.mkdtemp(prefix="mb-bench-"))
+    with (root / "agent.log").open("w", encoding="utf-8") as agent_log:
+        configure_logging("WARNING", stream=agent_log)
+        try:
+            _run(root, pupils, runs)
+        except BaseException:
+            print(f"failed: logs kept in {root} (api.log, agent.log)", file=sys.stderr)
+            raise
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(root: Path, pupils: int, runs: int) -> None:
+    with running_broker(root) as (url, env, data_dir, broker, valkey):
+        mis = SyntheticMis(seed=2000, pupils=pupils, phase="secondary", day=DAY)
+        base = baseline(mis)
+        fulls, deltas = [], []
+        for n in range(1, runs + 1):
+            school = SyntheticMis(seed=2000 + n, pupils=pupils, phase="secondary", day=DAY)
+            agent = make_agent(root, url, add_school(env, data_dir, n), school, n)
+            fulls.append(measure(agent, broker, valkey, partial(upload, agent, full=True)))
+            school.advance(1)
+            deltas.append(measure(agent, broker, valkey, partial(upload, agent, full=False)))
+            agent.close()
+        stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M}Z"
+        print(f"misbroker ingest bench, {stamp}, python {sys.version.split()[0]}")
+        report(f"full upload, {pupils:,} pupils, all core areas", fulls, base)
+        report("nightly delta, one school day of changes", deltas, base)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--pupils", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    run(args.pupils, args.runs)
+
+
+if __name__ == "__main__":
+    main()

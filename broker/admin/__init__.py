@@ -1,0 +1,1 @@
+"""School admins: login (password + TOTP, lockout), sessions, and their consent actions."""

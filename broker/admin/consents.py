@@ -1,0 +1,215 @@
+"""A school admin's consent actions: the consent service, fed with what the broker knows.
+
+The broker knows which areas a partner requested (and why), whether a school is closed,
+and owns the outbox; the consent service knows the rules.  This module joins them for one
+admin of one school, who never sees another school's consents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session
+
+from broker.errors import (
+    ConflictError,
+    DomainError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
+from broker.events.service import emit
+from broker.ids import new_id
+from broker.partners.models import Partner, PartnerAreaRequest, PartnerStatus
+from broker.partners.repository import PartnerRepository
+from broker.schools.models import School, SchoolStatus
+from consent.access_log import reads_between
+from consent.engine import Decision
+from consent.errors import ConsentError
+from consent.models import AccessLogRow, Consent
+from consent.service import ConsentService, ConsentView, RevocationWindow
+
+_ERRORS: dict[str, type[DomainError]] = {
+    "not_found": NotFoundError,
+    "conflict": ConflictError,
+    "invalid": InvalidInputError,
+    "unavailable": ServiceUnavailableError,
+}
+
+
+def to_domain_error(exc: ConsentError) -> DomainError:
+    """The HTTP problem (or CLI line) for a consent-context error."""
+    return _ERRORS[exc.kind](exc.detail, **exc.extra)
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerOverview:
+    partner: Partner
+    requests: Sequence[PartnerAreaRequest]
+    consent: ConsentView | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadsAfterEnd:
+    view: ConsentView
+    windows: list[RevocationWindow]
+    reads: list[AccessLogRow]
+
+
+def consent_service(session: Session, grace: timedelta) -> ConsentService:
+    """The consent service with the broker's ids and its outbox as the event sink."""
+
+    def to_outbox(kind: str, consent: Consent, payload: dict[str, Any], now: datetime) -> None:
+        emit(
+            session,
+            kind,
+            school_id=consent.school_id,
+            partner_id=consent.partner_id,
+            payload=payload,
+            now=now,
+        )
+
+    return ConsentService(session, grace=grace, on_event=to_outbox, new_id=new_id)
+
+
+class SchoolConsents:
+    """Every consent action of one admin of one school, at one instant."""
+
+    def __init__(
+        self, session: Session, *, school: School, actor: str, now: datetime, grace: timedelta
+    ) -> None:
+        self.school = school
+        self.actor = actor
+        self.now = now
+        self.partners = PartnerRepository(session)
+        self.service = consent_service(session, grace)
+
+    @property
+    def changed(self) -> set[tuple[str, str]]:
+        return self.service.changed
+
+    def grant(self, partner_id: str, areas: Sequence[str], mode: str) -> ConsentView:
+        if self.school.status is not SchoolStatus.ACTIVE:
+            raise ConflictError(f"school {self.school.id} is closed: no new consent can start")
+        return self.service.grant(
+            school_id=self.school.id,
+            partner_id=partner_id,
+            areas=areas,
+            mode=mode,
+            requested=self._requested(partner_id),
+            actor=self.actor,
+            now=self.now,
+        )
+
+    def change_areas(self, consent_id: str, areas: Sequence[str]) -> ConsentView:
+        view = self.get(consent_id)
+        return self.service.change_areas(
+            consent_id,
+            school_id=self.school.id,
+            areas=areas,
+            requested=self._requested(view.consent.partner_id, active_only=False),
+            actor=self.actor,
+            now=self.now,
+        )
+
+    def revoke(self, consent_id: str, end_at: datetime, reason: str | None) -> ConsentView:
+        return self.service.revoke(
+            consent_id,
+            school_id=self.school.id,
+            end_at=end_at,
+            actor=self.actor,
+            now=self.now,
+            reason=reason,
+        )
+
+    def suspend(self, consent_id: str, reason: str) -> ConsentView:
+        return self.service.suspend(
+            consent_id, school_id=self.school.id, reason=reason, actor=self.actor, now=self.now
+        )
+
+    def resume(self, consent_id: str, reason: str | None) -> ConsentView:
+        return self.service.resume(
+            consent_id, school_id=self.school.id, actor=self.actor, now=self.now, reason=reason
+        )
+
+    def get(self, consent_id: str) -> ConsentView:
+        return self.service.get(consent_id, self.school.id, self.now)
+
+    def all(self) -> list[ConsentView]:
+        return self.service.for_school(self.school.id, self.now)
+
+    def decision(self, partner_id: str, areas: Sequence[str], at: datetime) -> Decision:
+        return self.service.decide_at(self.school.id, partner_id, areas, at)
+
+    def partner_name(self, partner_id: str) -> str | None:
+        partner = self.partners.get(partner_id)
+        return None if partner is None else partner.name
+
+    def overview(self) -> list[PartnerOverview]:
+        """Every active partner, what it requests and why, and its consent with us."""
+        return [
+            PartnerOverview(
+                partner,
+                self.partners.requests(partner.id),
+                self.service.current_for_pair(self.school.id, partner.id, self.now),
+            )
+            for partner in self.partners.list()
+            if partner.status is PartnerStatus.ACTIVE
+        ]
+
+    def receipt(self, consent_id: str) -> dict[str, Any]:
+        return build_receipt(self.service, self.partners, self.school, self.get(consent_id))
+
+    def reads_after_end(self, consent_id: str) -> ReadsAfterEnd:
+        view = self.get(consent_id)
+        windows = self.service.revocation_windows(view)
+        session = self.service.repo.session
+        reads: dict[tuple[str, int], AccessLogRow] = {}
+        for window in windows:
+            for row in reads_between(
+                session,
+                self.school.id,
+                view.consent.partner_id,
+                window.end_at,
+                window.revoked_at,
+                window.areas,
+            ):
+                reads[(row.school_id, row.seq)] = row
+        return ReadsAfterEnd(view, windows, [reads[k] for k in sorted(reads)])
+
+    def _requested(self, partner_id: str, *, active_only: bool = True) -> dict[str, str | None]:
+        partner = self.partners.get(partner_id)
+        if partner is None or (active_only and partner.status is not PartnerStatus.ACTIVE):
+            raise InvalidInputError(f"no active partner {partner_id!r}")
+        return {r.area: r.reason for r in self.partners.requests(partner_id)}
+
+
+def build_receipt(
+    service: ConsentService, partners: PartnerRepository, school: School, view: ConsentView
+) -> dict[str, Any]:
+    partner = partners.get(view.consent.partner_id)
+    reasons = {r.area: r.reason for r in partners.requests(view.consent.partner_id)}
+    return service.receipt(
+        view,
+        school={"id": school.id, "name": school.name, "dfe_number": school.dfe_number},
+        partner={"id": view.consent.partner_id, "name": partner.name if partner else None},
+        reasons=reasons,
+        now=view.at,
+    )
+
+
+def partner_receipt(
+    session: Session, *, school: School, partner_id: str, now: datetime, grace: timedelta
+) -> dict[str, Any] | None:
+    """The receipt of the partner's current (else latest) consent with the school.
+
+    For the partner API (`GET /v1/schools/{id}/consent/receipt`); None: no consent ever.
+    """
+    service = consent_service(session, grace)
+    view = service.current_for_pair(school.id, partner_id, now)
+    if view is None:
+        return None
+    return build_receipt(service, PartnerRepository(session), school, view)

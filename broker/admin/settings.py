@@ -1,0 +1,24 @@
+"""Settings of school-admin authentication."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AdminSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MISBROKER_", extra="ignore")
+
+    admin_token_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    admin_lockout_failures: int = Field(default=5, ge=1)
+    admin_lockout_minutes: float = Field(default=15.0, gt=0)
+
+    @property
+    def token_lifetime(self) -> timedelta:
+        return timedelta(minutes=self.admin_token_minutes)
+
+    @property
+    def lockout_window(self) -> timedelta:
+        return timedelta(minutes=self.admin_lockout_minutes)

@@ -1,0 +1,162 @@
+"""The consent engine inside a broker process: decision cache, its Redis listener, the
+access-log writer, and how routers reach them.
+
+For the partner read path::
+
+    from broker.consent_wiring import AccessLogDep, DecisionCacheDep
+    from consent.access_log import LogEntry
+
+    decision = await cache.decide(partner_id, school_id, [area], now)   # or decide_cached
+    seq = await access_log.append(LogEntry(...))   # before any data leaves; raises if not
+                                                   # written (AccessLogWriteError -> 503)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AbstractContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis
+from fastapi import Depends, FastAPI, Request
+from sqlmodel import Session
+from starlette.responses import Response
+
+from broker.admin.consents import consent_service, to_domain_error
+from broker.admin.settings import AdminSettings
+from broker.db import session_scope
+from broker.problems import problem_response
+from broker.resources import Resources
+from consent.access_log import AccessLogWriter
+from consent.audit_keys import AuditKeyring
+from consent.decisions import (
+    DecisionCache,
+    InvalidationListener,
+    Loader,
+    publish_invalidations,
+)
+from consent.engine import ConsentTimeline
+from consent.errors import ConsentError
+from consent.repository import ConsentRepository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConsentRuntime:
+    """What one API process holds for consents; built and started in the lifespan."""
+
+    resources: Resources
+    cache: DecisionCache
+    listener: InvalidationListener
+    access_log: AccessLogWriter
+    keyring: AuditKeyring
+    admin_settings: AdminSettings
+    publisher: redis.Redis
+
+    @classmethod
+    def build(cls, resources: Resources) -> ConsentRuntime:
+        def unit() -> AbstractContextManager[Session]:
+            return session_scope(resources.engine)
+
+        keyring = AuditKeyring(unit, resources.sealer, resources.clock.now)
+        cache = DecisionCache(timeline_loader(resources))
+        return cls(
+            resources=resources,
+            cache=cache,
+            listener=InvalidationListener(cache, resources.settings.redis_url),
+            access_log=AccessLogWriter(unit, keyring.key_for),
+            keyring=keyring,
+            admin_settings=AdminSettings(),
+            publisher=resources.redis_sync(),
+        )
+
+    def announce(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """After a commit: forget here at once, and tell every other process."""
+        pairs = set(pairs)
+        for school_id, partner_id in pairs:
+            self.cache.invalidate(school_id, partner_id)
+        try:
+            publish_invalidations(self.publisher, pairs)
+        except redis.RedisError:
+            # Committed already; other processes' listeners are cut off too, so their
+            # caches run on the one-second backstop until Redis is back.
+            log.exception("could not publish consent invalidations", extra={"pairs": len(pairs)})
+
+    async def start(self) -> None:
+        await self.access_log.start()
+        await self.listener.start()
+
+    async def stop(self) -> None:
+        await self.listener.stop()
+        await self.access_log.stop()
+        self.publisher.close()
+
+
+def timeline_loader(resources: Resources) -> Loader:
+    """Load a (partner, school) pair's folded consents from the database, for the cache."""
+    grace = resources.settings.consent.revocation_grace
+
+    def load(partner_id: str, school_id: str) -> tuple[ConsentTimeline, ...]:
+        with Session(resources.engine) as session:
+            return ConsentRepository(session).timelines(school_id, partner_id, grace)
+
+    return load
+
+
+@asynccontextmanager
+async def consent_lifespan(app: FastAPI) -> AsyncIterator[ConsentRuntime]:
+    """Start the consent runtime on `app.state.resources`; stop it on the way out."""
+    runtime = ConsentRuntime.build(app.state.resources)
+    app.state.consent = runtime
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+async def _consent_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ConsentError)
+    error = to_domain_error(exc)
+    return problem_response(
+        error.status, slug=error.slug, title=error.title, detail=error.detail, **error.extra
+    )
+
+
+def install_consent(app: FastAPI) -> None:
+    """The admin API and the problem rendering of consent errors."""
+    from broker.routers import admin as admin_routes
+
+    app.add_exception_handler(ConsentError, _consent_error)
+    app.include_router(admin_routes.router)
+
+
+def finalize_ended(resources: Resources, publisher: redis.Redis) -> list[str]:
+    """Record every consent whose end has passed; for a periodic Celery task. Idempotent."""
+    grace = resources.settings.consent.revocation_grace
+    with session_scope(resources.engine) as session:
+        service = consent_service(session, grace)
+        ended = service.finalize_ended(resources.clock.now())
+    publish_invalidations(publisher, service.changed)
+    return [view.consent.id for view in ended]
+
+
+def get_runtime(request: Request) -> ConsentRuntime:
+    runtime: ConsentRuntime = request.app.state.consent
+    return runtime
+
+
+def get_decision_cache(request: Request) -> DecisionCache:
+    return get_runtime(request).cache
+
+
+def get_access_log(request: Request) -> AccessLogWriter:
+    return get_runtime(request).access_log
+
+
+RuntimeDep = Annotated[ConsentRuntime, Depends(get_runtime)]
+DecisionCacheDep = Annotated[DecisionCache, Depends(get_decision_cache)]
+AccessLogDep = Annotated[AccessLogWriter, Depends(get_access_log)]

@@ -1,0 +1,199 @@
+"""School admin API: login, partners, consents, decisions at any time, the access log."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from pydantic import AwareDatetime
+from starlette.responses import StreamingResponse
+
+from broker.admin.deps import AdminDep, perform_login
+from broker.admin.schemas import (
+    AccessLogEntryOut,
+    AccessLogMeta,
+    AccessLogOut,
+    ChangeAreasIn,
+    ConsentListOut,
+    ConsentOut,
+    DecisionOut,
+    GrantIn,
+    LoginIn,
+    LoginOut,
+    PartnerListOut,
+    PartnerOut,
+    ReadsAfterEndOut,
+    ReceiptOut,
+    ResumeIn,
+    RevokeIn,
+    SuspendIn,
+)
+from broker.consent_wiring import RuntimeDep
+from broker.db import session_scope
+from broker.errors import InvalidInputError
+from consent.access_log import MAX_PAGE, LogFilter, iter_csv, list_entries
+from consent.areas import CATALOGUE
+
+router = APIRouter(prefix="/v1/admin", tags=["school admin"])
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {}}}
+
+
+Responses = dict[int | str, dict[str, Any]]
+AUTH: Responses = {
+    401: _problem("No admin token, or it is unknown or expired"),
+    403: _problem("The credential is not a school admin's (a partner's or an agent's)"),
+}
+READ: Responses = {**AUTH, 422: _problem("Invalid input")}
+ONE: Responses = {**AUTH, 404: _problem("No such consent in this school")}
+CHANGE: Responses = {
+    **ONE,
+    409: _problem("The consent's state forbids it"),
+    422: _problem("Breaks a rule"),
+}
+
+AreaQuery = Annotated[
+    list[str], Query(description="An area; repeat it or give a comma list for several")
+]
+AwareDatetimeQuery = Annotated[
+    AwareDatetime | None, Query(description="RFC 3339 with an offset, e.g. 2026-11-23T09:00:00Z")
+]
+
+
+@router.post(
+    "/login",
+    summary="Sign in with email, password and TOTP code",
+    responses={
+        401: _problem("Wrong email, password or code"),
+        422: _problem("Invalid input"),
+        429: _problem("Locked after too many failures; see Retry-After"),
+    },
+)
+def login(body: LoginIn, runtime: RuntimeDep) -> LoginOut:
+    outcome = perform_login(runtime, body.email, body.password, body.totp)
+    assert outcome.token is not None
+    assert outcome.school_id is not None
+    assert outcome.expires_at is not None
+    return LoginOut(token=outcome.token, school_id=outcome.school_id, expires_at=outcome.expires_at)
+
+
+@router.get(
+    "/partners", summary="Every partner, what it requests and why, and my consent", responses=AUTH
+)
+def partners(ctx: AdminDep) -> PartnerListOut:
+    return PartnerListOut(data=[PartnerOut.of(item) for item in ctx.consents.overview()])
+
+
+@router.post("/consents", status_code=201, summary="Grant a consent", responses=CHANGE)
+def grant_consent(body: GrantIn, ctx: AdminDep) -> ConsentOut:
+    return ConsentOut.of(ctx.consents.grant(body.partner_id, body.areas, body.mode))
+
+
+@router.get("/consents", summary="My school's consents, newest first", responses=AUTH)
+def list_consents(ctx: AdminDep) -> ConsentListOut:
+    return ConsentListOut(data=[ConsentOut.of(view) for view in ctx.consents.all()])
+
+
+@router.get("/consents/{consent_id}", summary="One consent with its history", responses=ONE)
+def get_consent(consent_id: str, ctx: AdminDep) -> ConsentOut:
+    return ConsentOut.of(ctx.consents.get(consent_id), with_events=True)
+
+
+@router.patch(
+    "/consents/{consent_id}",
+    summary="Change the areas (removed ones are revoked)",
+    responses=CHANGE,
+)
+def change_areas(consent_id: str, body: ChangeAreasIn, ctx: AdminDep) -> ConsentOut:
+    return ConsentOut.of(ctx.consents.change_areas(consent_id, body.areas))
+
+
+@router.post("/consents/{consent_id}/revoke", summary="Revoke with an end date", responses=CHANGE)
+def revoke_consent(consent_id: str, body: RevokeIn, ctx: AdminDep) -> ConsentOut:
+    return ConsentOut.of(ctx.consents.revoke(consent_id, body.end_at, body.reason))
+
+
+@router.post(
+    "/consents/{consent_id}/suspend", summary="Suspend at once (no grace)", responses=CHANGE
+)
+def suspend_consent(consent_id: str, body: SuspendIn, ctx: AdminDep) -> ConsentOut:
+    return ConsentOut.of(ctx.consents.suspend(consent_id, body.reason))
+
+
+@router.post("/consents/{consent_id}/resume", summary="End a suspension", responses=CHANGE)
+def resume_consent(consent_id: str, ctx: AdminDep, body: ResumeIn | None = None) -> ConsentOut:
+    return ConsentOut.of(ctx.consents.resume(consent_id, body.reason if body else None))
+
+
+@router.get("/consents/{consent_id}/receipt", summary="The consent receipt", responses=ONE)
+def receipt(consent_id: str, ctx: AdminDep) -> ReceiptOut:
+    return ReceiptOut.model_validate(ctx.consents.receipt(consent_id))
+
+
+@router.get(
+    "/consents/{consent_id}/reads-after-end",
+    summary="Reads the partner made after the end date of a retrospective revocation",
+    responses=ONE,
+)
+def reads_after_end(consent_id: str, ctx: AdminDep) -> ReadsAfterEndOut:
+    return ReadsAfterEndOut.of(ctx.consents.reads_after_end(consent_id))
+
+
+@router.get(
+    "/decision", summary="May the partner read these areas, as it stood at `at`?", responses=READ
+)
+def decision(
+    ctx: AdminDep,
+    partner_id: Annotated[str, Query(max_length=40)],
+    area: AreaQuery,
+    at: AwareDatetimeQuery = None,
+) -> DecisionOut:
+    areas = _areas(area)
+    when = at or ctx.now
+    return DecisionOut.of(ctx.consents.decision(partner_id, areas, when), when)
+
+
+@router.get(
+    "/access-log",
+    summary="Reads of my school's data, newest first; Accept: text/csv exports",
+    response_model=AccessLogOut,
+    responses={**READ, 200: {"content": {"text/csv": {}}}},
+)
+def access_log(
+    ctx: AdminDep,
+    runtime: RuntimeDep,
+    since: AwareDatetimeQuery = None,
+    until: AwareDatetimeQuery = None,
+    partner_id: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    accept: Annotated[str, Header()] = "application/json",
+) -> Any:
+    flt = LogFilter(since=since, until=until, partner_id=partner_id)
+    if "text/csv" in accept:
+        engine = runtime.resources.engine
+        name = f"access-log-{ctx.school.id}-{date.isoformat(ctx.now.date())}.csv"
+        return StreamingResponse(
+            iter_csv(lambda: session_scope(engine), ctx.school.id, flt),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    page = list_entries(ctx.session, ctx.school.id, flt, limit=limit, cursor=cursor)
+    return AccessLogOut(
+        data=[AccessLogEntryOut.of(row) for row in page.entries],
+        meta=AccessLogMeta(next_cursor=page.next_cursor),
+    )
+
+
+def _areas(values: list[str]) -> list[str]:
+    names = list(dict.fromkeys(n.strip() for v in values for n in v.split(",") if n.strip()))
+    unknown = [n for n in names if n not in CATALOGUE]
+    if unknown or not names:
+        raise InvalidInputError(
+            f"unknown data area(s): {', '.join(unknown)}" if unknown else "name an area",
+            unknown_areas=unknown,
+        )
+    return names

@@ -1,0 +1,1 @@
+"""Webhooks to partners: fan-out from the outbox, signed delivery with retries, redelivery."""

@@ -1,0 +1,169 @@
+"""The hot tier: ready-to-serve page bodies, sealed, in Redis with a TTL on every key.
+
+A hot page is the exact JSON body of one partner response, sealed for
+Slot(kind=PAGE, record_id=<its Redis key>, record_version=data_version).  Its key is an
+HMAC of everything the body depends on (school, area, data_version, staleness, fields,
+updated_since, cursor, limit), so names reveal nothing and a change of data_version makes
+old pages unreachable at once; `invalidate_area` also drops them (purge, shred).
+
+Every key carries a TTL: the embedded Redis evicts with `volatile-lru`, which only ever
+evicts keys with a TTL, so the cache can fill memory without evicting Celery's queue.
+The sync and async clients share the encoding below and differ only in their I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final, cast
+
+import redis
+import redis.asyncio as aredis
+
+from cache.crypto import Slot, SlotKind, open_sealed, seal
+from cache.keys import KeyRing
+from cache.naming import Namer, instant_key
+
+# A page this large is better served from the warm tier than held in Redis memory.
+DEFAULT_MAX_PAGE_BYTES: Final = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class PageRef:
+    """Where one page body lives in Redis and which slot it is sealed for."""
+
+    school_id: str
+    area: str
+    data_version: int
+    key: str
+    # Built once: on the hot path every microsecond counts against a bare GET.
+    slot: Slot = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        slot = Slot(self.school_id, self.area, self.key, self.data_version, SlotKind.PAGE)
+        object.__setattr__(self, "slot", slot)
+
+
+def page_ref(
+    namer: Namer,
+    *,
+    school_id: str,
+    area: str,
+    data_version: int,
+    stale: bool,
+    fields: frozenset[str] | None,
+    updated_since: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> PageRef:
+    projection = None if fields is None else sorted(fields)
+    since = instant_key(updated_since)
+    key = namer.hot_key(school_id, area, data_version, stale, projection, since, cursor, limit)
+    return PageRef(school_id, area, data_version, key)
+
+
+class _Codec:
+    def __init__(
+        self, keyring: KeyRing, namer: Namer, ttl_seconds: int, max_page_bytes: int
+    ) -> None:
+        if ttl_seconds < 1:
+            raise ValueError("hot pages need a TTL of at least one second")
+        self.keyring = keyring
+        self.namer = namer
+        self.ttl = ttl_seconds
+        self.max_page_bytes = max_page_bytes
+
+    def open(self, ref: PageRef, sealed: bytes | None) -> bytes | None:
+        return None if sealed is None else open_sealed(self.keyring, ref.slot, sealed)
+
+    def seal(self, ref: PageRef, body: bytes) -> bytes | None:
+        if len(body) > self.max_page_bytes:
+            return None
+        return seal(self.keyring, ref.slot, body)
+
+    def index_key(self, school_id: str, area: str) -> str:
+        return self.namer.hot_index_key(school_id, area)
+
+
+class HotCache:
+    """Hot pages through a synchronous Redis client."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keyring: KeyRing,
+        namer: Namer,
+        *,
+        ttl_seconds: int,
+        max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES,
+    ) -> None:
+        self._client = client
+        self._codec = _Codec(keyring, namer, ttl_seconds, max_page_bytes)
+
+    def get_page(self, ref: PageRef) -> bytes | None:
+        """The page body, or None on a miss; raises if the stored page fails to open."""
+        return self._codec.open(ref, cast("bytes | None", self._client.get(ref.key)))
+
+    def put_page(self, ref: PageRef, body: bytes) -> bool:
+        sealed = self._codec.seal(ref, body)
+        if sealed is None:
+            return False
+        index = self._codec.index_key(ref.school_id, ref.area)
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.set(ref.key, sealed, ex=self._codec.ttl)
+            # The index lives as long as its newest member, so it never outlives them all.
+            pipe.sadd(index, ref.key)
+            pipe.expire(index, self._codec.ttl)
+            pipe.execute()
+        return True
+
+    def invalidate_area(self, school_id: str, area: str) -> int:
+        """Drop every hot page of the area; return how many keys were removed."""
+        index = self._codec.index_key(school_id, area)
+        members = cast("set[bytes]", self._client.smembers(index))
+        # One key per command: pages of an area may sit on different Cluster slots.
+        with self._client.pipeline(transaction=False) as pipe:
+            for key in [*members, index.encode()]:
+                pipe.unlink(key)
+            removed = pipe.execute()
+        return sum(int(n) for n in removed[:-1])
+
+
+class AsyncHotCache:
+    """Hot pages through an asyncio Redis client, for async request handlers."""
+
+    def __init__(
+        self,
+        client: aredis.Redis,
+        keyring: KeyRing,
+        namer: Namer,
+        *,
+        ttl_seconds: int,
+        max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES,
+    ) -> None:
+        self._client = client
+        self._codec = _Codec(keyring, namer, ttl_seconds, max_page_bytes)
+
+    async def get_page(self, ref: PageRef) -> bytes | None:
+        return self._codec.open(ref, cast("bytes | None", await self._client.get(ref.key)))
+
+    async def put_page(self, ref: PageRef, body: bytes) -> bool:
+        sealed = self._codec.seal(ref, body)
+        if sealed is None:
+            return False
+        index = self._codec.index_key(ref.school_id, ref.area)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.set(ref.key, sealed, ex=self._codec.ttl)
+            pipe.sadd(index, ref.key)
+            pipe.expire(index, self._codec.ttl)
+            await pipe.execute()
+        return True
+
+    async def invalidate_area(self, school_id: str, area: str) -> int:
+        index = self._codec.index_key(school_id, area)
+        members = cast("set[bytes]", await self._client.smembers(index))
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in [*members, index.encode()]:
+                pipe.unlink(key)
+            removed = await pipe.execute()
+        return sum(int(n) for n in removed[:-1])

@@ -1,0 +1,349 @@
+"""SQL of the cache tiers, in Core: one statement per bulk step, no ORM object per record.
+
+Functions take the session's connection, so they run in the caller's transaction; only the
+caller commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, TypeAlias
+
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Row,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cache.models import CacheTier, cached_areas, cached_records
+from cache.naming import instant_key
+
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
+# SQLite allows 32766 bound parameters per statement; stay far below on every database.
+_IN_CHUNK: Final = 900
+
+
+@dataclass(frozen=True, slots=True)
+class AreaState:
+    """A snapshot of one `cached_areas` row."""
+
+    school_id: str
+    area: str
+    as_of: datetime | None
+    purge_after: datetime | None
+    tier: CacheTier
+    data_version: int
+    last_seq: int
+    record_count: int
+    created_at: datetime
+    updated_at: datetime
+    last_read_at: datetime | None
+    last_requested_at: datetime | None
+    refresh_requested_at: datetime | None
+    cold_blob_key: str | None
+
+    @property
+    def cached(self) -> bool:
+        return self.as_of is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordState:
+    """What change detection needs of a stored record; no ciphertext."""
+
+    record_key: str
+    seq: int
+    deleted: bool
+    changed_at: datetime
+    content_hash: bytes
+    blob_key: str | None
+
+
+def _area_state(row: AnyRow) -> AreaState:
+    return AreaState(**row._asdict())
+
+
+def _is_area(school_id: str, area: str) -> Any:
+    return and_(cached_areas.c.school_id == school_id, cached_areas.c.area == area)
+
+
+def _in_area(school_id: str, area: str) -> Any:
+    return and_(cached_records.c.school_id == school_id, cached_records.c.area == area)
+
+
+def area_state(conn: Connection, school_id: str, area: str) -> AreaState | None:
+    row = conn.execute(select(cached_areas).where(_is_area(school_id, area))).first()
+    return None if row is None else _area_state(row)
+
+
+def school_areas(conn: Connection, school_id: str) -> list[AreaState]:
+    query = (
+        select(cached_areas)
+        .where(cached_areas.c.school_id == school_id)
+        .order_by(cached_areas.c.area)
+    )
+    return [_area_state(row) for row in conn.execute(query)]
+
+
+def _insert_ignoring_conflicts(conn: Connection, row: Mapping[str, Any]) -> None:
+    statement: Insert
+    if conn.dialect.name == "postgresql":
+        statement = postgresql.insert(cached_areas).values(**row).on_conflict_do_nothing()
+    elif conn.dialect.name == "sqlite":
+        statement = sqlite.insert(cached_areas).values(**row).on_conflict_do_nothing()
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(conn.dialect.name)
+    conn.execute(statement)
+
+
+def lock_area(conn: Connection, school_id: str, area: str, now: datetime) -> AreaState:
+    """Lock the area's row for this transaction, creating an uncached placeholder if none.
+
+    Writing first takes SQLite's write lock before any read (a read-then-write transaction
+    can fail at once there when another writer committed in between); on PostgreSQL the
+    row lock serialises writers of one area.  data_version starts at the creation time in
+    microseconds, so a purged and re-cached area never reuses a version (hot keys, ETags).
+    """
+    placeholder = {
+        "school_id": school_id,
+        "area": area,
+        "tier": CacheTier.WARM,
+        "data_version": instant_key(now),
+        "last_seq": 0,
+        "record_count": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    _insert_ignoring_conflicts(conn, placeholder)
+    row = conn.execute(select(cached_areas).where(_is_area(school_id, area)).with_for_update())
+    return _area_state(row.one())
+
+
+def lock_existing_area(conn: Connection, school_id: str, area: str) -> AreaState | None:
+    """Lock the area's row if it exists (a no-op UPDATE takes the write lock on both DBs)."""
+    touched = conn.execute(
+        update(cached_areas).where(_is_area(school_id, area)).values(tier=cached_areas.c.tier)
+    )
+    return area_state(conn, school_id, area) if touched.rowcount else None
+
+
+def update_area(conn: Connection, school_id: str, area: str, **values: Any) -> None:
+    conn.execute(update(cached_areas).where(_is_area(school_id, area)).values(**values))
+
+
+def delete_area_records(conn: Connection, school_id: str, area: str) -> int:
+    """Delete every record row of the area by primary-key prefix; return how many."""
+    return conn.execute(delete(cached_records).where(_in_area(school_id, area))).rowcount
+
+
+def delete_area(conn: Connection, school_id: str, area: str) -> int:
+    """Delete the area and its records; return the record rows deleted."""
+    deleted = delete_area_records(conn, school_id, area)
+    conn.execute(delete(cached_areas).where(_is_area(school_id, area)))
+    return deleted
+
+
+def count_records(conn: Connection, school_id: str, area: str) -> int:
+    query = select(func.count()).select_from(cached_records).where(_in_area(school_id, area))
+    return int(conn.execute(query).scalar_one())
+
+
+def expired_areas(conn: Connection, now: datetime, limit: int) -> list[AreaState]:
+    """Areas more than 30 days out of date, found through the purge_after index alone."""
+    query = (
+        select(cached_areas)
+        .where(cached_areas.c.purge_after < now)
+        .order_by(cached_areas.c.purge_after)
+        .limit(limit)
+    )
+    return [_area_state(row) for row in conn.execute(query)]
+
+
+def areas_purged_before(conn: Connection, bound: datetime) -> list[AreaState]:
+    """Cached areas whose purge_after is at or before `bound` (stale ones, for refresh)."""
+    query = select(cached_areas).where(cached_areas.c.purge_after <= bound)
+    return [_area_state(row) for row in conn.execute(query)]
+
+
+def uncached_requested(conn: Connection, asked_since: datetime) -> list[AreaState]:
+    """Areas a partner asked for since `asked_since` that were never cached."""
+    query = select(cached_areas).where(
+        cached_areas.c.as_of.is_(None), cached_areas.c.last_requested_at >= asked_since
+    )
+    return [_area_state(row) for row in conn.execute(query)]
+
+
+def idle_warm_areas(conn: Connection, read_before: datetime, limit: int) -> list[AreaState]:
+    """Warm, cached areas not read (or, never read, not created) since `read_before`."""
+    idle = or_(
+        cached_areas.c.last_read_at < read_before,
+        and_(cached_areas.c.last_read_at.is_(None), cached_areas.c.created_at < read_before),
+    )
+    query = (
+        select(cached_areas)
+        .where(cached_areas.c.tier == CacheTier.WARM, cached_areas.c.as_of.is_not(None), idle)
+        .limit(limit)
+    )
+    return [_area_state(row) for row in conn.execute(query)]
+
+
+_STATE_COLUMNS: Final = (
+    cached_records.c.record_key,
+    cached_records.c.seq,
+    cached_records.c.deleted,
+    cached_records.c.changed_at,
+    cached_records.c.content_hash,
+    cached_records.c.blob_key,
+)
+
+
+def _record_state(row: AnyRow) -> RecordState:
+    return RecordState(
+        row.record_key,
+        row.seq,
+        row.deleted,
+        row.changed_at,
+        bytes(row.content_hash),
+        row.blob_key,
+    )
+
+
+def record_states(
+    conn: Connection, school_id: str, area: str, keys: Collection[str] | None = None
+) -> dict[str, RecordState]:
+    """The state of the given records (every record of the area when `keys` is None)."""
+    base = select(*_STATE_COLUMNS).where(_in_area(school_id, area))
+    if keys is None:
+        return {row.record_key: _record_state(row) for row in conn.execute(base)}
+    found: dict[str, RecordState] = {}
+    for chunk in _chunks(sorted(keys)):
+        for row in conn.execute(base.where(cached_records.c.record_key.in_(chunk))):
+            found[row.record_key] = _record_state(row)
+    return found
+
+
+def sealed_records(
+    conn: Connection, school_id: str, area: str, keys: Collection[str]
+) -> list[AnyRow]:
+    """Rows (record_key, seq, ciphertext) of the given records."""
+    columns = (cached_records.c.record_key, cached_records.c.seq, cached_records.c.ciphertext)
+    rows: list[AnyRow] = []
+    for chunk in _chunks(sorted(keys)):
+        query = select(*columns).where(
+            _in_area(school_id, area), cached_records.c.record_key.in_(chunk)
+        )
+        rows.extend(conn.execute(query))
+    return rows
+
+
+def all_records(conn: Connection, school_id: str, area: str) -> list[AnyRow]:
+    """Every row of the area, tombstones included, as stored (for the cold bundle)."""
+    query = select(cached_records).where(_in_area(school_id, area))
+    return list(conn.execute(query))
+
+
+def insert_records(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(cached_records), list(rows))
+
+
+_BY_PK: Final = and_(
+    cached_records.c.school_id == bindparam("k_school"),
+    cached_records.c.area == bindparam("k_area"),
+    cached_records.c.record_key == bindparam("k_record"),
+)
+
+
+def update_records(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rewrite existing records; each row holds every non-key column."""
+    if not rows:
+        return
+    params = [
+        {**row, "k_school": row["school_id"], "k_area": row["area"], "k_record": row["record_key"]}
+        for row in rows
+    ]
+    values: dict[str, Any] = {name: bindparam(name) for name in _UPDATABLE}
+    conn.execute(update(cached_records).where(_BY_PK).values(values), params)
+
+
+_UPDATABLE: Final = (
+    "seq",
+    "changed_at",
+    "deleted",
+    "as_of",
+    "content_hash",
+    "ciphertext",
+    "blob_key",
+)
+
+
+def delete_records(conn: Connection, school_id: str, area: str, keys: Iterable[str]) -> None:
+    for chunk in _chunks(sorted(keys)):
+        conn.execute(
+            delete(cached_records).where(
+                _in_area(school_id, area), cached_records.c.record_key.in_(chunk)
+            )
+        )
+
+
+_PAGE_COLUMNS: Final = (
+    cached_records.c.record_key,
+    cached_records.c.seq,
+    cached_records.c.deleted,
+    cached_records.c.ciphertext,
+    cached_records.c.blob_key,
+)
+
+
+def page_by_key(
+    conn: Connection, school_id: str, area: str, after_key: str | None, limit: int
+) -> list[AnyRow]:
+    """Live records in record_key order after `after_key` (keyset pagination on the PK)."""
+    query = select(*_PAGE_COLUMNS).where(
+        _in_area(school_id, area), cached_records.c.deleted.is_(False)
+    )
+    if after_key is not None:
+        query = query.where(cached_records.c.record_key > after_key)
+    query = query.order_by(cached_records.c.record_key).limit(limit)
+    return list(conn.execute(query))
+
+
+def page_by_seq(
+    conn: Connection,
+    school_id: str,
+    area: str,
+    *,
+    changed_after: datetime,
+    after_seq: int,
+    upto_seq: int,
+    limit: int,
+) -> list[AnyRow]:
+    """Records and tombstones changed after a time, in seq order within (after, upto]."""
+    query = (
+        select(*_PAGE_COLUMNS)
+        .where(
+            _in_area(school_id, area),
+            cached_records.c.seq > after_seq,
+            cached_records.c.seq <= upto_seq,
+            cached_records.c.changed_at > changed_after,
+        )
+        .order_by(cached_records.c.seq)
+        .limit(limit)
+    )
+    return list(conn.execute(query))
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]

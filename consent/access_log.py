@@ -1,0 +1,464 @@
+"""The access log: one hash-chained entry per partner read, written before the data leaves.
+
+Appends serialise per school on its row of `access_log_heads`: `UPDATE ... SET last_seq =
+last_seq + n ... RETURNING` takes PostgreSQL's row lock (SQLite's write lock), so two
+processes never chain from the same head.  Every partner read appends, so `AccessLogWriter`
+group-commits: requests queue their entries, one thread writes whatever has queued as one
+transaction, and each caller resumes only once its entry is committed (or fails with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal, TypeAlias
+
+from sqlalchemy import func, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from consent.audit_keys import UnitOfWork
+from consent.chain import ChainBreak, genesis, link_hash, verify_chain
+from consent.errors import AccessLogWriteError, ConsentInvalidError
+from consent.models import AccessLogHead, AccessLogRow, LogDecision
+
+KeyFor: TypeAlias = Callable[[str], bytes]
+DecisionText: TypeAlias = Literal["allowed", "denied"]
+
+MAX_PAGE: Final = 1000
+CSV_COLUMNS: Final = (
+    "seq",
+    "at",
+    "partner_id",
+    "consent_id",
+    "areas",
+    "record_count",
+    "decision",
+    "reason",
+    "request_id",
+    "hash",
+)
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """What a partner read: built by the read path, chained and stored by the writer."""
+
+    school_id: str
+    partner_id: str
+    areas: tuple[str, ...]
+    record_count: int
+    decision: DecisionText
+    reason: str
+    request_id: str
+    at: datetime
+    consent_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.at.utcoffset() is None:
+            raise ValueError("an access-log time must be timezone-aware")
+        if self.decision not in ("allowed", "denied"):
+            raise ValueError(f"decision must be allowed or denied, not {self.decision!r}")
+        if self.record_count < 0:
+            raise ValueError("record_count cannot be negative")
+        if not self.areas:
+            raise ValueError("an access-log entry names at least one area")
+        if len(self.reason) > 64 or len(self.request_id) > 128:
+            raise ValueError("reason (64) or request_id (128) too long")
+        object.__setattr__(self, "areas", tuple(sorted(set(self.areas))))
+
+    def chained(self) -> dict[str, Any]:
+        """The fields the hash covers (everything but seq, which `link_hash` adds)."""
+        return {
+            "school_id": self.school_id,
+            "partner_id": self.partner_id,
+            "consent_id": self.consent_id,
+            "areas": list(self.areas),
+            "record_count": self.record_count,
+            "decision": self.decision,
+            "reason": self.reason,
+            "request_id": self.request_id,
+            "at": self.at,
+        }
+
+
+def row_entry(row: AccessLogRow) -> dict[str, Any]:
+    """A stored row as `LogEntry.chained` had it, for verification."""
+    return {
+        "school_id": row.school_id,
+        "partner_id": row.partner_id,
+        "consent_id": row.consent_id,
+        "areas": list(row.areas),
+        "record_count": row.record_count,
+        "decision": LogDecision(row.decision).value,
+        "reason": row.reason,
+        "request_id": row.request_id,
+        "at": row.at,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Appending
+
+
+def append_entries(session: Session, entries: Sequence[LogEntry], key_for: KeyFor) -> list[int]:
+    """Chain and insert `entries` in the caller's transaction; returns their seqs in order."""
+    by_school: dict[str, list[int]] = defaultdict(list)
+    for index, entry in enumerate(entries):
+        by_school[entry.school_id].append(index)
+    seqs = [0] * len(entries)
+    for school_id in sorted(by_school):  # one lock order for every writer: no deadlocks
+        indexes = by_school[school_id]
+        key = key_for(school_id)
+        last_seq, prev = _reserve(session, school_id, len(indexes), key)
+        rows = []
+        for seq, index in enumerate(indexes, start=last_seq - len(indexes) + 1):
+            entry = entries[index]
+            prev = link_hash(prev, seq, entry.chained(), key)
+            rows.append(_row_values(entry, seq, prev))
+            seqs[index] = seq
+        session.execute(insert(AccessLogRow), rows)
+        session.execute(
+            update(AccessLogHead)
+            .where(col(AccessLogHead.school_id) == school_id)
+            .values(last_hash=prev)
+            .execution_options(synchronize_session=False)
+        )
+    return seqs
+
+
+def _reserve(session: Session, school_id: str, count: int, key: bytes) -> tuple[int, bytes]:
+    """Take `count` seqs from the school's head, creating the head on its first entry."""
+    bump = (
+        update(AccessLogHead)
+        .where(col(AccessLogHead.school_id) == school_id)
+        .values(last_seq=col(AccessLogHead.last_seq) + count)
+        .returning(col(AccessLogHead.last_seq), col(AccessLogHead.last_hash))
+        .execution_options(synchronize_session=False)
+    )
+    found = session.execute(bump).first()
+    if found is None:
+        values = {"school_id": school_id, "last_seq": 0, "last_hash": genesis(school_id, key)}
+        dialect = session.get_bind().dialect.name
+        maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        session.execute(maker(AccessLogHead).values(**values).on_conflict_do_nothing())
+        found = session.execute(bump).one()
+    return int(found[0]), bytes(found[1])
+
+
+def _row_values(entry: LogEntry, seq: int, digest: bytes) -> dict[str, Any]:
+    return {
+        "school_id": entry.school_id,
+        "seq": seq,
+        "at": entry.at,
+        "partner_id": entry.partner_id,
+        "consent_id": entry.consent_id,
+        "areas": list(entry.areas),
+        "record_count": entry.record_count,
+        "decision": LogDecision(entry.decision),
+        "reason": entry.reason,
+        "request_id": entry.request_id,
+        "hash": digest,
+    }
+
+
+@dataclass(slots=True)
+class _Pending:
+    entry: LogEntry
+    future: asyncio.Future[int]
+
+
+@dataclass
+class AccessLogWriter:
+    """Group-committing appender, one per API process: `seq = await writer.append(entry)`.
+
+    `append` returns only after the entry's transaction has committed and raises
+    `AccessLogWriteError` if it did not, so the read it describes can fail instead.
+    """
+
+    unit: UnitOfWork
+    key_for: KeyFor
+    max_batch: int = 500
+    _queue: asyncio.Queue[_Pending | None] | None = field(default=None, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _executor: ThreadPoolExecutor | None = field(default=None, init=False)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
+        self._task = asyncio.create_task(self._run(self._queue), name="access-log-writer")
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop; later appends fail."""
+        if self._task is None or self._queue is None:
+            return
+        self._queue.put_nowait(None)
+        await self._task
+        self._task = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def append(self, entry: LogEntry) -> int:
+        entry.chained()  # a malformed entry fails here, alone, not its whole batch
+        if not self.running or self._queue is None:
+            raise AccessLogWriteError("the access log is not accepting entries")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(entry, future))
+        return await future
+
+    def append_now(self, session: Session, entry: LogEntry) -> int:
+        """Append one entry in the caller's transaction (workers, tests); caller commits."""
+        return append_entries(session, [entry], self.key_for)[0]
+
+    async def _run(self, queue: asyncio.Queue[_Pending | None]) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            first = await queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch and not queue.empty():
+                item = queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            entries = [p.entry for p in batch]
+            try:
+                seqs = await loop.run_in_executor(self._executor, self._write, entries)
+            except Exception as exc:
+                _fail(batch, exc)
+            else:
+                for pending, seq in zip(batch, seqs, strict=True):
+                    if not pending.future.done():  # the caller may have gone away
+                        pending.future.set_result(seq)
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is not None:
+                _fail([item], RuntimeError("the access-log writer stopped"))
+
+    def _write(self, entries: list[LogEntry]) -> list[int]:
+        keys = {e.school_id: self.key_for(e.school_id) for e in entries}  # before any lock
+        with self.unit() as session:
+            return append_entries(session, entries, keys.__getitem__)
+
+
+def _fail(batch: Iterable[_Pending], exc: BaseException) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            error = AccessLogWriteError(f"the access-log entry could not be written: {exc}")
+            error.__cause__ = exc
+            pending.future.set_exception(error)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    """since is inclusive, until exclusive."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    partner_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    entries: list[AccessLogRow]
+    next_cursor: str | None
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind != "seq":
+            raise ValueError(text)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ConsentInvalidError(f"invalid cursor {cursor!r}") from None
+
+
+def list_entries(
+    session: Session,
+    school_id: str,
+    flt: LogFilter,
+    *,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> LogPage:
+    """Newest first (by append order), `limit` at a time."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ConsentInvalidError(f"limit must be between 1 and {MAX_PAGE}")
+    stmt = select(AccessLogRow).where(AccessLogRow.school_id == school_id)
+    if flt.since is not None:
+        stmt = stmt.where(col(AccessLogRow.at) >= flt.since)
+    if flt.until is not None:
+        stmt = stmt.where(col(AccessLogRow.at) < flt.until)
+    if flt.partner_id is not None:
+        stmt = stmt.where(AccessLogRow.partner_id == flt.partner_id)
+    if cursor is not None:
+        stmt = stmt.where(col(AccessLogRow.seq) < decode_cursor(cursor))
+    rows = list(session.exec(stmt.order_by(col(AccessLogRow.seq).desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return LogPage(rows, encode_cursor(rows[-1].seq) if more else None)
+
+
+def reads_between(
+    session: Session,
+    school_id: str,
+    partner_id: str,
+    start: datetime,
+    end: datetime,
+    areas: Collection[str],
+) -> list[AccessLogRow]:
+    """Allowed reads by the partner of any of `areas` with start <= at <= end, oldest first."""
+    stmt = (
+        select(AccessLogRow)
+        .where(
+            AccessLogRow.school_id == school_id,
+            AccessLogRow.partner_id == partner_id,
+            AccessLogRow.decision == LogDecision.ALLOWED,
+            col(AccessLogRow.at) >= start,
+            col(AccessLogRow.at) <= end,
+        )
+        .order_by(col(AccessLogRow.seq))
+    )
+    wanted = set(areas)
+    return [row for row in session.exec(stmt) if wanted.intersection(row.areas)]
+
+
+def entry_json(row: AccessLogRow) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "at": row.at,
+        "partner_id": row.partner_id,
+        "consent_id": row.consent_id,
+        "areas": list(row.areas),
+        "record_count": row.record_count,
+        "decision": LogDecision(row.decision).value,
+        "reason": row.reason,
+        "request_id": row.request_id,
+        "hash": bytes(row.hash).hex(),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# CSV export
+
+
+def csv_safe(value: str) -> str:
+    """Defuse spreadsheet formulas: a cell must never start with = + - @ (or tab, CR)."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+def csv_lines(rows: Iterable[AccessLogRow], *, header: bool = True) -> Iterator[str]:
+    """RFC 4180 lines (CRLF, quoted where needed), in `CSV_COLUMNS` order."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    if header:
+        writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        cells = entry_json(row)
+        cells["at"] = _rfc3339(row.at)
+        cells["areas"] = ";".join(row.areas)
+        cells["consent_id"] = row.consent_id or ""
+        writer.writerow([csv_safe(str(cells[name])) for name in CSV_COLUMNS])
+        if buffer.tell() > 64 * 1024:
+            yield _drain(buffer)
+    yield _drain(buffer)
+
+
+def iter_csv(
+    unit: UnitOfWork, school_id: str, flt: LogFilter, page_size: int = MAX_PAGE
+) -> Iterator[str]:
+    """The whole filtered log as CSV, newest first, reading one page per short session."""
+    cursor: str | None = None
+    header = True
+    while True:
+        with unit() as session:
+            page = list_entries(session, school_id, flt, limit=page_size, cursor=cursor)
+        yield from csv_lines(page.entries, header=header)
+        header = False
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+def _drain(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
+
+
+def _rfc3339(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------------------------------
+# Verification
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    school_id: str
+    entries: int
+    head_seq: int | None
+    breaks: list[ChainBreak]
+
+    @property
+    def intact(self) -> bool:
+        return not self.breaks
+
+
+def verify(session: Session, school_id: str, key: bytes | None) -> VerifyReport:
+    """Check a school's whole chain against its stored hashes and its head row.
+
+    `key` None means the deployment never made an audit key, so any stored entry is
+    unverifiable: it is reported as altered.
+    """
+    stmt = (
+        select(AccessLogRow)
+        .where(AccessLogRow.school_id == school_id)
+        .order_by(col(AccessLogRow.seq))
+        .execution_options(yield_per=1000)
+    )
+    rows = [(r.seq, row_entry(r), bytes(r.hash)) for r in session.exec(stmt)]
+    head_row = session.get(AccessLogHead, school_id)
+    head = None if head_row is None else (head_row.last_seq, bytes(head_row.last_hash))
+    if key is None:
+        breaks = [ChainBreak(seq, "altered") for seq, _, _ in rows]
+    else:
+        breaks = verify_chain(school_id, rows, head, key=key)
+    if head is None and rows:  # the head row itself was removed
+        breaks.append(ChainBreak(rows[-1][0], "head_mismatch"))
+    return VerifyReport(school_id, len(rows), None if head is None else head[0], breaks)
+
+
+def count_entries(session: Session, school_id: str) -> int:
+    stmt = select(func.count()).select_from(AccessLogRow).where(AccessLogRow.school_id == school_id)
+    return int(session.exec(stmt).one())

@@ -1,0 +1,117 @@
+"""Fixtures of the cache tests: a migrated database of each kind, keys, blobs, hot tier."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import Engine
+
+from broker.clock import FrozenClock
+from broker.db import make_engine, upgrade
+from cache.blobs import DirectoryBlobStore
+from cache.hot import HotCache
+from cache.key_store import SqlDataKeyStore
+from cache.keys import KeyRing, LocalKeyProvider
+from cache.naming import Namer
+from cache.service import CacheService
+from cache.settings import CacheSettings
+from cache.tasks import CacheDeps
+
+SCHOOL = "sch_0001"
+OTHER_SCHOOL = "sch_0002"
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def provider() -> LocalKeyProvider:
+    return LocalKeyProvider({"k1": secrets.token_bytes(32)}, "k1")
+
+
+@pytest.fixture
+def key_store(engine: Engine) -> SqlDataKeyStore:
+    return SqlDataKeyStore(engine)
+
+
+@pytest.fixture
+def keyring(provider: LocalKeyProvider, key_store: SqlDataKeyStore) -> KeyRing:
+    return KeyRing(provider, key_store)
+
+
+@pytest.fixture
+def namer(keyring: KeyRing) -> Namer:
+    return Namer(keyring)
+
+
+@pytest.fixture
+def blob_dir(tmp_path: Path) -> Path:
+    return tmp_path / "blobs"
+
+
+@pytest.fixture
+def blobs(blob_dir: Path) -> DirectoryBlobStore:
+    return DirectoryBlobStore(blob_dir)
+
+
+@pytest.fixture
+def hot(redis_client: redis.Redis, keyring: KeyRing, namer: Namer) -> HotCache:
+    return HotCache(redis_client, keyring, namer, ttl_seconds=900)
+
+
+@pytest.fixture
+def service(
+    keyring: KeyRing, blobs: DirectoryBlobStore, hot: HotCache, namer: Namer
+) -> CacheService:
+    return CacheService(keyring=keyring, blobs=blobs, hot=hot, namer=namer)
+
+
+@pytest.fixture
+def deps(
+    engine: Engine,
+    redis_client: redis.Redis,
+    blobs: DirectoryBlobStore,
+    keyring: KeyRing,
+    key_store: SqlDataKeyStore,
+    clock: FrozenClock,
+) -> CacheDeps:
+    return CacheDeps(
+        engine=engine,
+        redis=redis_client,
+        blobs=blobs,
+        keyring=keyring,
+        key_store=key_store,
+        clock=clock,
+        settings=CacheSettings(),
+    )
+
+
+def student(number: int, **changes: Any) -> dict[str, Any]:
+    """A students.basic record; `number` makes it unique."""
+    record: dict[str, Any] = {
+        "id": f"stu-{number:05d}",
+        "upn": f"A{number:012d}",
+        "forename": f"Forename{number}",
+        "surname": f"Surname{number}",
+        "date_of_birth": "2013-04-01",
+        "gender": "F",
+        "year_group": "Year 8",
+        "registration_group": "8B",
+        "on_roll": True,
+    }
+    record.update(changes)
+    return record
+
+
+def students(count: int, start: int = 0) -> list[dict[str, Any]]:
+    return [student(n) for n in range(start, start + count)]
