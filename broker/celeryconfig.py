@@ -26,4 +26,11 @@ broker_transport_options = {
 }
 beat_schedule = {
     "broker.heartbeat": {"task": "broker.heartbeat", "schedule": 30.0},
+    # `expires`: with workers down, five-second ticks must not pile up in the queue.
+    "webhooks.fan_out": {"task": "webhooks.fan_out", "schedule": 5.0, "options": {"expires": 5.0}},
+    "webhooks.deliver_due": {
+        "task": "webhooks.deliver_due",
+        "schedule": 5.0,
+        "options": {"expires": 5.0},
+    },
 }

@@ -54,3 +54,5 @@ def configure_logging(level: str = "INFO", process_name: str = "broker") -> None
         lg.handlers[:] = []
         lg.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx logs whole URLs at INFO; a partner's webhook URL may carry a token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

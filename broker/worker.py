@@ -61,3 +61,7 @@ def heartbeat() -> None:
         client.set(HEARTBEAT_KEY, res.clock.now().isoformat(), ex=300)
     finally:
         client.close()
+
+
+# Task modules import `celery_app` and `resources` from here, so they are registered last.
+from broker.webhooks import tasks as _webhook_tasks  # noqa: E402, F401 - registers webhooks.*
