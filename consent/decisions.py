@@ -1,7 +1,8 @@
 """Cached consent decisions, one cache per API process, invalidated through Redis pub/sub.
 
-An entry holds a (partner, school) pair's folded timelines, so a hit is a dict lookup plus
-the engine's binary search.  It is dropped when:
+An entry holds a (partner, school) pair's folded timelines and, for the usual single
+consent, a table of its one-area read decisions as they stand from the load until the next
+change, so a hit is two dict lookups; anything else asks the engine.  It is dropped when:
 - a change is published on `CHANNEL` (every process hears it within milliseconds);
 - the decision time reaches the next instant any of its decisions may change
   (`valid_until`), so an entry never outlives a consent's end or grace window;
@@ -16,7 +17,6 @@ lost, so nothing loaded before can be trusted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -225,6 +225,9 @@ def publish_invalidations(client: redis.Redis, pairs: Iterable[tuple[str, str]])
         pipe.execute()
 
 
+STOP_TIMEOUT_SECONDS = 2.0
+
+
 class InvalidationListener:
     """Applies published invalidations to one cache; an asyncio task per API process."""
 
@@ -251,8 +254,10 @@ class InvalidationListener:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Closing a pub/sub connection cancelled mid-read can stall; shutdown must not.
+            done, _ = await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_SECONDS)
+            if not done:
+                log.warning("consent invalidation listener did not stop in time; abandoned")
             self._task = None
         self.subscribed.clear()
         self.cache.set_connected(False)
