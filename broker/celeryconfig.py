@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from broker.settings import load_settings
+from cache.tasks import BEAT_SCHEDULE as CACHE_BEAT_SCHEDULE
 
 _settings = load_settings()
 
@@ -24,7 +25,13 @@ broker_transport_options = {
     "visibility_timeout": 3600,
     "socket_timeout": 5,
 }
+# The cache's jobs (purge, refresh, demote, shred, rewrap) at their own periods.
+_CACHE_JOBS = {
+    name: {"task": name, "schedule": period, "options": {"expires": period}}
+    for name, period in CACHE_BEAT_SCHEDULE.items()
+}
 beat_schedule = {
+    **_CACHE_JOBS,
     "broker.heartbeat": {"task": "broker.heartbeat", "schedule": 30.0},
     # `expires`: with workers down, five-second ticks must not pile up in the queue.
     "webhooks.fan_out": {"task": "webhooks.fan_out", "schedule": 5.0, "options": {"expires": 5.0}},

@@ -64,4 +64,5 @@ def heartbeat() -> None:
 
 
 # Task modules import `celery_app` and `resources` from here, so they are registered last.
+from broker import cache_tasks as _cache_tasks  # noqa: E402, F401 - registers cache.*
 from broker.webhooks import tasks as _webhook_tasks  # noqa: E402, F401 - registers webhooks.*

@@ -143,14 +143,21 @@ def purge_expired(deps: CacheDeps, *, dry_run: bool = False) -> purge.PurgeRepor
         return run_purge(deps, now=now, dry_run=dry_run)
 
 
-def run_purge(deps: CacheDeps, *, now: datetime, dry_run: bool) -> purge.PurgeReport:
-    """Purge in batches, one transaction each; the CLI calls this directly."""
+def run_purge(
+    deps: CacheDeps, *, now: datetime, dry_run: bool, drop_hot: bool = True
+) -> purge.PurgeReport:
+    """Purge in batches, one transaction each; the CLI calls this directly.
+
+    `drop_hot=False` when no Redis is running: hot pages are keyed by data version and
+    expire with their TTL, so skipping their deletion never serves purged data.
+    """
     areas: list[purge.PurgedArea] = []
     rows = 0
+    hot = deps.hot if drop_hot else None
     while True:
         with unit_of_work(deps.engine) as session:
             report = purge.purge_expired(
-                session, deps.blobs, namer=deps.namer, now=now, dry_run=dry_run, hot=deps.hot
+                session, deps.blobs, namer=deps.namer, now=now, dry_run=dry_run, hot=hot
             )
         areas += report.areas
         rows += report.rows

@@ -17,6 +17,7 @@ from typer.main import get_command
 from broker.cli import agent as agent_cli
 from broker.cli import audit
 from broker.cli import consent as consent_cli
+from broker.cli import purge as purge_cli
 from broker.cli.context import CliError, CliState, emit, fail
 from broker.clock import rfc3339
 from broker.db import current_revision, head_revision, upgrade
@@ -43,6 +44,7 @@ app.add_typer(school_app, name="school")
 app.add_typer(partner_app, name="partner")
 app.add_typer(db_app, name="db")
 app.add_typer(agent_cli.app, name="agent")
+app.command("purge")(purge_cli.purge)
 app.add_typer(consent_cli.app, name="consent")
 app.add_typer(audit.app, name="audit")
 

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyotp
 import pytest
+from sqlmodel import select
 
+from broker.agenthub.auth import AgentPrincipal
+from broker.agenthub.ingest import ingest
+from broker.cache_wiring import build_cache_service
 from broker.cli.main import run
+from broker.db import session_scope
+from broker.resources import Resources
+from broker.schools.models import Agent
+from broker.settings import load_settings
 from consent.areas import AREAS
 from tests.support.servers import free_port
 
@@ -220,3 +229,36 @@ def test_areas_json_is_the_catalogue(cli: Cli) -> None:
 def test_db_upgrade_reports_head(cli: Cli) -> None:
     assert cli.json("db", "upgrade")["revision"] == cli.json("db", "current")["head"]
     assert cli.json("db", "current")["up_to_date"] is True
+
+
+def test_purge_dry_run_shows_what_would_go_and_changes_nothing(cli: Cli) -> None:
+    created = add_school(cli)
+    res = Resources.build(load_settings(cli.data_dir))
+    with session_scope(res.engine) as session:
+        agent = session.exec(select(Agent)).one()
+    body = orjson.dumps(
+        {
+            "batch_id": "8d7c7e0e-3a4b-4c55-9a55-0f1e2d3c4b5a",
+            "area": "groups",
+            "mode": "full",
+            "extracted_at": "2026-11-01T02:00:00Z",
+            "records": [{"id": "grp-1", "name": "8B"}, {"id": "grp-2", "name": "8C"}],
+        }
+    )
+    principal = AgentPrincipal(agent_id=agent.id, school_id=created["school_id"])
+    ingest(
+        res.engine, build_cache_service(res), principal, body, datetime(2026, 11, 1, 3, tzinfo=UTC)
+    )
+    res.close()
+    # groups: valid 24 h, purged 30 days after that -> kept at 2026-12-02T02:00Z, gone after.
+    kept = cli.json("purge", "--dry-run", "--as-of", "2026-12-02T02:00:00Z")
+    assert kept["areas"] == 0
+    gone = cli.json("purge", "--dry-run", "--as-of", "2026-12-02T02:00:01Z")
+    assert gone["areas"] == 1
+    assert gone["items"][0]["area"] == "groups"
+    assert gone["items"][0]["records"] == 2
+    assert gone["dry_run"] is True
+    again = cli.json("purge", "--dry-run", "--as-of", "2026-12-02T02:00:01Z")
+    assert again["areas"] == 1  # a dry run deleted nothing
+    assert "RFC 3339" in cli.fails("purge", "--dry-run", "--as-of", "tomorrow")
+    assert "--dry-run" in cli.fails("purge", "--as-of", "2026-12-02T02:00:01Z")
