@@ -473,8 +473,8 @@ def touch_after_commit(session: Session, state: repo.AreaState, now: datetime) -
     last = state.last_read_at
     if last is not None and (now - last).total_seconds() < TOUCH_INTERVAL_SECONDS:
         return
-    engine = session.get_bind()
-    assert isinstance(engine, Engine)
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
     after_commit(session, lambda: mark_read(engine, state.school_id, state.area, now))
 
 
