@@ -16,7 +16,7 @@ from broker.partners.ratelimit import PartnerRateLimiter
 from broker.partners.reads import PartnerReads
 from broker.problems import install_problem_handlers
 from broker.resources import Resources
-from broker.routers import agent, oauth, partner, service, webhooks
+from broker.routers import admin_agent, agent, oauth, partner, service, webhooks
 from broker.settings import Settings, load_settings
 
 
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(oauth.router)
     app.include_router(partner.router)
     app.include_router(webhooks.router)
+    app.include_router(admin_agent.router)
     install_consent(app)
     app.add_middleware(RequestContextMiddleware)
     return app
