@@ -21,7 +21,7 @@ from agents.commands import CommandRunner
 from agents.config import AgentConfig, merge, parse_config, read_overrides, write_overrides
 from agents.extract import Extraction, Extractor
 from agents.mis.base import MisAdapter
-from agents.scheduler import due, wants_full
+from agents.scheduler import Due, due, wants_full
 from agents.spool import FlushReport, Spool
 from agents.state import AgentState, AreaStatus, parse_iso
 from agents.telemetry import RecentErrors, collect
@@ -128,7 +128,7 @@ class Agent:
             stop.wait(min(MAX_TICK_SECONDS, max(1.0, wait)))
         return STOPPED
 
-    def due_now(self) -> list[Any]:
+    def due_now(self) -> list[Due]:
         now = self._clock()
         return due(
             now,

@@ -79,7 +79,8 @@ def _apply(
     response = {
         "batch_id": upload.batch_id,
         "area": upload.area.name,
-        "applied": result.applied,
+        # API.md: `applied` counts the records upserted, unchanged ones included.
+        "applied": result.applied + result.unchanged,
         "deleted": result.deleted,
     }
     session.add(

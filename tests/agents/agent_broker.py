@@ -21,6 +21,9 @@ import httpx
 import orjson
 from sqlalchemy.orm import Session
 
+from broker.agenthub.commands import queue_command
+from broker.agenthub.models import AgentCommand, CommandKind
+from broker.db import session_scope
 from broker.resources import Resources
 from broker.settings import BrokerSettings, Environment, Settings
 from cache.key_store import SqlDataKeyStore
@@ -155,6 +158,34 @@ def broker_records(
                     break
             session.rollback()  # a test reads; it must not count as a partner's read
         return out
+    finally:
+        resources.close()
+
+
+def queue_commands(
+    settings: Settings, school_id: str, commands: list[tuple[str, dict[str, Any]]]
+) -> list[str]:
+    """Queue commands for the school's agent as the broker does; their ids."""
+    resources = Resources.build(settings)
+    try:
+        with session_scope(resources.engine) as session:
+            return [
+                queue_command(
+                    session, school_id=school_id, kind=CommandKind(kind), args=args,
+                    reason="test", now=datetime.now(UTC),
+                ).id
+                for kind, args in commands
+            ]  # fmt: skip
+    finally:
+        resources.close()
+
+
+def command_states(settings: Settings, ids: list[str]) -> dict[str, tuple[str, str | None]]:
+    resources = Resources.build(settings)
+    try:
+        with session_scope(resources.engine) as session:
+            rows = [session.get(AgentCommand, i) for i in ids]
+            return {r.id: (r.status.value, r.result_detail) for r in rows if r is not None}
     finally:
         resources.close()
 

@@ -38,7 +38,9 @@ from tests.agents.agent_broker import (
     LiveBroker,
     add_school,
     broker_records,
+    command_states,
     live_broker,
+    queue_commands,
     without_nulls,
 )
 
@@ -101,6 +103,7 @@ def test_a_1200_pupil_school_and_a_day_of_mutations(
     agent = agent_for(tmp_path, broker, key, mis)
     assert agent.run_once() is None
     assert agent.state.pending() == [], broker.log_tail()
+    assert agent.errors.items(datetime.now(UTC)) == []  # the heartbeat was accepted too
     assert_cache_equals_mis(broker, school_id, mis)
 
     before_delta = datetime.now(UTC)
@@ -173,14 +176,15 @@ def test_kill_9_mid_upload_and_restart_until_done(
     config = write_config(tmp_path, broker, key, pupils=1200)
     rng = random.Random(9)
     kills = 0
-    for _ in range(6):
+    for _ in range(8):
         proc = start_agent(config, "once")
-        time.sleep(rng.uniform(0.8, 3.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
+        time.sleep(rng.uniform(0.8, 2.5))
+        if proc.poll() is not None:
+            break  # it finished: the remaining work was done between kills
+        proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    assert kills >= 3, "the agent finished before it could be killed: make the school bigger"
+        kills += 1
+    assert kills >= 2, "the agent finished before it could be killed: make the school bigger"
     done = subprocess.run(
         agent_command(config, "once"), cwd=ROOT, capture_output=True, timeout=180, check=False
     )
@@ -266,6 +270,31 @@ def test_duplicate_and_out_of_order_batches(
     assert resync.mode == "full"
     assert agent.flush().clean
     assert_cache_equals_mis(broker, school_id, mis, areas)
+
+
+def test_commands_round_trip_through_the_broker(
+    tmp_path: Path, school: tuple[LiveBroker, str, str]
+) -> None:
+    broker, school_id, key = school
+    mis = SyntheticMis(seed=5, pupils=100, phase="secondary", day=DAY)
+    agent = agent_for(tmp_path, broker, key, mis)
+    ids = queue_commands(
+        broker.settings(),
+        school_id,
+        [
+            ("extract", {"areas": ["groups", "staff.basic"], "full": True}),
+            ("check_update", {}),
+            ("configure", {"heartbeat_seconds": 30}),
+            ("configure", {"broker_url": "https://elsewhere.example"}),
+            ("reconnect", {}),
+        ],
+    )
+    agent.heartbeat()
+    states = command_states(broker.settings(), ids)
+    assert [states[i][0] for i in ids] == ["done", "done", "done", "failed", "done"]
+    assert "groups: full batch" in (states[ids[0]][1] or "")
+    assert agent.config.heartbeat_seconds == 30
+    assert_cache_equals_mis(broker, school_id, mis, frozenset({"groups", "staff.basic"}))
 
 
 def test_misbroker_agent_check_and_status_against_the_broker(

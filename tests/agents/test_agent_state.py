@@ -1,0 +1,124 @@
+"""The state database: a batch and its hashes are committed together or not at all."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agents.state import AgentState, SpooledBatch
+
+NOW = datetime(2025, 11, 19, 2, 0, tzinfo=UTC)
+
+
+class Crash(Exception):
+    pass
+
+
+def batch(batch_id: str, area: str = "students.basic", mode: str = "delta") -> SpooledBatch:
+    return SpooledBatch(batch_id, area, mode, NOW, 1, 0, b"gz-" + batch_id.encode())
+
+
+def spool(
+    state: AgentState,
+    b: SpooledBatch,
+    hashes: dict[str, bytes],
+    before_commit: Callable[[], None] | None = None,
+) -> None:
+    state.spool(
+        b, hashes, [], now=NOW, duration=0.1, total_records=len(hashes), before_commit=before_commit
+    )
+
+
+def test_spool_stores_batch_and_hashes_together(tmp_path: Path) -> None:
+    state = AgentState.open(tmp_path)
+    spool(state, batch("b1"), {"a": b"1" * 16})
+    assert [e.batch_id for e in state.pending()] == ["b1"]
+    assert state.hashes("students.basic") == {"a": b"1" * 16}
+    status = state.areas()["students.basic"]
+    assert status.last_extracted_at == NOW
+    assert status.last_ok is True
+
+
+def test_a_crash_inside_the_transaction_leaves_neither(tmp_path: Path) -> None:
+    state = AgentState.open(tmp_path)
+    spool(state, batch("b1"), {"a": b"1" * 16})
+
+    def crash() -> None:
+        raise Crash
+
+    with pytest.raises(Crash):
+        spool(state, batch("b2"), {"a": b"2" * 16, "b": b"3" * 16}, before_commit=crash)
+    assert [e.batch_id for e in state.pending()] == ["b1"]
+    assert state.hashes("students.basic") == {"a": b"1" * 16}
+    # And a fresh process sees the same thing: the rollback reached the disk.
+    state.close()
+    reopened = AgentState.open(tmp_path)
+    assert [e.batch_id for e in reopened.pending()] == ["b1"]
+    assert reopened.hashes("students.basic") == {"a": b"1" * 16}
+
+
+def test_deleted_ids_lose_their_hashes(tmp_path: Path) -> None:
+    state = AgentState.open(tmp_path)
+    spool(state, batch("b1"), {"a": b"1" * 16, "b": b"2" * 16})
+    state.spool(batch("b2"), {}, ["a"], now=NOW, duration=0, total_records=1)
+    assert state.hashes("students.basic") == {"b": b"2" * 16}
+
+
+def test_a_full_batch_replaces_hashes_and_supersedes_waiting_batches(tmp_path: Path) -> None:
+    state = AgentState.open(tmp_path)
+    spool(state, batch("b1"), {"a": b"1" * 16, "b": b"2" * 16})
+    spool(state, batch("other", area="groups"), {"g": b"9" * 16})
+    spool(state, batch("b2", mode="full"), {"c": b"3" * 16})
+    assert [e.batch_id for e in state.pending()] == ["other", "b2"]
+    assert state.hashes("students.basic") == {"c": b"3" * 16}
+    assert state.areas()["students.basic"].last_full_at == NOW
+
+
+def test_outbox_is_first_in_first_out(tmp_path: Path) -> None:
+    state = AgentState.open(tmp_path)
+    for name in ("b1", "b2", "b3"):
+        spool(state, batch(name), {})
+    state.confirm("b2", now=NOW)
+    assert [e.batch_id for e in state.pending()] == ["b1", "b3"]
+    assert state.body("b1") == b"gz-b1"
+
+
+def test_dead_letter_and_drop_mark_the_area_for_a_full_upload(tmp_path: Path) -> None:
+    state = AgentState.open(tmp_path)
+    spool(state, batch("b1", mode="full"), {})
+    spool(state, batch("b2", area="groups", mode="full"), {})
+    assert not state.areas()["students.basic"].needs_full
+    state.dead_letter("b1", now=NOW, http_status=422, problem="bad field")
+    state.drop("b2")
+    assert state.pending() == []
+    assert state.dead_letter_count() == 1
+    assert state.areas()["students.basic"].needs_full
+    assert state.areas()["groups"].needs_full
+
+
+def test_defer_counts_attempts_and_sets_next_try(tmp_path: Path) -> None:
+    state = AgentState.open(tmp_path)
+    spool(state, batch("b1"), {})
+    later = NOW + timedelta(seconds=30)
+    assert state.defer("b1", next_attempt_at=later, error="HTTP 503") == 1
+    (entry,) = state.pending()
+    assert (entry.attempts, entry.next_attempt_at, entry.last_error) == (1, later, "HTTP 503")
+
+
+def test_completed_commands_are_remembered_once(tmp_path: Path) -> None:
+    state = AgentState.open(tmp_path)
+    first = state.complete_command("cmd_1", kind="extract", status="done", detail="x", now=NOW)
+    again = state.complete_command("cmd_1", kind="extract", status="failed", detail="y", now=NOW)
+    assert again == first
+    assert [c.id for c in state.unreported_commands()] == ["cmd_1"]
+    state.command_reported("cmd_1")
+    assert state.unreported_commands() == []
+    state.forget_commands_before(NOW + timedelta(days=8))
+    assert state.completed_command("cmd_1") is None
+
+
+def test_the_database_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+    state = AgentState.open(tmp_path)
+    assert state._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert state._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
