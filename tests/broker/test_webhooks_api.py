@@ -8,14 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from broker.app import create_app
 from broker.clock import FrozenClock, rfc3339
 from broker.resources import Resources
-from broker.routers.webhooks import router as webhooks_router
-from broker.settings import Settings
 from tests.broker.test_webhooks import (
     POLICY,
     Receiver,
@@ -30,15 +26,6 @@ from tests.broker.test_webhooks import (
 from tests.support.live import live_server
 
 LIST = "/v1/webhooks/deliveries"
-
-
-@pytest.fixture
-def app(settings: Settings, clock: FrozenClock) -> FastAPI:
-    """The broker's app, with the webhooks router whether or not it is included yet."""
-    app = create_app(settings, clock=clock)
-    if not any(getattr(route, "path", None) == LIST for route in app.routes):
-        app.include_router(webhooks_router)
-    return app
 
 
 @pytest.fixture
