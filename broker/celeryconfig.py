@@ -33,6 +33,12 @@ _CACHE_JOBS = {
 beat_schedule = {
     **_CACHE_JOBS,
     "broker.heartbeat": {"task": "broker.heartbeat", "schedule": 30.0},
+    # Ends need no job (decisions deny from the end on); this records and announces them.
+    "consent.finalize_ended": {
+        "task": "consent.finalize_ended",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
     # `expires`: with workers down, five-second ticks must not pile up in the queue.
     "webhooks.fan_out": {"task": "webhooks.fan_out", "schedule": 5.0, "options": {"expires": 5.0}},
     "webhooks.deliver_due": {

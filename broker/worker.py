@@ -65,4 +65,5 @@ def heartbeat() -> None:
 
 # Task modules import `celery_app` and `resources` from here, so they are registered last.
 from broker import cache_tasks as _cache_tasks  # noqa: E402, F401 - registers cache.*
+from broker import consent_tasks as _consent_tasks  # noqa: E402, F401 - registers consent.*
 from broker.webhooks import tasks as _webhook_tasks  # noqa: E402, F401 - registers webhooks.*

@@ -350,7 +350,10 @@ def run(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors, exit 2 for anything the operator can fix."""
     command = get_command(app)
     try:
-        command.main(args=argv, prog_name="misbroker", standalone_mode=False)
+        # Without standalone mode click returns a command's `typer.Exit` code, not raises it.
+        code = command.main(args=argv, prog_name="misbroker", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except NoArgsIsHelpError as exc:

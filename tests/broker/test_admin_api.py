@@ -399,3 +399,19 @@ def test_the_openapi_document_declares_the_admin_problems(world: World) -> None:
     assert {"201", "401", "403", "404", "409", "422"} <= set(grant["responses"])
     assert "429" in spec["paths"]["/v1/admin/login"]["post"]["responses"]
     assert "text/csv" in spec["paths"]["/v1/admin/access-log"]["get"]["responses"]["200"]["content"]
+
+
+def test_the_celery_task_records_ended_consents(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from broker import worker
+    from broker.consent_tasks import finalize_ended_task
+
+    monkeypatch.setattr(worker, "_resources", world.resources)  # the worker's clients
+    consent_id = world.grant()["consent_id"]
+    world.call("POST", f"/consents/{consent_id}/revoke", json={"end_at": rfc3339(world.now() + H)})
+    assert finalize_ended_task.run() == 0
+    world.clock.advance(H)
+    assert finalize_ended_task.run() == 1
+    assert finalize_ended_task.run() == 0
+    assert [kind for kind, _ in outbox(world)][-1] == "consent.ended"

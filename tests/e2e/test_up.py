@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import redis
 
+from broker.worker import HEARTBEAT_KEY
 from tests.support.servers import free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -99,6 +101,11 @@ def test_up_is_ready_refuses_a_second_up_and_stops_clean_on_ctrl_c(tmp_path: Pat
         assert len(err) == 1
         assert "already running" in err[0]
         assert f"pid {proc.pid}" in err[0]
+
+        # Beat schedules and the worker runs: the heartbeat task leaves its mark in Redis.
+        client = redis.Redis(unix_socket_path=str(data_dir / "run" / "redis.sock"))
+        assert wait_until(lambda: client.get(HEARTBEAT_KEY) is not None, 60)
+        client.close()
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
