@@ -144,17 +144,21 @@ def finalize_ended(resources: Resources, publisher: redis.Redis) -> list[str]:
     return [view.consent.id for view in ended]
 
 
-def get_runtime(request: Request) -> ConsentRuntime:
+def runtime_of(request: Request) -> ConsentRuntime:
     runtime: ConsentRuntime = request.app.state.consent
     return runtime
 
 
-def get_decision_cache(request: Request) -> DecisionCache:
-    return get_runtime(request).cache
+async def get_runtime(request: Request) -> ConsentRuntime:
+    return runtime_of(request)
 
 
-def get_access_log(request: Request) -> AccessLogWriter:
-    return get_runtime(request).access_log
+async def get_decision_cache(request: Request) -> DecisionCache:
+    return runtime_of(request).cache
+
+
+async def get_access_log(request: Request) -> AccessLogWriter:
+    return runtime_of(request).access_log
 
 
 RuntimeDep = Annotated[ConsentRuntime, Depends(get_runtime)]

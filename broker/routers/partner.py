@@ -81,12 +81,12 @@ class Fetching(BaseModel):
     state: str = "fetching"
 
 
-def get_reads(request: Request) -> PartnerReads:
+async def get_reads(request: Request) -> PartnerReads:
     reads: PartnerReads = request.app.state.partner_reads
     return reads
 
 
-def get_limiter(request: Request) -> PartnerRateLimiter:
+async def get_limiter(request: Request) -> PartnerRateLimiter:
     limiter: PartnerRateLimiter = request.app.state.rate_limiter
     return limiter
 
