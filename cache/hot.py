@@ -13,6 +13,7 @@ The sync and async clients share the encoding below and differ only in their I/O
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, cast
@@ -62,6 +63,15 @@ def page_ref(
     return PageRef(school_id, area, data_version, key)
 
 
+_COUNT: Final = struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True)
+class HotPage:
+    body: bytes
+    record_count: int
+
+
 class _Codec:
     def __init__(
         self, keyring: KeyRing, namer: Namer, ttl_seconds: int, max_page_bytes: int
@@ -73,13 +83,19 @@ class _Codec:
         self.ttl = ttl_seconds
         self.max_page_bytes = max_page_bytes
 
-    def open(self, ref: PageRef, sealed: bytes | None) -> bytes | None:
-        return None if sealed is None else open_sealed(self.keyring, ref.slot, sealed)
+    def open(self, ref: PageRef, sealed: bytes | None) -> HotPage | None:
+        if sealed is None:
+            return None
+        plain = open_sealed(self.keyring, ref.slot, sealed)
+        (count,) = _COUNT.unpack_from(plain)
+        return HotPage(plain[_COUNT.size :], count)
 
-    def seal(self, ref: PageRef, body: bytes) -> bytes | None:
+    def seal(self, ref: PageRef, body: bytes, record_count: int) -> bytes | None:
         if len(body) > self.max_page_bytes:
             return None
-        return seal(self.keyring, ref.slot, body)
+        # The record count travels sealed with the page, so serving it (and logging how
+        # many records left) never has to parse the body.
+        return seal(self.keyring, ref.slot, _COUNT.pack(record_count) + body)
 
     def index_key(self, school_id: str, area: str) -> str:
         return self.namer.hot_index_key(school_id, area)
@@ -102,10 +118,15 @@ class HotCache:
 
     def get_page(self, ref: PageRef) -> bytes | None:
         """The page body, or None on a miss; raises if the stored page fails to open."""
+        page = self.fetch(ref)
+        return None if page is None else page.body
+
+    def fetch(self, ref: PageRef) -> HotPage | None:
+        """The page with its record count, or None on a miss."""
         return self._codec.open(ref, cast("bytes | None", self._client.get(ref.key)))
 
-    def put_page(self, ref: PageRef, body: bytes) -> bool:
-        sealed = self._codec.seal(ref, body)
+    def put_page(self, ref: PageRef, body: bytes, record_count: int = 0) -> bool:
+        sealed = self._codec.seal(ref, body, record_count)
         if sealed is None:
             return False
         index = self._codec.index_key(ref.school_id, ref.area)
@@ -145,10 +166,14 @@ class AsyncHotCache:
         self._codec = _Codec(keyring, namer, ttl_seconds, max_page_bytes)
 
     async def get_page(self, ref: PageRef) -> bytes | None:
+        page = await self.fetch(ref)
+        return None if page is None else page.body
+
+    async def fetch(self, ref: PageRef) -> HotPage | None:
         return self._codec.open(ref, cast("bytes | None", await self._client.get(ref.key)))
 
-    async def put_page(self, ref: PageRef, body: bytes) -> bool:
-        sealed = self._codec.seal(ref, body)
+    async def put_page(self, ref: PageRef, body: bytes, record_count: int = 0) -> bool:
+        sealed = self._codec.seal(ref, body, record_count)
         if sealed is None:
             return False
         index = self._codec.index_key(ref.school_id, ref.area)

@@ -27,7 +27,7 @@ from cache import warm
 from cache.blobs import BlobStore
 from cache.errors import NotCachedError
 from cache.freshness import expires_at, is_stale, rfc3339
-from cache.hot import HotCache, PageRef, page_ref
+from cache.hot import HotCache, HotPage, PageRef, page_ref
 from cache.keys import KeyRing
 from cache.models import CacheTier
 from cache.naming import Namer
@@ -47,6 +47,7 @@ class ServedPage:
     stale: bool
     data_version: int
     source: Literal["hot", "warm"]
+    record_count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +144,17 @@ class CacheService:
         stale = is_stale(area, state.as_of, now)
         ref = self._ref(state.school_id, area, state.data_version, stale, query)
         hot_ok = self._hot_cacheable(area, fields)
-        body = self._hot_get(ref) if hot_ok else None
-        if body is not None:
+        hot = self._hot_get(ref) if hot_ok else None
+        if hot is not None:
             warm.touch_after_commit(session, state, now)
             return ServedPage(
-                body, self.namer.etag(ref.key), state.as_of, stale, ref.data_version, "hot"
+                hot.body,
+                self.namer.etag(ref.key),
+                state.as_of,
+                stale,
+                ref.data_version,
+                "hot",
+                hot.record_count,
             )
         page = warm.read_page(
             session,
@@ -161,10 +168,17 @@ class CacheService:
         )
         body = encode_body(page)
         ref = self._ref(school_id, area, page.data_version, page.stale, query)
+        count = len(page.records)
         if hot_ok:
-            self._hot_put(ref, body)
+            self._hot_put(ref, body, count)
         return ServedPage(
-            body, self.namer.etag(ref.key), page.as_of, page.stale, page.data_version, "warm"
+            body,
+            self.namer.etag(ref.key),
+            page.as_of,
+            page.stale,
+            page.data_version,
+            "warm",
+            count,
         )
 
     def area_states(self, session: Session, school_id: str, now: datetime) -> list[AreaView]:
@@ -209,18 +223,18 @@ class CacheService:
         binary = warm.binary_field(get_area(area))
         return binary is None or (fields is not None and binary not in fields)
 
-    def _hot_get(self, ref: PageRef) -> bytes | None:
+    def _hot_get(self, ref: PageRef) -> HotPage | None:
         assert self.hot is not None
         try:
-            return self.hot.get_page(ref)
+            return self.hot.fetch(ref)
         except redis.RedisError:
             log.warning("hot tier unavailable; serving from the warm tier")
             return None
 
-    def _hot_put(self, ref: PageRef, body: bytes) -> None:
+    def _hot_put(self, ref: PageRef, body: bytes, record_count: int) -> None:
         assert self.hot is not None
         try:
-            self.hot.put_page(ref, body)
+            self.hot.put_page(ref, body, record_count)
         except redis.RedisError:
             log.warning("hot tier unavailable; page not kept")
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
@@ -199,7 +198,3 @@ class PartnerReads:
             return
         self.cache.mark_requested(session, query.school_id, query.area, now)
         self._marked[key] = tick
-
-
-def record_count(page: ServedPage) -> int:
-    return len(orjson.loads(page.body)["data"])

@@ -17,7 +17,7 @@ from broker.errors import DomainError, NotFoundError
 from broker.logging import request_id_var
 from broker.partners.auth import PartnerDep
 from broker.partners.ratelimit import PartnerRateLimiter
-from broker.partners.reads import PartnerReads, ReadQuery, my_consent, my_schools, record_count
+from broker.partners.reads import PartnerReads, ReadQuery, my_consent, my_schools
 from broker.partners.tokens import PartnerPrincipal
 from broker.resources import Resources
 from broker.schools.models import School
@@ -243,7 +243,7 @@ async def read_area(
         await reads.log(partner.partner_id, query, decision, 0, rid, now)
         return Response(status_code=304, headers=headers)
     # The entry is committed before the body is handed to the server: no log, no data.
-    await reads.log(partner.partner_id, query, decision, record_count(page), rid, now)
+    await reads.log(partner.partner_id, query, decision, page.record_count, rid, now)
     return Response(page.body, media_type="application/json", headers=headers)
 
 

@@ -255,3 +255,22 @@ def test_mark_requested_then_read_in_one_unit_of_work(
             now=LATER,
         )
     assert len(orjson.loads(page.body)["data"]) == 2
+
+
+def test_a_hot_page_carries_its_record_count(mem_hot: HotCache, mem_namer: Namer) -> None:
+    ref = page_ref(
+        mem_namer,
+        school_id=SCHOOL,
+        area=AREA,
+        data_version=7,
+        stale=False,
+        fields=None,
+        updated_since=None,
+        cursor=None,
+        limit=100,
+    )
+    assert mem_hot.put_page(ref, b'{"data": [1, 2, 3]}', 3)
+    page = mem_hot.fetch(ref)
+    assert page is not None
+    assert page.record_count == 3
+    assert page.body == b'{"data": [1, 2, 3]}'
