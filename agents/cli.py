@@ -194,6 +194,11 @@ def _status(config: AgentConfig) -> int:
                     for e in pending
                 ],
                 "dead_letters": state.dead_letter_count(),
+                # The broker's limit shows only once it refused a batch as too large.
+                "batch_limit_bytes": {
+                    "configured": config.upload.max_batch_bytes,
+                    "broker": state.upload_limit(),
+                },
                 "unreported_commands": [c.id for c in state.unreported_commands()],
             }
         )

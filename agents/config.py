@@ -14,6 +14,9 @@ Example (paths are relative to the file)::
     [tls]
     ca_file = "ca.pem"                    # optional; the system's trust store otherwise
 
+    [upload]
+    max_batch_bytes = 8388608             # largest upload body (JSON, uncompressed)
+
     [mis]
     adapter = "csv"                       # synthetic | csv | oneroster
     directory = "exports"
@@ -53,6 +56,11 @@ WEEKDAYS: Final = ("monday", "tuesday", "wednesday", "thursday", "friday", "satu
 ADAPTERS: Final = ("synthetic", "csv", "oneroster")
 ATTENDANCE_AREAS: Final = ("attendance.marks", "students.attendance_summary")
 BEHAVIOUR_AREAS: Final = ("behaviour",)
+# 8 MiB holds the largest record the catalogue allows (a 5 MiB photo is ~7 MiB of base64)
+# and stays well under the broker's default limits (64 MiB inflated, 32 MiB as sent).
+DEFAULT_MAX_BATCH_BYTES: Final = 8 * 1024 * 1024
+MIN_BATCH_BYTES: Final = 1024  # the broker's own floor for its upload limit
+MAX_BATCH_BYTES: Final = 64 * 1024 * 1024  # a default broker refuses anything larger
 _TOP_KEYS: Final = frozenset(
     {
         "broker_url",
@@ -130,6 +138,7 @@ class UploadSettings:
     timeout_seconds: float = 60.0
     retry_cap_seconds: float = 300.0  # the longest wait between two tries
     retry_budget_seconds: float = 600.0  # how long one flush keeps trying before moving on
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES  # larger uploads are cut into batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,14 +338,22 @@ def _periodic(
 
 def _upload(table: Mapping[str, Any]) -> UploadSettings:
     keys = {"timeout_seconds", "retry_cap_seconds", "retry_budget_seconds"}
-    _no_unknown(table, keys, "upload.")
+    _no_unknown(table, keys | {"max_batch_bytes"}, "upload.")
     values = {}
     for key in sorted(keys):
         value = table.get(key, getattr(UploadSettings(), key))
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ConfigError(f"upload.{key}: expected a positive number")
         values[key] = float(value)
-    return UploadSettings(**values)
+    max_batch_bytes = _int(
+        table,
+        "max_batch_bytes",
+        DEFAULT_MAX_BATCH_BYTES,
+        MIN_BATCH_BYTES,
+        MAX_BATCH_BYTES,
+        "upload.",
+    )
+    return UploadSettings(**values, max_batch_bytes=max_batch_bytes)
 
 
 def _ca_file(table: Mapping[str, Any], base_dir: Path) -> Path | None:

@@ -1,29 +1,41 @@
-"""One area from the MIS into the outbox: read, check, diff, build the batch, spool it.
+"""One area from the MIS into the outbox: read, check, diff, cut into batches, spool them.
 
 Records the catalogue would refuse are left out and reported (by index, id and field, not
-content): one bad record in the MIS must not hold back the rest of its area.
+content): one bad record in the MIS must not hold back the rest of its area.  So is a
+record too large to fit a batch on its own (`max_batch_bytes`, or the broker's lower
+limit once a 413 revealed it): the broker would refuse it anyway.
+
+Large areas.  No upload body is built over the batch limit.  A delta's upserts are cut
+into consecutive `delta` batches, its deletions put last.  A `full` batch replaces the
+whole area, so it cannot be cut: when the area does not fit one batch, its full upload is
+sent as `delta` batches carrying every record, then deletions of every id the broker may
+still hold that the MIS no longer has.  Those ids come from the agent's own knowledge: its
+stored hashes (everything it sent, or spooled ahead of this upload) and the deletions in
+batches the broker refused (dead letters).  An id the broker holds that the agent never
+knew about (data uploaded by another install, or the agent's state lost) is not deleted
+by such a split full; a real `full` is still sent whenever the area fits one batch, so the
+limit applies only to areas larger than the batch limit.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
 import time
-import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import orjson
 
+from agents.batching import Part, body_bytes, envelope_bytes, gzip_body, pack, render, spooled
+from agents.config import DEFAULT_MAX_BATCH_BYTES
 from agents.diff import Diff, Record, compute
 from agents.mis.base import AdapterError, MisAdapter
-from agents.state import AgentState, SpooledBatch, iso
+from agents.state import AgentState
 from agents.telemetry import RecentErrors
 from consent.areas import get_area, validate_record
 
 log = logging.getLogger("agents.extract")
-GZIP_LEVEL = 6
 MAX_PROBLEMS_SHOWN = 3
 
 
@@ -31,57 +43,89 @@ MAX_PROBLEMS_SHOWN = 3
 class Extraction:
     area: str
     ok: bool
-    mode: str | None = None
-    batch_id: str | None = None
+    mode: str | None = None  # what the upload means: "full" even when split into deltas
+    batch_id: str | None = None  # the first batch's
     records: int = 0  # in the MIS (valid ones)
     upserts: int = 0
     deleted: int = 0
-    rejected: int = 0  # left out: the catalogue would refuse them
+    rejected: int = 0  # left out: the catalogue would refuse them, or too large
     error: str | None = None
+    batch_ids: tuple[str, ...] = ()
+    split: bool = False  # a full upload sent as delta batches: the area is over the limit
 
     def describe(self) -> str:
         if not self.ok:
             return f"{self.area}: failed: {self.error}"
+        if len(self.batch_ids) <= 1:
+            sent = f"{self.mode} batch {self.batch_id}"
+        elif self.split:
+            sent = f"full as {len(self.batch_ids)} delta batches from {self.batch_id}"
+        else:
+            sent = f"{self.mode} in {len(self.batch_ids)} batches from {self.batch_id}"
         return (
-            f"{self.area}: {self.mode} batch {self.batch_id}: {self.upserts} upserted,"
-            f" {self.deleted} deleted of {self.records}"
-            + (f", {self.rejected} invalid left out" if self.rejected else "")
+            f"{self.area}: {sent}: {self.upserts} upserted, {self.deleted} deleted of"
+            f" {self.records}"
+            + (f", {self.rejected} invalid or too large left out" if self.rejected else "")
         )
 
 
-def check_records(area: str, records: Iterable[Record]) -> tuple[list[Record], list[str]]:
+@dataclass(slots=True)
+class Checked:
+    """Records the broker will accept, and one-line problems (no content) for the rest."""
+
+    good: list[Record] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    too_large: list[str] = field(default_factory=list)
+
+
+def check_records(
+    area: str, records: Iterable[Record], *, batch_limit: int | None = None, overhead: int = 0
+) -> tuple[list[Record], list[str]]:
     """Split into records the broker will accept and one-line problems for the rest."""
+    checked = check(area, records, batch_limit=batch_limit, overhead=overhead)
+    return checked.good, checked.invalid + checked.too_large
+
+
+def check(
+    area: str, records: Iterable[Record], *, batch_limit: int | None = None, overhead: int = 0
+) -> Checked:
+    """Validate each record and, given a batch limit, check it fits a batch on its own.
+
+    A record fits if its compact JSON plus a batch's `overhead` (the envelope) is within
+    `batch_limit`.  Problems name the record by index and id, never by content.
+    """
     spec = get_area(area)
-    good: list[Record] = []
-    problems: list[str] = []
+    out = Checked()
     seen: set[str] = set()
     for index, record in enumerate(records):
         errors = list(validate_record(spec, index, record))
         record_id = record.get("id") if isinstance(record, dict) else None
         if not errors and record_id in seen:
-            problems.append(f"record {index} ({record_id}): duplicate id")
+            out.invalid.append(f"record {index} ({record_id}): duplicate id")
             continue
         if errors:
             first = errors[0]
             shown = f" ({first.record_id})" if first.record_id else ""
-            problems.append(f"record {index}{shown} field {first.field!r}: {first.message}")
+            out.invalid.append(f"record {index}{shown} field {first.field!r}: {first.message}")
             continue
         seen.add(str(record_id))
-        good.append(record)
-    return good, problems
+        if batch_limit is not None:
+            size = len(orjson.dumps(record))
+            if overhead + size > batch_limit:
+                out.too_large.append(
+                    f"record {index} ({record_id}): {size} bytes as JSON, too large for"
+                    f" a batch (limit {batch_limit} bytes)"
+                )
+                continue
+        out.good.append(record)
+    return out
 
 
 def build_body(batch_id: str, area: str, extracted_at: datetime, diff: Diff) -> bytes:
-    document = {
-        "batch_id": batch_id,
-        "area": area,
-        "mode": "full" if diff.full else "delta",
-        "extracted_at": iso(extracted_at),
-        "records": diff.upserts,
-        "deleted": diff.deleted,
-    }
-    # mtime=0: the same batch always gzips to the same bytes.
-    return gzip.compress(orjson.dumps(document), compresslevel=GZIP_LEVEL, mtime=0)
+    """One gzipped body holding the whole diff (no size limit)."""
+    mode = "full" if diff.full else "delta"
+    encoded = [orjson.dumps(r) for r in diff.upserts]
+    return gzip_body(render(batch_id, area, mode, extracted_at, encoded, diff.deleted))
 
 
 class Extractor:
@@ -92,54 +136,74 @@ class Extractor:
         *,
         clock: Callable[[], datetime],
         errors: RecentErrors,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     ) -> None:
         self._adapter = adapter
         self._state = state
         self._clock = clock
         self._errors = errors
+        self._max_batch_bytes = max_batch_bytes
+
+    def batch_limit(self) -> int:
+        """The configured limit, or the broker's own if it told us a lower one (a 413)."""
+        broker = self._state.upload_limit()
+        return self._max_batch_bytes if broker is None else min(broker, self._max_batch_bytes)
 
     def extract(self, area: str, *, full: bool) -> Extraction:
         started, now = time.monotonic(), self._extracted_at(area)
+        limit = self.batch_limit()
+        overhead = envelope_bytes(area, "delta", now)  # a full's is smaller: "full" is shorter
         try:
-            records, problems = check_records(area, self._adapter.extract(area))
+            checked = check(area, self._adapter.extract(area), batch_limit=limit, overhead=overhead)
         except AdapterError as exc:
             return self._failed(area, str(exc), started)
         except Exception as exc:  # an adapter bug must not stop the other areas
             log.exception("adapter crashed", extra={"fields": {"area": area}})
             return self._failed(area, f"adapter error: {type(exc).__name__}", started)
-        if problems:
-            self._report_problems(area, problems)
-        diff = compute(records, self._state.hashes(area), full=full)
-        batch_id = str(uuid.uuid4())
-        batch = SpooledBatch(
-            batch_id=batch_id,
-            area=area,
-            mode="full" if diff.full else "delta",
-            extracted_at=now,
-            records=len(diff.upserts),
-            deleted=len(diff.deleted),
-            body_gz=build_body(batch_id, area, now, diff),
-        )
-        self._state.spool(
-            batch,
+        self._report_problems(area, checked)
+        stored = self._state.hashes(area)
+        diff = compute(checked.good, stored, full=full)
+        mode, parts = self._plan(area, now, diff, stored, limit)
+        batch_ids = self._state.spool(
+            spooled(area, mode, now, parts),
             diff.hashes,
             diff.deleted,
             now=self._clock(),
             duration=time.monotonic() - started,
-            total_records=len(records),
+            total_records=len(checked.good),
+            full=diff.full,
         )
         result = Extraction(
             area,
             True,
-            batch.mode,
-            batch_id,
-            len(records),
-            batch.records,
-            batch.deleted,
-            len(problems),
+            "full" if diff.full else "delta",
+            batch_ids[0],
+            len(checked.good),
+            len(diff.upserts),
+            sum(len(p.deleted) for p in parts),
+            len(checked.invalid) + len(checked.too_large),
+            batch_ids=tuple(batch_ids),
+            split=diff.full and mode == "delta",
         )
         log.info("area spooled", extra={"fields": _fields(result)})
         return result
+
+    def _plan(
+        self, area: str, now: datetime, diff: Diff, stored: Mapping[str, bytes], limit: int
+    ) -> tuple[str, list[Part]]:
+        """The batches' mode and content: one real full if it fits, else deltas (see above)."""
+        encoded = [orjson.dumps(r) for r in diff.upserts]
+        if diff.full:
+            if body_bytes(envelope_bytes(area, "full", now), encoded, ()) <= limit:
+                return "full", [Part(records=encoded)]
+            # Ids of records in the MIS are upserted, never deleted: no batch may do both.
+            known = stored.keys() | self._state.dead_letter_deletions(area)
+            deleted: Sequence[str] = sorted(known - diff.hashes.keys())
+        else:
+            deleted = diff.deleted
+        return "delta", pack(
+            encoded, deleted, limit=limit, overhead=envelope_bytes(area, "delta", now)
+        )
 
     def _extracted_at(self, area: str) -> datetime:
         """Now, but never earlier than the area's last batch: the broker refuses older data."""
@@ -162,13 +226,17 @@ class Extractor:
         log.error("extraction failed", extra={"fields": {"area": area, "error": error}})
         return Extraction(area, False, error=error)
 
-    def _report_problems(self, area: str, problems: list[str]) -> None:
-        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
-        message = f"{area}: {len(problems)} invalid record(s) left out: {shown}"
-        self._errors.add(message, self._clock())
-        log.warning(
-            "invalid records left out", extra={"fields": {"area": area, "problems": problems[:50]}}
-        )
+    def _report_problems(self, area: str, checked: Checked) -> None:
+        now = self._clock()
+        for kind, problems in (("invalid", checked.invalid), ("too large", checked.too_large)):
+            if not problems:
+                continue
+            shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
+            self._errors.add(f"{area}: {len(problems)} {kind} record(s) left out: {shown}", now)
+            log.warning(
+                f"{kind} records left out",
+                extra={"fields": {"area": area, "problems": problems[:50]}},
+            )
 
 
 def _fields(result: Extraction) -> dict[str, object]:
@@ -180,4 +248,6 @@ def _fields(result: Extraction) -> dict[str, object]:
         "upserts": result.upserts,
         "deleted": result.deleted,
         "rejected": result.rejected,
+        "batches": len(result.batch_ids),
+        "split": result.split,
     }

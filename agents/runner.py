@@ -63,7 +63,13 @@ class Agent:
         self._client = self._build_client()
         self._restart = False
         self._last_heartbeat: datetime | None = None
-        self.extractor = Extractor(adapter, state, clock=clock, errors=self.errors)
+        self.extractor = Extractor(
+            adapter,
+            state,
+            clock=clock,
+            errors=self.errors,
+            max_batch_bytes=config.upload.max_batch_bytes,
+        )
         self.spool = Spool(
             state,
             self.client,

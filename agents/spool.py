@@ -4,6 +4,13 @@ What each answer does to a batch:
 - 200 (applied now, or an idempotent replay of an earlier apply): it leaves the outbox;
 - 409 stale-upload (the broker holds newer data): dropped, and the area's next upload is
   full, in case what superseded it was not ours;
+- 413 payload-too-large (the broker's limit is below `max_batch_bytes`): cut in two, or to
+  the problem's `limit_bytes`, into delta batches with new batch_ids that take its place
+  in the outbox (one transaction), which are sent in this same flush; a full batch is cut
+  into deltas of its records then deletions of the ids it retires (`AgentState.spool`).
+  The limit (or, if not stated, the size refused) is remembered, so later extractions
+  build batches that fit.  A batch of one record still too large is parked as below, its
+  id (never its content) reported, and the next extraction leaves that record out;
 - any other 4xx, including a `batch_id` reused with other content (a bug): parked in the
   dead-letter table, reported in telemetry, and the area's next upload is full, because
   the broker's copy no longer matches our hashes;
@@ -15,16 +22,20 @@ What each answer does to a batch:
 
 from __future__ import annotations
 
+import gzip
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, Final
 
+import orjson
 import tenacity
 
-from agents.config import UploadSettings
-from agents.state import AgentState, OutboxEntry
+from agents.batching import envelope_bytes, pack, spooled
+from agents.config import MIN_BATCH_BYTES, UploadSettings
+from agents.state import AgentState, OutboxEntry, parse_iso
 from agents.telemetry import RecentErrors
 from agents.uploader import BrokerClient, Outcome, SendResult
 
@@ -32,6 +43,7 @@ log = logging.getLogger("agents.spool")
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], None]
+TOO_LARGE: Final = 413
 
 
 @dataclass
@@ -40,6 +52,7 @@ class FlushReport:
     dropped: list[str] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
+    resplit: list[str] = field(default_factory=list)  # too large: replaced by smaller ones
     stopped: str | None = None  # why the flush ended early, if it did
 
     @property
@@ -77,25 +90,36 @@ class Spool:
     def flush(self, deadline: datetime | None = None) -> FlushReport:
         """Send what is due, oldest first, until the outbox is empty or the deadline passes."""
         report = FlushReport()
-        blocked: set[str] = set()
+        waiting: set[str] = set()  # areas whose next batch waits: so does the rest of each
         end = deadline or self._clock() + timedelta(seconds=self._settings.retry_budget_seconds)
-        for entry in self._state.pending():
-            if entry.area in blocked:
-                continue
-            now = self._clock()
-            if entry.next_attempt_at is not None and entry.next_attempt_at > now:
-                blocked.add(entry.area)
-                report.deferred.append(entry.batch_id)
-                continue
-            if now >= end or self._cancelled():
-                report.stopped = "deadline" if now >= end else "stopping"
-                break
-            result = self._send(entry, end)
-            if not self._settle(entry, result, report):
-                blocked.add(entry.area)
-                if _agent_wide(result):
-                    report.stopped = result.detail  # the broker, not the batch: stop here
+        again = True
+        while again and report.stopped is None:
+            again = False
+            # A batch re-split this pass is replaced by pieces the pass's list lacks, and its
+            # area's later batches now follow them: read the outbox again before going on.
+            resplit: set[str] = set()
+            for entry in self._state.pending():
+                if entry.area in waiting or entry.area in resplit:
+                    continue
+                now = self._clock()
+                if entry.next_attempt_at is not None and entry.next_attempt_at > now:
+                    waiting.add(entry.area)
+                    report.deferred.append(entry.batch_id)
+                    continue
+                if now >= end or self._cancelled():
+                    report.stopped = "deadline" if now >= end else "stopping"
                     break
+                result = self._send(entry, end)
+                if result.outcome is Outcome.REFUSED and result.status == TOO_LARGE:
+                    if self._too_large(entry, result, report):
+                        resplit.add(entry.area)
+                        again = True
+                    continue
+                if not self._settle(entry, result, report):
+                    waiting.add(entry.area)
+                    if _agent_wide(result):
+                        report.stopped = result.detail  # the broker, not the batch: stop here
+                        break
         return report
 
     def _send(self, entry: OutboxEntry, end: datetime) -> SendResult:
@@ -163,6 +187,116 @@ class Spool:
         self._errors.add(f"{entry.area}: upload failed: {result.detail}", now)
         log.warning("upload deferred", extra={"fields": {**fields, "error": result.detail}})
         return False
+
+    def _too_large(self, entry: OutboxEntry, result: SendResult, report: FlushReport) -> bool:
+        """A 413: replace the batch by smaller ones (True), or park it if it is one record.
+
+        Nothing of a refused batch was applied, so its pieces may carry new batch_ids.  The
+        pieces are cut to the broker's stated limit when that makes more than one, else in
+        two halves by size, so each refusal makes progress until a piece fits or holds a
+        single record.
+        """
+        now = self._clock()
+        fields = {"batch_id": entry.batch_id, "area": entry.area, "mode": entry.mode}
+        body_gz = self._state.body(entry.batch_id)
+        if body_gz is None:  # confirmed or parked meanwhile: nothing left to cut
+            return False
+        limit = _limit_bytes(result.body)
+        raw = gzip.decompress(body_gz)
+        self._learn_limit(limit, len(raw))
+        document = orjson.loads(raw)
+        records = [orjson.dumps(r) for r in document["records"]]
+        deleted = [str(i) for i in document["deleted"]] + self._state.retired(entry.batch_id)
+        if len(records) + len(deleted) < 2:
+            self._park_too_large(entry, result, document, len(raw), limit, report)
+            return False
+        extracted_at = parse_iso(document["extracted_at"])
+        assert extracted_at is not None  # the agent wrote it
+        overhead = envelope_bytes(entry.area, "delta", extracted_at)
+        parts = []
+        if limit is not None and limit < len(raw):
+            parts = pack(records, deleted, limit=limit, overhead=overhead)
+        if len(parts) < 2:  # no limit stated, or ours says it fits: halve, to make progress
+            parts = pack(records, deleted, limit=len(raw) // 2, overhead=overhead)
+        pieces = list(spooled(entry.area, "delta", extracted_at, parts))
+        if not self._state.replace(entry.batch_id, pieces, now=now):
+            return False
+        report.resplit.append(entry.batch_id)
+        message = (
+            f"{entry.area}: batch {entry.batch_id} ({len(raw)} bytes) over the broker's limit"
+            f" ({limit if limit is not None else 'not stated'}): cut into {len(pieces)};"
+            " lower upload.max_batch_bytes"
+        )
+        self._errors.add(message, now)
+        log.warning(
+            "batch too large for the broker; cut into smaller batches",
+            extra={
+                "fields": {
+                    **fields,
+                    "bytes": len(raw),
+                    "limit_bytes": limit,
+                    "pieces": [p.batch_id for p in pieces],
+                }
+            },
+        )
+        return True
+
+    def _learn_limit(self, stated: int | None, refused: int) -> None:
+        """Remember the broker's limit, so later extractions build batches that fit.
+
+        A stated limit is the broker's word and replaces what we knew (it may have gone
+        up).  Without one (a proxy's 413), all we know is that `refused` bytes are too
+        many: the bound only ever comes down, and repeated refusals bring it to the truth.
+        """
+        if stated is not None:
+            self._state.set_upload_limit(stated)
+            return
+        known = self._state.upload_limit()
+        bound = refused - 1 if known is None else min(known, refused - 1)
+        if bound >= MIN_BATCH_BYTES:
+            self._state.set_upload_limit(bound)
+
+    def _park_too_large(
+        self,
+        entry: OutboxEntry,
+        result: SendResult,
+        document: Mapping[str, Any],
+        size: int,
+        limit: int | None,
+        report: FlushReport,
+    ) -> None:
+        """One record alone is over the broker's limit: park it, naming the id, not the content."""
+        now = self._clock()
+        records = document.get("records") or []
+        what = f"record {records[0].get('id')}" if records else "the batch"
+        stated = f"{limit} bytes" if limit is not None else "not stated"
+        problem = (
+            f"{what} alone is {size} bytes as a batch, over the broker's limit ({stated}):"
+            f" parked; {result.detail}"
+        )
+        self._state.dead_letter(entry.batch_id, now=now, http_status=result.status, problem=problem)
+        report.dead.append(entry.batch_id)
+        self._errors.add(f"{entry.area}: batch {entry.batch_id}: {problem}", now)
+        log.error(
+            "record too large for the broker; parked",
+            extra={
+                "fields": {
+                    "batch_id": entry.batch_id,
+                    "area": entry.area,
+                    "record_id": records[0].get("id") if records else None,
+                    "bytes": size,
+                    "limit_bytes": limit,
+                }
+            },
+        )
+
+
+def _limit_bytes(problem: Mapping[str, Any] | None) -> int | None:
+    """The problem's `limit_bytes`, if it is a plausible one (a proxy's 413 has none)."""
+    value = problem.get("limit_bytes") if problem else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_BATCH_BYTES:
+        return None
+    return value
 
 
 def _agent_wide(result: SendResult) -> bool:

@@ -1,25 +1,32 @@
 """The agent's local state: record hashes, per-area status, the outbox and commands done.
 
 One SQLite file in the state directory, in WAL mode with `synchronous=FULL`, so a commit
-is on disk before the agent goes on.  The one rule that makes kill -9 safe: a batch enters
-the outbox in the same transaction that records its hashes (`spool`), and leaves it only
-once the broker has confirmed it (`confirm`).  A crash before the commit leaves neither,
-and the next run computes the same delta again; a crash after leaves both, and the next
-run sends the spooled batch, which the broker applies at most once (its `batch_id`).
+is on disk before the agent goes on.  The one rule that makes kill -9 safe: the batches of
+an upload enter the outbox in the same transaction that records their hashes (`spool`),
+and each leaves it only once the broker has confirmed it (`confirm`).  A crash before the
+commit leaves neither, and the next run computes the same delta again; a crash after
+leaves both, and the next run sends the batches still spooled, which the broker applies at
+most once each (their `batch_id`).  A batch the broker finds too large is replaced by its
+pieces in one transaction too (`replace`).
 """
 
 from __future__ import annotations
 
+import gzip
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
+
 DB_FILE: Final = "agent.db"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+# The broker's own upload limit, as its last 413 stated it (`limit_bytes`).
+UPLOAD_LIMIT_KEY: Final = "broker_upload_limit_bytes"
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS record_hashes (
@@ -37,12 +44,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     batch_id TEXT NOT NULL UNIQUE, area TEXT NOT NULL, mode TEXT NOT NULL,
     created_at TEXT NOT NULL, extracted_at TEXT NOT NULL,
     records INTEGER NOT NULL, deleted INTEGER NOT NULL, body_gz BLOB NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT, last_error TEXT
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT, last_error TEXT,
+    retired_gz BLOB
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     batch_id TEXT PRIMARY KEY, area TEXT NOT NULL, mode TEXT NOT NULL,
     created_at TEXT NOT NULL, dead_at TEXT NOT NULL, http_status INTEGER,
-    problem TEXT, body_gz BLOB NOT NULL
+    problem TEXT, body_gz BLOB NOT NULL, retired_gz BLOB
 );
 CREATE TABLE IF NOT EXISTS completed_commands (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, detail TEXT,
@@ -50,6 +58,8 @@ CREATE TABLE IF NOT EXISTS completed_commands (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Added in schema 2: the ids a full batch retires (see `AgentState.spool`).
+_ADDED_COLUMNS: Final = (("outbox", "retired_gz BLOB"), ("dead_letters", "retired_gz BLOB"))
 
 
 def iso(moment: datetime) -> str:
@@ -129,10 +139,11 @@ class AgentState:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            for table, column in _ADDED_COLUMNS:
+                present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column.split()[0] not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+            self._set_meta(db, "schema_version", str(SCHEMA_VERSION))
 
     @classmethod
     def open(cls, state_dir: Path) -> AgentState:
@@ -162,51 +173,120 @@ class AgentState:
 
     def spool(
         self,
-        batch: SpooledBatch,
+        batches: SpooledBatch | Iterable[SpooledBatch],
         hashes: Mapping[str, bytes],
-        deleted: list[str],
+        deleted: Sequence[str],
         *,
         now: datetime,
         duration: float,
         total_records: int,
+        full: bool | None = None,
         before_commit: Callable[[], None] | None = None,
-    ) -> None:
-        """Enqueue `batch` and store the hashes it carries, in one transaction.
+    ) -> list[str]:
+        """Enqueue one upload's batches, in order, and store the hashes they carry: one transaction.
 
-        A full batch replaces the area's hashes and supersedes any older batch of the area
-        still waiting (it replaces the area on the broker too).  `before_commit` is a hook
-        for tests that simulate a crash inside the transaction.
+        `full` (default: the first batch is a `full` one) says the upload re-bases the area:
+        its hashes are replaced by `hashes`, and it counts as the area's full upload.  A real
+        `full` batch also supersedes every older batch of the area still waiting, as it
+        replaces the area on the broker; it is stored with the ids it retires, so that it
+        can still be cut into deltas if the broker finds it too large (`replace`).  A split
+        full (delta batches) leaves older batches queued: they reach the broker first, and
+        its final deletions were computed from hashes that already count them.
+
+        `batches` may be a generator: each body is built, written and dropped in turn, so a
+        large area is never held whole in memory twice.  `before_commit` is a hook for tests
+        that simulate a crash inside the transaction.  Returns the batch ids, in order.
         """
-        full = batch.mode == "full"
+        stream = iter([batches] if isinstance(batches, SpooledBatch) else batches)
+        first = next(stream, None)
+        if first is None:
+            raise ValueError("an upload has at least one batch")
+        area = first.area
+        rebase = first.mode == "full" if full is None else full
+        retired: list[str] = []
         with self.transaction() as db:
-            if full:
-                db.execute("DELETE FROM record_hashes WHERE area = ?", (batch.area,))
-                db.execute("DELETE FROM outbox WHERE area = ?", (batch.area,))
-            db.execute(
-                "INSERT INTO outbox(batch_id, area, mode, created_at, extracted_at, records,"
-                " deleted, body_gz) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    batch.batch_id,
-                    batch.area,
-                    batch.mode,
-                    iso(now),
-                    iso(batch.extracted_at),
-                    batch.records,
-                    batch.deleted,
-                    batch.body_gz,
-                ),
-            )
+            if first.mode == "full":
+                retired = self._retired_by_full(db, area, hashes)
+                db.execute("DELETE FROM outbox WHERE area = ?", (area,))
+            if rebase:
+                db.execute("DELETE FROM record_hashes WHERE area = ?", (area,))
+            ids = [self._enqueue(db, first, now, retired)]
+            for batch in stream:
+                if batch.area != area or batch.mode == "full":
+                    raise ValueError("one upload is one area, and a full upload is one batch")
+                ids.append(self._enqueue(db, batch, now, []))
             db.executemany(
                 "INSERT OR REPLACE INTO record_hashes(area, record_id, hash) VALUES (?, ?, ?)",
-                ((batch.area, record_id, digest) for record_id, digest in hashes.items()),
+                ((area, record_id, digest) for record_id, digest in hashes.items()),
             )
             db.executemany(
                 "DELETE FROM record_hashes WHERE area = ? AND record_id = ?",
-                ((batch.area, record_id) for record_id in deleted),
+                ((area, record_id) for record_id in deleted),
             )
-            self._extracted(db, batch.area, batch.extracted_at, full, total_records, duration)
+            self._extracted(db, area, first.extracted_at, rebase, total_records, duration)
             if before_commit is not None:
                 before_commit()
+        return ids
+
+    @staticmethod
+    def _enqueue(
+        db: sqlite3.Connection, batch: SpooledBatch, now: datetime, retired: Sequence[str]
+    ) -> str:
+        db.execute(
+            "INSERT INTO outbox(batch_id, area, mode, created_at, extracted_at, records,"
+            " deleted, body_gz, retired_gz) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                batch.batch_id,
+                batch.area,
+                batch.mode,
+                iso(now),
+                iso(batch.extracted_at),
+                batch.records,
+                batch.deleted,
+                batch.body_gz,
+                _pack_ids(retired),
+            ),
+        )
+        return batch.batch_id
+
+    def _retired_by_full(
+        self, db: sqlite3.Connection, area: str, current: Mapping[str, bytes]
+    ) -> list[str]:
+        """Every id the broker may hold for the area that the full upload leaves out.
+
+        Those are the ids of the stored hashes, every id the superseded batches named (their
+        records, deletions and own retired ids: one may have been applied with its answer
+        lost) and the deletions the broker refused.  Only a full batch later cut into deltas
+        needs them (`replace`); sent whole, it retires them by leaving them out.
+        """
+        known = {
+            row[0]
+            for row in db.execute("SELECT record_id FROM record_hashes WHERE area = ?", (area,))
+        }
+        for body_gz, retired_gz in db.execute(
+            "SELECT body_gz, retired_gz FROM outbox WHERE area = ?", (area,)
+        ):
+            known |= _ids_named(bytes(body_gz), retired_gz)
+        known |= self.dead_letter_deletions(area)
+        return sorted(known - current.keys())
+
+    def retired(self, batch_id: str) -> list[str]:
+        """The ids a waiting full batch retires (empty for a delta)."""
+        row = self._db.execute(
+            "SELECT retired_gz FROM outbox WHERE batch_id = ?", (batch_id,)
+        ).fetchone()
+        return [] if row is None else _unpack_ids(row[0])
+
+    def dead_letter_deletions(self, area: str) -> set[str]:
+        """Ids whose deletion the broker refused with a parked batch: it may still hold them."""
+        out: set[str] = set()
+        for body_gz, retired_gz in self._db.execute(
+            "SELECT body_gz, retired_gz FROM dead_letters WHERE area = ?", (area,)
+        ):
+            document = orjson.loads(gzip.decompress(bytes(body_gz)))
+            out.update(str(i) for i in document.get("deleted") or [])
+            out.update(_unpack_ids(retired_gz))
+        return out
 
     def _extracted(
         self,
@@ -305,15 +385,25 @@ class AgentState:
         """Park a batch the broker refused for good; the area's next upload is a full one."""
         with self.transaction() as db:
             row = db.execute(
-                "SELECT area, mode, created_at, body_gz FROM outbox WHERE batch_id = ?",
+                "SELECT area, mode, created_at, body_gz, retired_gz FROM outbox WHERE batch_id = ?",
                 (batch_id,),
             ).fetchone()
             if row is None:
                 return
             db.execute(
                 "INSERT OR REPLACE INTO dead_letters(batch_id, area, mode, created_at, dead_at,"
-                " http_status, problem, body_gz) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (batch_id, row[0], row[1], row[2], iso(now), http_status, problem[:4000], row[3]),
+                " http_status, problem, body_gz, retired_gz) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    batch_id,
+                    row[0],
+                    row[1],
+                    row[2],
+                    iso(now),
+                    http_status,
+                    problem[:4000],
+                    row[3],
+                    row[4],
+                ),
             )
             db.execute("DELETE FROM outbox WHERE batch_id = ?", (batch_id,))
             self._mark_needs_full(db, row[0])
@@ -330,6 +420,47 @@ class AgentState:
                 "SELECT attempts FROM outbox WHERE batch_id = ?", (batch_id,)
             ).fetchone()
         return 0 if row is None else int(row[0])
+
+    def replace(self, batch_id: str, pieces: Sequence[SpooledBatch], *, now: datetime) -> bool:
+        """Put `pieces` in the outbox where `batch_id` was, in one transaction; False if gone.
+
+        The pieces take new sequence numbers, so every later batch of the same area is
+        moved behind them: the area's order is kept, other areas' order does not matter.
+        """
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT seq, area FROM outbox WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            seq, area = row
+            later = [
+                r[0]
+                for r in db.execute(
+                    "SELECT batch_id FROM outbox WHERE area = ? AND seq > ? ORDER BY seq",
+                    (area, seq),
+                )
+            ]
+            db.execute("DELETE FROM outbox WHERE batch_id = ?", (batch_id,))
+            for piece in pieces:
+                if piece.area != area or piece.mode != "delta":
+                    raise ValueError("a batch is replaced by delta batches of its own area")
+                self._enqueue(db, piece, now, [])
+            for moved in later:
+                # Renumbering the rowid is allowed; AUTOINCREMENT then continues above it.
+                db.execute(
+                    "UPDATE outbox SET seq = (SELECT max(seq) + 1 FROM outbox) WHERE batch_id = ?",
+                    (moved,),
+                )
+        return True
+
+    def upload_limit(self) -> int | None:
+        """The limit the broker stated when it last refused a batch as too large, if ever."""
+        value = self.meta(UPLOAD_LIMIT_KEY)
+        return int(value) if value is not None and value.isdigit() else None
+
+    def set_upload_limit(self, limit: int) -> None:
+        self.set_meta(UPLOAD_LIMIT_KEY, str(limit))
 
     def dead_letter_count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
@@ -429,6 +560,23 @@ def _command(row: tuple[Any, ...]) -> CompletedCommand:
         completed_at=_required(parse_iso(row[4])),
         reported=bool(row[5]),
     )
+
+
+def _pack_ids(ids: Sequence[str]) -> bytes | None:
+    return gzip.compress(orjson.dumps(list(ids)), mtime=0) if ids else None
+
+
+def _unpack_ids(packed: bytes | None) -> list[str]:
+    return [str(i) for i in orjson.loads(gzip.decompress(bytes(packed)))] if packed else []
+
+
+def _ids_named(body_gz: bytes, retired_gz: bytes | None) -> set[str]:
+    """Every id a spooled batch upserts, deletes or retires."""
+    document = orjson.loads(gzip.decompress(body_gz))
+    ids = {str(r["id"]) for r in document.get("records") or []}
+    ids.update(str(i) for i in document.get("deleted") or [])
+    ids.update(_unpack_ids(retired_gz))
+    return ids
 
 
 def _required(value: datetime | None) -> datetime:

@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,10 +19,12 @@ from typing import Any
 
 import httpx
 import orjson
+from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from broker.agenthub.commands import queue_command
-from broker.agenthub.models import AgentCommand, CommandKind
+from broker.agenthub.models import AgentCommand, CommandKind, UploadBatch
 from broker.db import session_scope
 from broker.resources import Resources
 from broker.settings import BrokerSettings, Environment, Settings
@@ -36,7 +38,9 @@ from tests.support.servers import free_port, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def broker_env(data_dir: Path, redis_url: str) -> dict[str, str]:
+def broker_env(
+    data_dir: Path, redis_url: str, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MISBROKER_")}
     env.update(
         MISBROKER_DATA_DIR=str(data_dir),
@@ -44,6 +48,7 @@ def broker_env(data_dir: Path, redis_url: str) -> dict[str, str]:
         MISBROKER_ENVIRONMENT="test",
         MISBROKER_LOG_LEVEL="WARNING",
     )
+    env.update(extra or {})
     return env
 
 
@@ -66,6 +71,7 @@ class LiveBroker:
     redis_url: str
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # more settings, e.g. upload limits
 
     @property
     def url(self) -> str:
@@ -80,7 +86,7 @@ class LiveBroker:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "broker.serve", "--host", "127.0.0.1",
                  "--port", str(self.port)],
-                cwd=ROOT, env=broker_env(self.data_dir, self.redis_url), stdout=log,
+                cwd=ROOT, env=broker_env(self.data_dir, self.redis_url, self.env), stdout=log,
                 stderr=subprocess.STDOUT,
             )  # fmt: skip
         if not wait_until(self.healthy, timeout=60, interval=0.1):
@@ -125,8 +131,8 @@ class LiveBroker:
 
 
 @contextmanager
-def live_broker(data_dir: Path, redis_url: str) -> Iterator[LiveBroker]:
-    broker = LiveBroker(data_dir, redis_url)
+def live_broker(data_dir: Path, redis_url: str, **env: str) -> Iterator[LiveBroker]:
+    broker = LiveBroker(data_dir, redis_url, env=dict(env))
     broker.start()
     try:
         yield broker
@@ -186,6 +192,20 @@ def command_states(settings: Settings, ids: list[str]) -> dict[str, tuple[str, s
         with session_scope(resources.engine) as session:
             rows = [session.get(AgentCommand, i) for i in ids]
             return {r.id: (r.status.value, r.result_detail) for r in rows if r is not None}
+    finally:
+        resources.close()
+
+
+def upload_batches(settings: Settings, school_id: str) -> list[UploadBatch]:
+    """Every upload the broker applied for the school (one row per batch_id, ever)."""
+    resources = Resources.build(settings)
+    try:
+        with Session(resources.engine) as session:
+            rows = session.scalars(
+                select(UploadBatch).where(col(UploadBatch.school_id) == school_id)
+            ).all()
+            session.expunge_all()
+            return list(rows)
     finally:
         resources.close()
 

@@ -61,6 +61,12 @@ class FakeBroker:
     script: list[int | Exception] = field(default_factory=list)
     applied_then_lost: int = 0  # apply the next N uploads, then fail as if the reply was lost
     result_status: int = 200
+    # Like the broker's `upload_max_bytes`: a larger inflated body is refused with 413.
+    max_body_bytes: int | None = None
+    limit_member: bool = True  # whether the 413 problem carries `limit_bytes`
+    sizes: list[int] = field(default_factory=list)  # inflated size of every upload received
+    # Apply this many more uploads, then die as the agent's process would (kill -9).
+    crash_after_applied: int | None = None
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -89,6 +95,10 @@ class FakeBroker:
             return problem(step, "scripted")
         assert request.headers["content-encoding"] == "gzip"
         raw = gzip.decompress(request.content)
+        self.sizes.append(len(raw))
+        if self.max_body_bytes is not None and len(raw) > self.max_body_bytes:
+            extra = {"limit_bytes": self.max_body_bytes} if self.limit_member else {}
+            return problem(413, "upload too large", "payload-too-large", **extra)
         body = orjson.loads(raw)
         self.uploads.append(body)
         digest = hashlib.sha256(raw).hexdigest()
@@ -107,6 +117,11 @@ class FakeBroker:
         if self.applied_then_lost:
             self.applied_then_lost -= 1
             raise httpx.ReadTimeout("reply lost", request=request)
+        if self.crash_after_applied is not None:
+            self.crash_after_applied -= 1
+            if self.crash_after_applied <= 0:
+                self.crash_after_applied = None
+                raise Crash("the agent died before the reply arrived")
         return httpx.Response(200, json=answer)
 
     def _apply(self, area: str, body: dict[str, Any], at: datetime) -> dict[str, Any]:
@@ -126,10 +141,20 @@ class FakeBroker:
         }
 
 
-def problem(status: int, detail: str, slug: str = "invalid-input") -> httpx.Response:
+class Crash(BaseException):
+    """The agent's process dying mid-flush: nothing in the agent catches it."""
+
+
+def problem(status: int, detail: str, slug: str = "invalid-input", **extra: Any) -> httpx.Response:
     return httpx.Response(
         status,
-        json={"type": f"/problems/{slug}", "title": slug, "status": status, "detail": detail},
+        json={
+            "type": f"/problems/{slug}",
+            "title": slug,
+            "status": status,
+            "detail": detail,
+            **extra,
+        },
         headers={"content-type": "application/problem+json"},
     )
 

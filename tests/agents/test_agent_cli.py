@@ -70,6 +70,7 @@ def test_once_without_a_broker_keeps_the_outbox_and_exits_1(
     assert len(status["outbox"]) >= 10
     assert {e["mode"] for e in status["outbox"]} == {"full"}
     assert status["outbox"][0]["last_error"].startswith("network:")
+    assert status["batch_limit_bytes"] == {"configured": 8 * 1024 * 1024, "broker": None}
     assert KEY not in capsys.readouterr().err
 
 

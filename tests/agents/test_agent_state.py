@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.batching import gzip_body, render
 from agents.state import AgentState, SpooledBatch
 
 NOW = datetime(2025, 11, 19, 2, 0, tzinfo=UTC)
@@ -15,8 +16,12 @@ class Crash(Exception):
     pass
 
 
+def body(batch_id: str, area: str = "students.basic", mode: str = "delta") -> bytes:
+    return gzip_body(render(batch_id, area, mode, NOW, [], []))
+
+
 def batch(batch_id: str, area: str = "students.basic", mode: str = "delta") -> SpooledBatch:
-    return SpooledBatch(batch_id, area, mode, NOW, 1, 0, b"gz-" + batch_id.encode())
+    return SpooledBatch(batch_id, area, mode, NOW, 1, 0, body(batch_id, area, mode))
 
 
 def spool(
@@ -81,7 +86,7 @@ def test_outbox_is_first_in_first_out(tmp_path: Path) -> None:
         spool(state, batch(name), {})
     state.confirm("b2", now=NOW)
     assert [e.batch_id for e in state.pending()] == ["b1", "b3"]
-    assert state.body("b1") == b"gz-b1"
+    assert state.body("b1") == body("b1")
 
 
 def test_dead_letter_and_drop_mark_the_area_for_a_full_upload(tmp_path: Path) -> None:
