@@ -44,6 +44,7 @@ test-fast: install
 	$(UV) run --frozen pytest -m "not slow" $(ARGS)
 
 bench: install
+	@scripts/ensure-wrk || echo "no wrk: bench/read.py uses its Python load generator" >&2
 	@for b in bench/*.py; do echo "== $$b"; $(UV) run --frozen python $$b || exit 1; done
 
 clean:
