@@ -20,6 +20,22 @@ from cache.errors import CacheError
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details; some problems add members, named in API.md",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "request_id": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+    "additionalProperties": True,
+}
+_FASTAPI_VALIDATION_ERROR = "#/components/schemas/HTTPValidationError"
 
 
 def problem_response(
@@ -107,3 +123,45 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    _document_problems(app)
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Make `/openapi.json` say what the handlers above send for every error: a problem.
+
+    FastAPI documents its own 422 body (`HTTPValidationError`, `application/json`) and a
+    route's `responses` name only a media type; the handlers send `application/problem+json`
+    bodies of one shape.  A body that cannot be parsed at all is FastAPI's 400.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # cached by FastAPI after the first call; the edits are idempotent
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                _problem_responses(operation)
+        if _FASTAPI_VALIDATION_ERROR.encode() not in orjson.dumps(schema.get("paths", {})):
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema["components"]["schemas"].pop(name, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _problem_responses(operation: dict[str, Any]) -> None:
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    if "requestBody" in operation and "400" not in responses:
+        responses["400"] = {"description": "The body could not be parsed"}
+    for code, response in responses.items():
+        if not code.isdigit() or int(code) < 400:
+            continue
+        content = response.get("content") or {}
+        fastapi_default = (
+            content.get("application/json", {}).get("schema", {}).get("$ref")
+            == _FASTAPI_VALIDATION_ERROR
+        )
+        if content and PROBLEM_MEDIA_TYPE not in content and not fastapi_default:
+            continue  # the route documents another body on purpose (OAuth's errors)
+        response.setdefault("description", HTTPStatus(int(code)).phrase)
+        response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}

@@ -5,6 +5,10 @@ last_seq + n ... RETURNING` takes PostgreSQL's row lock (SQLite's write lock), s
 processes never chain from the same head.  Every partner read appends, so `AccessLogWriter`
 group-commits: requests queue their entries, one thread writes whatever has queued as one
 transaction, and each caller resumes only once its entry is committed (or fails with it).
+A batch costs one `UPDATE ... RETURNING` per school in it (taking all of that school's seqs
+at once), then one executemany of head `UPDATE`s and one of `INSERT`s: prebuilt Core
+statements on the transaction's connection.  Each entry is encoded once
+(`LogEntry.canonical`) before it is queued.
 """
 
 from __future__ import annotations
@@ -21,12 +25,29 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, TypeAlias
 
-from sqlalchemy import func, insert, update
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    LargeBinary,
+    String,
+    bindparam,
+    func,
+    insert,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from consent.audit_keys import UnitOfWork
-from consent.chain import ChainBreak, genesis, link_hash, verify_chain
+from consent.chain import (
+    ChainBreak,
+    canonical,
+    genesis,
+    link_hash_canonical,
+    utc_text,
+    verify_chain,
+)
 from consent.errors import AccessLogWriteError, ConsentInvalidError
 from consent.models import AccessLogHead, AccessLogRow, LogDecision
 
@@ -90,6 +111,42 @@ class LogEntry:
             "at": self.at,
         }
 
+    def canonical(self) -> bytes:
+        """`canonical(self.chained())`, byte for byte, without its generic walk.
+
+        orjson writes exact `str`, `int` (64-bit) and None as `json.dumps` does in
+        `canonical` (tests compare them on every code point and on random entries); any
+        other value, or one orjson refuses, takes the generic path, which decides.
+        """
+        if not (
+            type(self.record_count) is int
+            and all(type(v) is str for v in self._texts)
+            and all(type(a) is str for a in self.areas)
+            and (self.consent_id is None or type(self.consent_id) is str)
+        ):
+            return canonical(self.chained())
+        try:
+            return orjson.dumps(
+                {
+                    "school_id": self.school_id,
+                    "partner_id": self.partner_id,
+                    "consent_id": self.consent_id,
+                    "areas": self.areas,
+                    "record_count": self.record_count,
+                    "decision": self.decision,
+                    "reason": self.reason,
+                    "request_id": self.request_id,
+                    "at": utc_text(self.at),
+                },
+                option=orjson.OPT_SORT_KEYS,
+            )
+        except orjson.JSONEncodeError:  # e.g. a lone surrogate, or an int beyond 64 bits
+            return canonical(self.chained())
+
+    @property
+    def _texts(self) -> tuple[str, ...]:
+        return (self.school_id, self.partner_id, self.decision, self.reason, self.request_id)
+
 
 def row_entry(row: AccessLogRow) -> dict[str, Any]:
     """A stored row as `LogEntry.chained` had it, for verification."""
@@ -108,50 +165,79 @@ def row_entry(row: AccessLogRow) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------
 # Appending
+#
+# Core statements on the batch's one connection: the ORM adds nothing here but overhead
+# (an identity map, flush bookkeeping, per-statement ORM compilation), and every partner
+# read pays for this path.
+
+_LOG: Final = AccessLogRow.metadata.tables["access_log"]
+_HEADS: Final = AccessLogHead.metadata.tables["access_log_heads"]
+
+# Take `n` seqs at once: the row lock (SQLite's write lock) serialises every writer of the
+# school from here until commit.
+_RESERVE: Final = (
+    update(_HEADS)
+    .where(_HEADS.c.school_id == bindparam("p_school", type_=String))
+    .values(last_seq=_HEADS.c.last_seq + bindparam("p_count", type_=BigInteger))
+    .returning(_HEADS.c.last_seq, _HEADS.c.last_hash)
+)
+_SET_HEAD_HASH: Final = (
+    update(_HEADS)
+    .where(_HEADS.c.school_id == bindparam("p_school", type_=String))
+    .values(last_hash=bindparam("p_hash", type_=LargeBinary))
+)
+_INSERT_ROWS: Final = insert(_LOG)
+_CREATE_HEAD: Final = {
+    "postgresql": postgresql.insert(_HEADS).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(_HEADS).on_conflict_do_nothing(),
+}
 
 
 def append_entries(session: Session, entries: Sequence[LogEntry], key_for: KeyFor) -> list[int]:
     """Chain and insert `entries` in the caller's transaction; returns their seqs in order."""
+    items = [(e, e.canonical()) for e in entries]
+    if session.autoflush:  # as the ORM statements this replaced did: pending rows go first
+        session.flush()
+    return _append(session.connection(), items, key_for)
+
+
+def _append(
+    conn: Connection, items: Sequence[tuple[LogEntry, bytes]], key_for: KeyFor
+) -> list[int]:
+    """Chain (entry, canonical bytes) pairs and insert them, in `conn`'s transaction."""
     by_school: dict[str, list[int]] = defaultdict(list)
-    for index, entry in enumerate(entries):
+    for index, (entry, _) in enumerate(items):
         by_school[entry.school_id].append(index)
-    seqs = [0] * len(entries)
+    seqs = [0] * len(items)
+    rows: list[dict[str, Any]] = []
+    heads: list[dict[str, Any]] = []
     for school_id in sorted(by_school):  # one lock order for every writer: no deadlocks
         indexes = by_school[school_id]
         key = key_for(school_id)
-        last_seq, prev = _reserve(session, school_id, len(indexes), key)
-        rows = []
+        last_seq, prev = _reserve(conn, school_id, len(indexes), key)
         for seq, index in enumerate(indexes, start=last_seq - len(indexes) + 1):
-            entry = entries[index]
-            prev = link_hash(prev, seq, entry.chained(), key)
+            entry, body = items[index]
+            prev = link_hash_canonical(prev, seq, body, key)
             rows.append(_row_values(entry, seq, prev))
             seqs[index] = seq
-        session.execute(insert(AccessLogRow), rows)
-        session.execute(
-            update(AccessLogHead)
-            .where(col(AccessLogHead.school_id) == school_id)
-            .values(last_hash=prev)
-            .execution_options(synchronize_session=False)
-        )
+        heads.append({"p_school": school_id, "p_hash": prev})
+    if rows:  # every head of the batch is held now: one executemany each for the rest
+        conn.execute(_SET_HEAD_HASH, heads)
+        conn.execute(_INSERT_ROWS, rows)
     return seqs
 
 
-def _reserve(session: Session, school_id: str, count: int, key: bytes) -> tuple[int, bytes]:
+def _reserve(conn: Connection, school_id: str, count: int, key: bytes) -> tuple[int, bytes]:
     """Take `count` seqs from the school's head, creating the head on its first entry."""
-    bump = (
-        update(AccessLogHead)
-        .where(col(AccessLogHead.school_id) == school_id)
-        .values(last_seq=col(AccessLogHead.last_seq) + count)
-        .returning(col(AccessLogHead.last_seq), col(AccessLogHead.last_hash))
-        .execution_options(synchronize_session=False)
-    )
-    found = session.execute(bump).first()
+    params = {"p_school": school_id, "p_count": count}
+    found = conn.execute(_RESERVE, params).first()
     if found is None:
-        values = {"school_id": school_id, "last_seq": 0, "last_hash": genesis(school_id, key)}
-        dialect = session.get_bind().dialect.name
-        maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        session.execute(maker(AccessLogHead).values(**values).on_conflict_do_nothing())
-        found = session.execute(bump).one()
+        create = _CREATE_HEAD.get(conn.dialect.name)
+        if create is None:
+            raise AccessLogWriteError(f"no access-log support for {conn.dialect.name}")
+        head = {"school_id": school_id, "last_seq": 0, "last_hash": genesis(school_id, key)}
+        conn.execute(create, head)
+        found = conn.execute(_RESERVE, params).one()
     return int(found[0]), bytes(found[1])
 
 
@@ -174,6 +260,7 @@ def _row_values(entry: LogEntry, seq: int, digest: bytes) -> dict[str, Any]:
 @dataclass(slots=True)
 class _Pending:
     entry: LogEntry
+    body: bytes  # the entry's canonical bytes, encoded before it was queued
     future: asyncio.Future[int]
 
 
@@ -183,14 +270,29 @@ class AccessLogWriter:
 
     `append` returns only after the entry's transaction has committed and raises
     `AccessLogWriteError` if it did not, so the read it describes can fail instead.
+
+    The writer takes everything queued as one batch.  When that is fewer than
+    `linger_batch` entries and appends are overlapping (this batch or the one before had
+    more than one), it waits up to `linger` seconds for `linger_batch` to be queued, so
+    batches grow under load; one caller at a time never waits.  `linger=0` turns the wait
+    off.
     """
 
     unit: UnitOfWork
     key_for: KeyFor
     max_batch: int = 500
+    linger: float = 0.001
+    linger_batch: int = 16
     _queue: asyncio.Queue[_Pending | None] | None = field(default=None, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _executor: ThreadPoolExecutor | None = field(default=None, init=False)
+    _waiter: asyncio.Future[None] | None = field(default=None, init=False)
+    _wake_at: int = field(default=0, init=False)
+    _last_batch: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.linger < 0 or self.linger_batch < 1:
+            raise ValueError("max_batch and linger_batch must be >= 1 and linger >= 0")
 
     @property
     def running(self) -> bool:
@@ -208,17 +310,23 @@ class AccessLogWriter:
         if self._task is None or self._queue is None:
             return
         self._queue.put_nowait(None)
+        self._wake()
         await self._task
         self._task = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
     async def append(self, entry: LogEntry) -> int:
-        entry.chained()  # a malformed entry fails here, alone, not its whole batch
+        try:
+            body = entry.canonical()  # a malformed entry fails here, alone, not its batch
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            raise AccessLogWriteError(f"the access-log entry cannot be encoded: {exc}") from exc
         if not self.running or self._queue is None:
             raise AccessLogWriteError("the access log is not accepting entries")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(entry, future))
+        self._queue.put_nowait(_Pending(entry, body, future))
+        if self._waiter is not None and self._queue.qsize() >= self._wake_at:
+            self._wake()
         return await future
 
     def append_now(self, session: Session, entry: LogEntry) -> int:
@@ -233,15 +341,14 @@ class AccessLogWriter:
             if first is None:
                 break
             batch = [first]
-            while len(batch) < self.max_batch and not queue.empty():
-                item = queue.get_nowait()
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            entries = [p.entry for p in batch]
+            stopping = self._drain(queue, batch)
+            if not stopping and self._should_linger(batch):
+                await self._linger(loop, self.linger_batch - len(batch))
+                stopping = self._drain(queue, batch)
+            self._last_batch = len(batch)
+            items = [(p.entry, p.body) for p in batch]
             try:
-                seqs = await loop.run_in_executor(self._executor, self._write, entries)
+                seqs = await loop.run_in_executor(self._executor, self._write, items)
             except Exception as exc:
                 _fail(batch, exc)
             else:
@@ -253,10 +360,39 @@ class AccessLogWriter:
             if item is not None:
                 _fail([item], RuntimeError("the access-log writer stopped"))
 
-    def _write(self, entries: list[LogEntry]) -> list[int]:
-        keys = {e.school_id: self.key_for(e.school_id) for e in entries}  # before any lock
+    def _drain(self, queue: asyncio.Queue[_Pending | None], batch: list[_Pending]) -> bool:
+        """Move what is queued into `batch` (up to max_batch); True if told to stop."""
+        while len(batch) < self.max_batch and not queue.empty():
+            item = queue.get_nowait()
+            if item is None:
+                return True
+            batch.append(item)
+        return False
+
+    def _should_linger(self, batch: list[_Pending]) -> bool:
+        if self.linger <= 0 or len(batch) >= min(self.linger_batch, self.max_batch):
+            return False
+        return len(batch) > 1 or self._last_batch > 1
+
+    async def _linger(self, loop: asyncio.AbstractEventLoop, wanted: int) -> None:
+        """Wait until `wanted` more entries have queued, or `linger` seconds have passed."""
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter, self._wake_at = waiter, wanted
+        timer = loop.call_later(self.linger, self._wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _write(self, items: list[tuple[LogEntry, bytes]]) -> list[int]:
+        keys = {e.school_id: self.key_for(e.school_id) for e, _ in items}  # before any lock
         with self.unit() as session:
-            return append_entries(session, entries, keys.__getitem__)
+            return _append(session.connection(), items, keys.__getitem__)
 
 
 def _fail(batch: Iterable[_Pending], exc: BaseException) -> None:
@@ -294,9 +430,10 @@ def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind != "seq":
+        seq = int(value)
+        if kind != "seq" or not 0 <= seq < 2**63:  # a 64-bit column: SQL cannot bind more
             raise ValueError(text)
-        return int(value)
+        return seq
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ConsentInvalidError(f"invalid cursor {cursor!r}") from None
 

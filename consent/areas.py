@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
@@ -650,5 +650,9 @@ def parse_instant(value: Any) -> datetime | None:
     except ValueError:
         return None
     if parsed.tzinfo is None or "T" not in value.upper():
+        return None
+    try:
+        parsed.astimezone(UTC)  # e.g. 0001-01-01T00:00:00+01:00 is before datetime.min
+    except OverflowError:
         return None
     return parsed

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
 from broker.admin.consents import PartnerOverview, ReadsAfterEnd
 from consent.access_log import entry_json
@@ -14,6 +14,19 @@ from consent.engine import AreaDecision, Decision
 from consent.events import to_dict
 from consent.models import AccessLogRow
 from consent.service import ConsentView
+
+
+def _on_utc_timeline(value: datetime) -> datetime:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+    return value
+
+
+# An instant with an offset that has a place on the UTC timeline (0001-01-01T00:00:00+01:00
+# has none: it is before datetime.min), so it can be stored and compared.
+Instant = Annotated[AwareDatetime, AfterValidator(_on_utc_timeline)]
 
 
 class LoginIn(BaseModel):
@@ -39,7 +52,7 @@ class ChangeAreasIn(BaseModel):
 
 
 class RevokeIn(BaseModel):
-    end_at: AwareDatetime = Field(
+    end_at: Instant = Field(
         description="When access ends; at or before now means at once, after the grace period"
     )
     reason: str | None = Field(default=None, max_length=1000)

@@ -6,7 +6,6 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
-from pydantic import AwareDatetime
 from starlette.responses import StreamingResponse
 
 from broker.admin.deps import AdminDep, perform_login
@@ -19,6 +18,7 @@ from broker.admin.schemas import (
     ConsentOut,
     DecisionOut,
     GrantIn,
+    Instant,
     LoginIn,
     LoginOut,
     PartnerListOut,
@@ -59,7 +59,7 @@ AreaQuery = Annotated[
     list[str], Query(description="An area; repeat it or give a comma list for several")
 ]
 AwareDatetimeQuery = Annotated[
-    AwareDatetime | None, Query(description="RFC 3339 with an offset, e.g. 2026-11-23T09:00:00Z")
+    Instant | None, Query(description="RFC 3339 with an offset, e.g. 2026-11-23T09:00:00Z")
 ]
 
 

@@ -362,7 +362,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at_text, last_id = orjson.loads(raw)
         at = datetime.fromisoformat(at_text)
-    except (binascii.Error, ValueError, TypeError) as exc:
+        at.astimezone(UTC)  # a crafted offset can push it off the timeline: SQL cannot bind it
+    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
         raise InvalidDeliveryCursorError("the cursor is not one this API returned") from exc
     if at.tzinfo is None or not isinstance(last_id, str):
         raise InvalidDeliveryCursorError("the cursor is not one this API returned")

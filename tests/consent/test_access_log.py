@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import random
+import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlmodel import Session
 
 from broker.clock import FrozenClock
@@ -247,3 +250,194 @@ def test_the_audit_key_is_sealed_and_made_once(db: ConsentDb) -> None:
         sealed = conn.execute(text("SELECT key_sealed FROM audit_keys")).scalar_one()
     assert key not in bytes(sealed)
     assert db.keyring.key_for("sch_a") != db.keyring.key_for("sch_b")
+
+
+# ---------------------------------------------------------------------------------------
+# Batches: one seq reservation per school, lingering for more, failing whole
+
+
+def statements(db: ConsentDb) -> list[str]:
+    """Every SQL statement the engine sends from now on (executemany counts once)."""
+    sent: list[str] = []
+
+    def record(*args: object) -> None:
+        sent.append(str(args[2]).lstrip().upper())  # (conn, cursor, statement, ...)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    return sent
+
+
+def test_a_batch_reserves_each_schools_seqs_with_one_update(db: ConsentDb) -> None:
+    db.keyring.audit_key()
+    with session_scope(db.engine) as session:
+        append_entries(session, [entry(db, 0, school=s) for s in SCHOOLS], db.keyring.key_for)
+    sent = statements(db)
+    batch = [entry(db, n, school=SCHOOLS[n % 3]) for n in range(1, 10)]  # interleaved
+    with session_scope(db.engine) as session:
+        seqs = append_entries(session, batch, db.keyring.key_for)
+    assert seqs == [2, 2, 2, 3, 3, 3, 4, 4, 4]
+    dml = [s for s in sent if s.startswith(("UPDATE", "INSERT"))]
+    reserves = [s for s in dml if "LAST_SEQ" in s and "RETURNING" in s]
+    assert len(reserves) == 3  # one per school, each taking all of that school's seqs
+    assert len(dml) == 5  # then one executemany of head updates, and one of inserts
+    assert len([s for s in dml if "INTO ACCESS_LOG " in s]) == 1
+    with Session(db.engine) as session:
+        for school in SCHOOLS:
+            report = verify(session, school, db.keyring.key_for(school))
+            assert (report.entries, report.head_seq, report.breaks) == (4, 4, [])
+            assert [r.seq for r in stored(db, school)] == [4, 3, 2, 1]
+
+
+def test_concurrent_batches_across_schools_stay_gapless_and_chained(db: ConsentDb) -> None:
+    """Many connections at once, each batch touching the schools in its own order."""
+    db.keyring.audit_key()
+    rng = random.Random(7)
+    batches = [
+        [entry(db, n * 10 + k, school=rng.choice(SCHOOLS)) for k in range(rng.randint(1, 6))]
+        for n in range(60)
+    ]
+
+    def write(batch: list[LogEntry]) -> list[tuple[str, int]]:
+        with session_scope(db.engine) as session:
+            seqs = append_entries(session, batch, db.keyring.key_for)
+        return [(e.school_id, s) for e, s in zip(batch, seqs, strict=True)]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        written = [pair for result in pool.map(write, batches) for pair in result]
+    per_school = Counter(school for school, _ in written)
+    with Session(db.engine) as session:
+        for school in SCHOOLS:
+            mine = sorted(seq for s, seq in written if s == school)
+            assert mine == list(range(1, per_school[school] + 1))
+            report = verify(session, school, db.keyring.key_for(school))
+            assert (report.entries, report.breaks) == (per_school[school], [])
+
+
+async def test_concurrent_appends_across_schools_through_two_lingering_writers(
+    db: ConsentDb, database_url: str
+) -> None:
+    db.keyring.audit_key()
+    other = make_engine(database_url)
+    writers = [
+        AccessLogWriter(lambda: session_scope(db.engine), db.keyring.key_for, linger=0.002),
+        AccessLogWriter(lambda: session_scope(other), db.keyring.key_for, linger=0.002),
+    ]
+    for writer in writers:
+        await writer.start()
+
+    async def reader(r: int) -> list[int]:
+        seqs = []
+        for k in range(8):
+            n = r * 8 + k
+            seqs.append(await writers[n % 2].append(entry(db, n, school=SCHOOLS[n % 3])))
+        return seqs
+
+    try:
+        results = await asyncio.gather(*(reader(r) for r in range(16)))
+    finally:
+        for writer in writers:
+            await writer.stop()
+        other.dispose()
+    schools = [SCHOOLS[(r * 8 + k) % 3] for r in range(16) for k in range(8)]
+    seqs = [seq for result in results for seq in result]
+    with Session(db.engine) as session:
+        for school in SCHOOLS:
+            mine = sorted(q for q, s in zip(seqs, schools, strict=True) if s == school)
+            assert mine == list(range(1, schools.count(school) + 1))
+            report = verify(session, school, db.keyring.key_for(school))
+            assert (report.entries, report.breaks) == (len(mine), [])
+
+
+async def test_the_writer_lingers_for_more_under_load_but_not_for_a_lone_append(
+    db: ConsentDb,
+) -> None:
+    db.keyring.audit_key()
+    unit = CountingUnit(db)
+    writer = AccessLogWriter(unit, db.keyring.key_for, linger=5.0, linger_batch=4)
+    await writer.start()
+    try:
+        started = time.monotonic()
+        assert await writer.append(entry(db, 0)) == 1  # nothing else arriving: no wait
+        assert time.monotonic() - started < 2.5
+        started = time.monotonic()
+        first = asyncio.gather(writer.append(entry(db, 1)), writer.append(entry(db, 2)))
+        await asyncio.sleep(0.05)  # the writer has taken 2 and waits for 2 more
+        assert unit.transactions == 1
+        rest = await asyncio.gather(writer.append(entry(db, 3)), writer.append(entry(db, 4)))
+        assert [*await first, *rest] == [2, 3, 4, 5]
+        assert unit.transactions == 2  # the four in one transaction
+        assert time.monotonic() - started < 2.5  # woken by the fourth, not by the timer
+        pending = asyncio.gather(writer.append(entry(db, 5)), writer.append(entry(db, 6)))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+    finally:
+        await writer.stop()  # stopping wakes a lingering writer, which writes what it has
+    assert time.monotonic() - started < 2.5
+    assert list(await pending) == [6, 7]
+    assert unit.transactions == 3
+
+
+async def test_linger_zero_writes_what_is_queued_at_once(db: ConsentDb) -> None:
+    db.keyring.audit_key()
+    unit = CountingUnit(db)
+    writer = AccessLogWriter(unit, db.keyring.key_for, linger=0)
+    await writer.start()
+    try:
+        both = asyncio.gather(writer.append(entry(db, 1)), writer.append(entry(db, 2)))
+        assert list(await asyncio.wait_for(both, timeout=10)) == [1, 2]
+        assert unit.transactions == 1
+    finally:
+        await writer.stop()
+    with pytest.raises(ValueError, match="linger"):
+        AccessLogWriter(unit, db.keyring.key_for, linger=-1)
+
+
+async def test_a_failed_commit_fails_every_entry_of_its_batch(db: ConsentDb) -> None:
+    db.keyring.audit_key()
+
+    @contextmanager
+    def commit_fails() -> Iterator[Session]:
+        with session_scope(db.engine) as session:
+            yield session
+            raise RuntimeError("disk full")
+
+    writer = AccessLogWriter(commit_fails, db.keyring.key_for, linger=0.05, linger_batch=5)
+    await writer.start()
+    try:
+        results = await asyncio.gather(
+            *(writer.append(entry(db, n, school=SCHOOLS[n % 3])) for n in range(5)),
+            return_exceptions=True,
+        )
+    finally:
+        await writer.stop()
+    assert all(isinstance(r, AccessLogWriteError) for r in results), results
+    assert all("disk full" in str(r) for r in results)
+    for school in SCHOOLS:
+        assert stored(db, school) == []
+    writer = AccessLogWriter(lambda: session_scope(db.engine), db.keyring.key_for)
+    await writer.start()
+    try:
+        assert await writer.append(entry(db, 9)) == 1  # the failed batch took no seqs
+    finally:
+        await writer.stop()
+
+
+async def test_an_entry_that_cannot_be_encoded_fails_alone(db: ConsentDb) -> None:
+    db.keyring.audit_key()
+    writer = AccessLogWriter(lambda: session_scope(db.engine), db.keyring.key_for)
+    await writer.start()
+    try:
+        results = await asyncio.gather(
+            writer.append(entry(db, 1)),
+            writer.append(entry(db, 2, reason="\ud800")),
+            writer.append(entry(db, 3)),
+            return_exceptions=True,
+        )
+    finally:
+        await writer.stop()
+    assert results[0] == 1
+    assert results[2] == 2
+    assert isinstance(results[1], AccessLogWriteError)
+    assert "cannot be encoded" in str(results[1])
+    with Session(db.engine) as session:
+        assert verify(session, "sch_a", db.keyring.key_for("sch_a")).intact
