@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from broker.db import session_scope
 from cache.crypto import IntegrityError
 from cache.errors import NotCachedError
-from cache.hot import AsyncHotCache, HotCache, page_ref
+from cache.hot import AsyncHotCache, HotCache, PageRef, page_ref
 from cache.keys import InMemoryDataKeyStore, KeyRing, LocalKeyProvider
 from cache.naming import Namer
 from cache.service import CacheService, ServedPage
@@ -68,11 +68,9 @@ def mem_hot(redis_client: redis.Redis, mem_ring: KeyRing, mem_namer: Namer) -> H
     return HotCache(redis_client, mem_ring, mem_namer, ttl_seconds=900)
 
 
-def test_hot_page_round_trip_and_ttl(
-    mem_hot: HotCache, mem_namer: Namer, redis_client: redis.Redis
-) -> None:
-    ref = page_ref(
-        mem_namer,
+def first_page_ref(namer: Namer) -> PageRef:
+    return page_ref(
+        namer,
         school_id=SCHOOL,
         area=AREA,
         data_version=7,
@@ -82,6 +80,12 @@ def test_hot_page_round_trip_and_ttl(
         cursor=None,
         limit=100,
     )
+
+
+def test_hot_page_round_trip_and_ttl(
+    mem_hot: HotCache, mem_namer: Namer, redis_client: redis.Redis
+) -> None:
+    ref = first_page_ref(mem_namer)
     assert mem_hot.get_page(ref) is None
     assert mem_hot.put_page(ref, b'{"data": []}')
     assert mem_hot.get_page(ref) == b'{"data": []}'
@@ -258,17 +262,7 @@ def test_mark_requested_then_read_in_one_unit_of_work(
 
 
 def test_a_hot_page_carries_its_record_count(mem_hot: HotCache, mem_namer: Namer) -> None:
-    ref = page_ref(
-        mem_namer,
-        school_id=SCHOOL,
-        area=AREA,
-        data_version=7,
-        stale=False,
-        fields=None,
-        updated_since=None,
-        cursor=None,
-        limit=100,
-    )
+    ref = first_page_ref(mem_namer)
     assert mem_hot.put_page(ref, b'{"data": [1, 2, 3]}', 3)
     page = mem_hot.fetch(ref)
     assert page is not None
