@@ -68,7 +68,7 @@ _COUNT: Final = struct.Struct(">I")
 
 @dataclass(frozen=True, slots=True)
 class HotPage:
-    body: bytes
+    body: bytes | memoryview  # a view past the count: serving a page copies nothing
     record_count: int
 
 
@@ -88,7 +88,7 @@ class _Codec:
             return None
         plain = open_sealed(self.keyring, ref.slot, sealed)
         (count,) = _COUNT.unpack_from(plain)
-        return HotPage(plain[_COUNT.size :], count)
+        return HotPage(memoryview(plain)[_COUNT.size :], count)
 
     def seal(self, ref: PageRef, body: bytes, record_count: int) -> bytes | None:
         if len(body) > self.max_page_bytes:
@@ -116,7 +116,7 @@ class HotCache:
         self._client = client
         self._codec = _Codec(keyring, namer, ttl_seconds, max_page_bytes)
 
-    def get_page(self, ref: PageRef) -> bytes | None:
+    def get_page(self, ref: PageRef) -> bytes | memoryview | None:
         """The page body, or None on a miss; raises if the stored page fails to open."""
         page = self.fetch(ref)
         return None if page is None else page.body
@@ -165,7 +165,7 @@ class AsyncHotCache:
         self._client = client
         self._codec = _Codec(keyring, namer, ttl_seconds, max_page_bytes)
 
-    async def get_page(self, ref: PageRef) -> bytes | None:
+    async def get_page(self, ref: PageRef) -> bytes | memoryview | None:
         page = await self.fetch(ref)
         return None if page is None else page.body
 

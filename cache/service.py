@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 class ServedPage:
     """A response body ready to send, with what the headers need."""
 
-    body: bytes  # {"data": [...], "meta": {"as_of", "stale", "next_cursor"}}
+    body: bytes | memoryview  # {"data": [...], "meta": {"as_of", "stale", "next_cursor"}}
     etag: str
     as_of: datetime
     stale: bool

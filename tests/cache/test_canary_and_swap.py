@@ -54,7 +54,7 @@ def read(
         page = service.read_page(
             session, school_id=school, area=area, now=T0 + timedelta(hours=1), **params
         )
-    return page.body
+    return bytes(page.body)
 
 
 def database_bytes(engine: Engine, database_url: str) -> list[bytes]:
