@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import redis
 from sqlalchemy import Engine
 
 from broker.clock import FrozenClock
-from broker.db import make_engine, upgrade
+from broker.db import make_engine, session_scope, upgrade
 from cache.blobs import DirectoryBlobStore
 from cache.hot import HotCache
 from cache.key_store import SqlDataKeyStore
@@ -21,6 +22,7 @@ from cache.naming import Namer
 from cache.service import CacheService
 from cache.settings import CacheSettings
 from cache.tasks import CacheDeps
+from tests.conftest import T0
 
 SCHOOL = "sch_0001"
 OTHER_SCHOOL = "sch_0002"
@@ -115,3 +117,25 @@ def student(number: int, **changes: Any) -> dict[str, Any]:
 
 def students(count: int, start: int = 0) -> list[dict[str, Any]]:
     return [student(n) for n in range(start, start + count)]
+
+
+def upload(
+    engine: Engine,
+    service: CacheService,
+    area: str,
+    records: list[dict[str, Any]],
+    school: str = SCHOOL,
+    at: datetime = T0,
+) -> None:
+    """A full upload of `records`, extracted and applied at `at`."""
+    with session_scope(engine) as session:
+        service.apply_batch(
+            session,
+            school_id=school,
+            area=area,
+            mode="full",
+            records=records,
+            deleted=[],
+            extracted_at=at,
+            now=at,
+        )

@@ -21,28 +21,8 @@ from cache.keys import KeyRing
 from cache.models import CacheTier, cached_areas, cached_records
 from cache.naming import school_macs
 from cache.service import CacheService
-from tests.cache.conftest import OTHER_SCHOOL, SCHOOL, student, students
+from tests.cache.conftest import OTHER_SCHOOL, SCHOOL, student, students, upload
 from tests.conftest import T0
-
-
-def upload(
-    engine: Engine,
-    service: CacheService,
-    area: str,
-    records: list[dict[str, Any]],
-    school: str = SCHOOL,
-) -> None:
-    with session_scope(engine) as session:
-        service.apply_batch(
-            session,
-            school_id=school,
-            area=area,
-            mode="full",
-            records=records,
-            deleted=[],
-            extracted_at=T0,
-            now=T0,
-        )
 
 
 def read(

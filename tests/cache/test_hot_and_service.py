@@ -18,31 +18,11 @@ from cache.hot import AsyncHotCache, HotCache, PageRef, page_ref
 from cache.keys import InMemoryDataKeyStore, KeyRing, LocalKeyProvider
 from cache.naming import Namer
 from cache.service import CacheService, ServedPage
-from tests.cache.conftest import SCHOOL, student, students
+from tests.cache.conftest import SCHOOL, student, students, upload
 from tests.conftest import T0
 
 AREA = "students.basic"
 LATER = T0 + timedelta(hours=1)
-
-
-def upload(
-    engine: Engine,
-    service: CacheService,
-    records: list[dict[str, Any]],
-    at: datetime = T0,
-    area: str = AREA,
-) -> None:
-    with session_scope(engine) as session:
-        service.apply_batch(
-            session,
-            school_id=SCHOOL,
-            area=area,
-            mode="full",
-            records=records,
-            deleted=[],
-            extracted_at=at,
-            now=at,
-        )
 
 
 def read(engine: Engine, service: CacheService, now: datetime = LATER, **query: Any) -> ServedPage:
@@ -156,7 +136,7 @@ async def test_async_hot_cache_reads_what_the_sync_one_wrote(
 def test_service_serves_warm_then_hot_with_the_same_bytes(
     engine: Engine, service: CacheService
 ) -> None:
-    upload(engine, service, students(3))
+    upload(engine, service, AREA, students(3))
     first = read(engine, service)
     second = read(engine, service)
     assert (first.source, second.source) == ("warm", "hot")
@@ -168,9 +148,9 @@ def test_service_serves_warm_then_hot_with_the_same_bytes(
 
 
 def test_a_new_upload_changes_the_page_and_the_etag(engine: Engine, service: CacheService) -> None:
-    upload(engine, service, students(3))
+    upload(engine, service, AREA, students(3))
     before = read(engine, service)
-    upload(engine, service, [student(0, surname="Renamed")], at=T0 + timedelta(minutes=30))
+    upload(engine, service, AREA, [student(0, surname="Renamed")], at=T0 + timedelta(minutes=30))
     after = read(engine, service)
     assert after.source == "warm"
     assert after.etag != before.etag
@@ -181,7 +161,7 @@ def test_a_new_upload_changes_the_page_and_the_etag(engine: Engine, service: Cac
 def test_a_page_cached_fresh_is_not_served_once_stale(
     engine: Engine, service: CacheService
 ) -> None:
-    upload(engine, service, students(1))
+    upload(engine, service, AREA, students(1))
     assert not read(engine, service).stale
     stale = read(engine, service, now=T0 + timedelta(hours=25))
     assert stale.source == "warm"
@@ -192,7 +172,7 @@ def test_a_page_cached_fresh_is_not_served_once_stale(
 def test_every_hot_key_has_a_ttl_and_an_opaque_name(
     engine: Engine, service: CacheService, redis_client: redis.Redis
 ) -> None:
-    upload(engine, service, students(30))
+    upload(engine, service, AREA, students(30))
     page = read(engine, service, limit=10)
     read(engine, service, limit=10, cursor=orjson.loads(page.body)["meta"]["next_cursor"])
     read(engine, service, fields=frozenset({"surname"}))
@@ -219,8 +199,8 @@ def test_not_cached_then_mark_requested(engine: Engine, service: CacheService) -
 
 
 def test_area_states_report_freshness(engine: Engine, service: CacheService) -> None:
-    upload(engine, service, students(4))
-    upload(engine, service, [{"id": "p1", "photo_available": False}], area="students.photos")
+    upload(engine, service, AREA, students(4))
+    upload(engine, service, "students.photos", [{"id": "p1", "photo_available": False}])
     with session_scope(engine) as session:
         views = {v.area: v for v in service.area_states(session, SCHOOL, T0 + timedelta(days=2))}
     assert views[AREA].stale
@@ -231,7 +211,7 @@ def test_area_states_report_freshness(engine: Engine, service: CacheService) -> 
 
 
 def test_a_read_records_its_time_after_commit(engine: Engine, service: CacheService) -> None:
-    upload(engine, service, students(1))
+    upload(engine, service, AREA, students(1))
     read(engine, service, now=LATER)
     read(engine, service, now=LATER + timedelta(minutes=5))  # within the touch interval
     with session_scope(engine) as session:
@@ -244,7 +224,7 @@ def test_mark_requested_then_read_in_one_unit_of_work(
     engine: Engine, keyring: KeyRing, blobs: Any, hot: HotCache
 ) -> None:
     """The partner-read path: a write, then a read, in one session, with a brand-new namer."""
-    upload(engine, CacheService(keyring=keyring, blobs=blobs, hot=hot), students(2))
+    upload(engine, CacheService(keyring=keyring, blobs=blobs, hot=hot), AREA, students(2))
     service = CacheService(keyring=keyring, blobs=blobs, hot=hot)  # derives its keys afresh
     with session_scope(engine) as session:
         service.mark_requested(session, SCHOOL, AREA, LATER)

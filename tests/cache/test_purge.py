@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -22,33 +22,12 @@ from cache.models import cached_areas, cached_records, data_keys
 from cache.purge import format_report
 from cache.service import CacheService
 from cache.warm import record_slot
-from tests.cache.conftest import OTHER_SCHOOL, SCHOOL, students
+from tests.cache.conftest import OTHER_SCHOOL, SCHOOL, students, upload
 from tests.conftest import T0
 
 SECOND = timedelta(seconds=1)
 BASIC_PURGE = T0 + timedelta(days=1 + 30)
 PHOTOS_PURGE = T0 + timedelta(days=7 + 30)
-
-
-def upload(
-    engine: Engine,
-    service: CacheService,
-    area: str,
-    records: list[dict[str, Any]],
-    school: str = SCHOOL,
-    at: datetime = T0,
-) -> None:
-    with session_scope(engine) as session:
-        service.apply_batch(
-            session,
-            school_id=school,
-            area=area,
-            mode="full",
-            records=records,
-            deleted=[],
-            extracted_at=at,
-            now=at,
-        )
 
 
 def read(engine: Engine, service: CacheService, area: str, school: str = SCHOOL) -> Any:
