@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -365,26 +364,15 @@ def prepare_world(env: dict[str, str]) -> World:
 def upload_students(client: httpx.Client, world: World, pupils: int) -> int:
     """students.basic of a synthetic secondary school, sent as its agent would send it."""
     from agents.mis.synthetic import SyntheticMis
-    from broker.clock import rfc3339
+    from broker.demo import upload_full
 
     now = datetime.now(UTC)
     mis = SyntheticMis(seed=2026, pupils=pupils, phase="secondary", day=now.date())
     records = list(mis.extract(AREA))
-    body = {
-        "batch_id": str(uuid.uuid4()),
-        "area": AREA,
-        "mode": "full",
-        "extracted_at": rfc3339(now),
-        "records": records,
-        "deleted": [],
-    }
-    response = client.post(
-        "/v1/agent/uploads",
-        content=orjson.dumps(body),
-        headers={"Authorization": f"Bearer {world.agent_key}", "Content-Type": "application/json"},
-    )
-    if response.status_code != 200:
-        raise SystemExit(f"upload failed: {response.status_code} {response.text[:300]}")
+    try:
+        upload_full(client, world.agent_key, AREA, records, now)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
     return len(records)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import httpx
 import orjson
@@ -114,6 +116,27 @@ def _ensure_world(resources: Resources) -> DemoCredentials:
         return DemoCredentials(school, agent_key, password, totp, partner.client_id, client_secret)
 
 
+def upload_full(
+    client: httpx.Client, agent_key: str, area: str, records: list[dict[str, Any]], at: datetime
+) -> None:
+    """One area as a full upload, sent as the school's agent would send it."""
+    body = {
+        "batch_id": str(uuid.uuid4()),
+        "area": area,
+        "mode": "full",
+        "extracted_at": rfc3339(at),
+        "records": records,
+        "deleted": [],
+    }
+    response = client.post(
+        "/v1/agent/uploads",
+        content=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {agent_key}", "Content-Type": "application/json"},
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"upload of {area} failed: {response.status_code} {response.text[:300]}")
+
+
 def _upload_school(client: httpx.Client, creds: DemoCredentials, resources: Resources) -> int:
     """The synthetic school's core data, sent as the school's agent would send it."""
     now = resources.clock.now()
@@ -128,26 +151,7 @@ def _upload_school(client: httpx.Client, creds: DemoCredentials, resources: Reso
     total = 0
     for area in sorted(mis.areas()):
         records = list(mis.extract(area))
-        body = {
-            "batch_id": str(uuid.uuid4()),
-            "area": area,
-            "mode": "full",
-            "extracted_at": rfc3339(now),
-            "records": records,
-            "deleted": [],
-        }
-        response = client.post(
-            "/v1/agent/uploads",
-            content=orjson.dumps(body),
-            headers={
-                "Authorization": f"Bearer {creds.agent_key}",
-                "Content-Type": "application/json",
-            },
-        )
-        if response.status_code != 200:
-            raise RuntimeError(
-                f"demo upload of {area} failed: {response.status_code} {response.text[:300]}"
-            )
+        upload_full(client, creds.agent_key, area, records, now)
         total += len(records)
     return total
 
