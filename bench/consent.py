@@ -40,10 +40,11 @@ from sqlmodel import Session  # noqa: E402
 
 from broker.db import make_engine, session_scope, upgrade  # noqa: E402
 from broker.embedded_redis import EmbeddedRedis  # noqa: E402
+from broker.invalidation import InvalidationListener  # noqa: E402
 from broker.partners.models import Partner  # noqa: E402
 from broker.schools.models import School  # noqa: E402
 from consent.access_log import AccessLogWriter, LogEntry, append_entries  # noqa: E402
-from consent.decisions import DecisionCache, InvalidationListener, publish_invalidations  # noqa: E402
+from consent.decisions import CHANNEL, DecisionCache, publish_invalidations  # noqa: E402
 from consent.engine import ConsentTimeline, fold  # noqa: E402
 from consent.events import AreasChanged, ConsentEvent, Granted, Revoked, Suspended  # noqa: E402
 from consent.repository import ConsentRepository  # noqa: E402
@@ -210,7 +211,7 @@ def watcher(db_url: str, redis_url: str, conn: Connection) -> None:
 
 async def _watch(db_url: str, redis_url: str, conn: Connection) -> None:
     cache = DecisionCache(db_loader(db_url))
-    listener = InvalidationListener(cache, redis_url)
+    listener = InvalidationListener({CHANNEL: cache}, redis_url)
     await listener.start()
     await listener.subscribed.wait()
     conn.send(("ready", time.monotonic_ns()))

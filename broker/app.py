@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from broker import __version__
 from broker.cache_wiring import build_cache_service
@@ -14,10 +14,25 @@ from broker.consent_wiring import consent_lifespan, install_consent
 from broker.middleware import RequestContextMiddleware
 from broker.partners.ratelimit import PartnerRateLimiter
 from broker.partners.reads import PartnerReads
+from broker.partners.tokens import REVOCATION_CHANNEL, TokenCache
 from broker.problems import install_problem_handlers
 from broker.resources import Resources
 from broker.routers import admin_agent, agent, oauth, partner, service, webhooks
 from broker.settings import Settings, load_settings
+from cache.edge import EdgeCache, HotReader
+from cache.hot import CHANNEL as HOT_CHANNEL
+from cache.hot import AsyncHotCache
+
+
+def add_routes(app: FastAPI, router: APIRouter) -> None:
+    """The router's routes, on the app's own list.
+
+    `include_router` wraps a router and matches its routes twice per request (once to
+    choose, once to handle), walking nested contexts meant for per-include options we do
+    not use; on the partner read path that cost more than serving the page.  A router's
+    prefix is already part of its routes' paths, so they can be added as they are.
+    """
+    app.router.routes.extend(router.routes)
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
@@ -26,14 +41,34 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         resources = Resources.build(settings or load_settings(), clock)
         app.state.resources = resources
         app.state.redis = resources.redis_async()
-        app.state.cache = build_cache_service(resources)
+        cache = app.state.cache = build_cache_service(resources)
+        edge = EdgeCache(page_ttl_seconds=resources.settings.cache.hot_ttl_seconds)
+        app.state.token_cache = TokenCache()
+        subscribers = {HOT_CHANNEL: edge, REVOCATION_CHANNEL: app.state.token_cache}
+        hot_reader = HotReader(
+            edge,
+            AsyncHotCache(
+                app.state.redis,
+                cache.keyring,
+                cache.namer,
+                ttl_seconds=resources.settings.cache.hot_ttl_seconds,
+            ),
+            cache.keyring,
+            cache.namer,
+            resources.engine,
+        )
+        limiter = app.state.rate_limiter = PartnerRateLimiter(resources.settings.redis_url)
         try:
-            async with consent_lifespan(app) as consent:
+            async with consent_lifespan(app, subscribers) as consent:
                 app.state.partner_reads = PartnerReads(
-                    resources.engine, consent.cache, consent.access_log, app.state.cache
+                    resources.engine, consent.cache, consent.access_log, cache, hot_reader
                 )
-                app.state.rate_limiter = PartnerRateLimiter(resources.settings.redis_url)
-                yield
+                await limiter.start()
+                try:
+                    yield
+                finally:
+                    await limiter.stop()
+                    await hot_reader.stop()
         finally:
             await app.state.redis.aclose()
             resources.close()
@@ -45,10 +80,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    app.include_router(service.router)
-    app.include_router(agent.router)
-    app.include_router(oauth.router)
-    app.include_router(partner.router)
+    # The partner router first: routes are tried in order, and partner reads are most traffic.
+    for router in (partner.router, service.router, agent.router, oauth.router):
+        add_routes(app, router)
     app.include_router(webhooks.router)
     app.include_router(admin_agent.router)
     install_consent(app)

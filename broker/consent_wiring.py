@@ -14,7 +14,7 @@ For the partner read path::
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
@@ -27,16 +27,12 @@ from starlette.responses import Response
 from broker.admin.consents import consent_service, to_domain_error
 from broker.admin.settings import AdminSettings
 from broker.db import session_scope
+from broker.invalidation import InvalidationListener, Subscriber
 from broker.problems import problem_response
 from broker.resources import Resources
 from consent.access_log import AccessLogWriter
 from consent.audit_keys import AuditKeyring
-from consent.decisions import (
-    DecisionCache,
-    InvalidationListener,
-    Loader,
-    publish_invalidations,
-)
+from consent.decisions import CHANNEL, DecisionCache, Loader, publish_invalidations
 from consent.engine import ConsentTimeline
 from consent.errors import ConsentError
 from consent.repository import ConsentRepository
@@ -57,7 +53,11 @@ class ConsentRuntime:
     publisher: redis.Redis
 
     @classmethod
-    def build(cls, resources: Resources) -> ConsentRuntime:
+    def build(
+        cls, resources: Resources, subscribers: Mapping[str, Subscriber] | None = None
+    ) -> ConsentRuntime:
+        """`subscribers`: the process's other caches, fed by the same listener."""
+
         def unit() -> AbstractContextManager[Session]:
             return session_scope(resources.engine)
 
@@ -66,7 +66,9 @@ class ConsentRuntime:
         return cls(
             resources=resources,
             cache=cache,
-            listener=InvalidationListener(cache, resources.settings.redis_url),
+            listener=InvalidationListener(
+                {CHANNEL: cache, **(subscribers or {})}, resources.settings.redis_url
+            ),
             access_log=AccessLogWriter(unit, keyring.key_for),
             keyring=keyring,
             admin_settings=AdminSettings(),
@@ -107,9 +109,11 @@ def timeline_loader(resources: Resources) -> Loader:
 
 
 @asynccontextmanager
-async def consent_lifespan(app: FastAPI) -> AsyncIterator[ConsentRuntime]:
+async def consent_lifespan(
+    app: FastAPI, subscribers: Mapping[str, Subscriber] | None = None
+) -> AsyncIterator[ConsentRuntime]:
     """Start the consent runtime on `app.state.resources`; stop it on the way out."""
-    runtime = ConsentRuntime.build(app.state.resources)
+    runtime = ConsentRuntime.build(app.state.resources, subscribers)
     app.state.consent = runtime
     await runtime.start()
     try:

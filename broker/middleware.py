@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
+from functools import lru_cache
 
 from prometheus_client import Counter, Histogram
 from starlette.routing import Match
@@ -40,7 +41,7 @@ class RequestContextMiddleware:
             if key == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        rid = incoming if incoming and _INCOMING_ID.match(incoming) else uuid.uuid4().hex
+        rid = incoming if incoming and _INCOMING_ID.match(incoming) else os.urandom(16).hex()
         token = request_id_var.set(rid)
         status = 500
         started = time.perf_counter()
@@ -56,9 +57,21 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             route = _route_template(scope)
-            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+            _requests(scope["method"], route, status).inc()
+            _latency(scope["method"], route).observe(time.perf_counter() - started)
             request_id_var.reset(token)
+
+
+# Children by label values, found once: `labels()` takes a lock and builds a key each call.
+# Bounded: methods, route templates and statuses are few (ids never reach a label).
+@lru_cache(maxsize=1024)
+def _requests(method: str, route: str, status: int) -> Counter:
+    return HTTP_REQUESTS.labels(method, route, str(status))
+
+
+@lru_cache(maxsize=1024)
+def _latency(method: str, route: str) -> Histogram:
+    return HTTP_LATENCY.labels(method, route)
 
 
 def _route_template(scope: Scope) -> str:

@@ -6,6 +6,9 @@ HMAC of everything the body depends on (school, area, data_version, staleness, f
 updated_since, cursor, limit), so names reveal nothing and a change of data_version makes
 old pages unreachable at once; `invalidate_area` also drops them (purge, shred).
 
+Dropping an area's pages also publishes `[school_id, area]` on `CHANNEL`, so every API
+process forgets what it holds of the area (`cache.edge`).
+
 Every key carries a TTL: the embedded Redis evicts with `volatile-lru`, which only ever
 evicts keys with a TTL, so the cache can fill memory without evicting Celery's queue.
 The sync and async clients share the encoding below and differ only in their I/O.
@@ -18,15 +21,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, cast
 
+import orjson
 import redis
 import redis.asyncio as aredis
 
-from cache.crypto import Slot, SlotKind, open_sealed, seal
+from cache.crypto import Slot, SlotKind, key_version_of, open_sealed, seal
 from cache.keys import KeyRing
 from cache.naming import Namer, instant_key
 
 # A page this large is better served from the warm tier than held in Redis memory.
 DEFAULT_MAX_PAGE_BYTES: Final = 1 << 20
+CHANNEL: Final = "mb:cache:invalidate"
+
+
+def invalidation_message(school_id: str, area: str) -> str:
+    return orjson.dumps([school_id, area]).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +155,9 @@ class HotCache:
         with self._client.pipeline(transaction=False) as pipe:
             for key in [*members, index.encode()]:
                 pipe.unlink(key)
+            pipe.publish(CHANNEL, invalidation_message(school_id, area))
             removed = pipe.execute()
-        return sum(int(n) for n in removed[:-1])
+        return sum(int(n) for n in removed[:-2])
 
 
 class AsyncHotCache:
@@ -170,7 +180,22 @@ class AsyncHotCache:
         return None if page is None else page.body
 
     async def fetch(self, ref: PageRef) -> HotPage | None:
-        return self._codec.open(ref, cast("bytes | None", await self._client.get(ref.key)))
+        return self._codec.open(ref, await self.fetch_sealed(ref))
+
+    async def fetch_sealed(self, ref: PageRef) -> bytes | None:
+        """The page as stored (sealed), or None on a miss."""
+        return cast("bytes | None", await self._client.get(ref.key))
+
+    def open(self, ref: PageRef, sealed: bytes) -> HotPage:
+        """Open a sealed page; raises if it fails authentication for `ref`."""
+        page = self._codec.open(ref, sealed)
+        assert page is not None
+        return page
+
+    @staticmethod
+    def key_version(sealed: bytes) -> int:
+        """The data-key version a sealed page names (unauthenticated until opened)."""
+        return key_version_of(sealed)
 
     async def put_page(self, ref: PageRef, body: bytes, record_count: int = 0) -> bool:
         sealed = self._codec.seal(ref, body, record_count)
@@ -190,5 +215,6 @@ class AsyncHotCache:
         async with self._client.pipeline(transaction=False) as pipe:
             for key in [*members, index.encode()]:
                 pipe.unlink(key)
+            pipe.publish(CHANNEL, invalidation_message(school_id, area))
             removed = await pipe.execute()
-        return sum(int(n) for n in removed[:-1])
+        return sum(int(n) for n in removed[:-2])

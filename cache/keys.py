@@ -446,6 +446,10 @@ class KeyRing:
     def decryption_aead(self, school_id: str, version: int) -> AESGCM:
         return self._read_entry(school_id, version).aead
 
+    def holds(self, school_id: str, version: int) -> bool:
+        """Whether that key is unwrapped in memory now: using it then needs no I/O."""
+        return self._cached(school_id, version) is not None
+
     def rotate_data_key(self, school_id: str) -> int:
         """Create the school's next data-key version and use it for new writes at once."""
         check_id("school_id", school_id)

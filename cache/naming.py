@@ -71,6 +71,11 @@ class Namer:
         """
         self._derived()
 
+    @property
+    def ready(self) -> bool:
+        """Whether the names can be made without I/O (the secret is loaded)."""
+        return self._keys is not None
+
     def _derived(self) -> tuple[bytes, bytes, AESGCM]:
         with self._lock:
             if self._keys is None:

@@ -143,7 +143,7 @@ class CacheService:
         }
         stale = is_stale(area, state.as_of, now)
         ref = self._ref(state.school_id, area, state.data_version, stale, query)
-        hot_ok = self._hot_cacheable(area, fields)
+        hot_ok = self.hot is not None and hot_cacheable(area, fields)
         hot = self._hot_get(ref) if hot_ok else None
         if hot is not None:
             warm.touch_after_commit(session, state, now)
@@ -216,13 +216,6 @@ class CacheService:
             **query,
         )
 
-    def _hot_cacheable(self, area: str, fields: frozenset[str] | None) -> bool:
-        """Pages with photos are not kept hot: their bytes belong in the cold tier."""
-        if self.hot is None:
-            return False
-        binary = warm.binary_field(get_area(area))
-        return binary is None or (fields is not None and binary not in fields)
-
     def _hot_get(self, ref: PageRef) -> HotPage | None:
         assert self.hot is not None
         try:
@@ -237,6 +230,12 @@ class CacheService:
             self.hot.put_page(ref, body, record_count)
         except redis.RedisError:
             log.warning("hot tier unavailable; page not kept")
+
+
+def hot_cacheable(area: str, fields: frozenset[str] | None) -> bool:
+    """Pages with photos are not kept hot: their bytes belong in the cold tier."""
+    binary = warm.binary_field(get_area(area))
+    return binary is None or (fields is not None and binary not in fields)
 
 
 def _view(state: repo.AreaState, now: datetime) -> AreaView:

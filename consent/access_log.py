@@ -37,6 +37,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlmodel import Session, col, select
 
 from consent.audit_keys import UnitOfWork
@@ -209,7 +210,8 @@ def _append(
     for index, (entry, _) in enumerate(items):
         by_school[entry.school_id].append(index)
     seqs = [0] * len(items)
-    rows: list[dict[str, Any]] = []
+    inserter = _row_inserter(conn.dialect)
+    rows: list[tuple[Any, ...] | dict[str, Any]] = []
     heads: list[dict[str, Any]] = []
     for school_id in sorted(by_school):  # one lock order for every writer: no deadlocks
         indexes = by_school[school_id]
@@ -218,12 +220,12 @@ def _append(
         for seq, index in enumerate(indexes, start=last_seq - len(indexes) + 1):
             entry, body = items[index]
             prev = link_hash_canonical(prev, seq, body, key)
-            rows.append(_row_values(entry, seq, prev))
+            rows.append(inserter.row(entry, seq, prev))
             seqs[index] = seq
         heads.append({"p_school": school_id, "p_hash": prev})
     if rows:  # every head of the batch is held now: one executemany each for the rest
         conn.execute(_SET_HEAD_HASH, heads)
-        conn.execute(_INSERT_ROWS, rows)
+        inserter.insert(conn, rows)
     return seqs
 
 
@@ -241,20 +243,76 @@ def _reserve(conn: Connection, school_id: str, count: int, key: bytes) -> tuple[
     return int(found[0]), bytes(found[1])
 
 
-def _row_values(entry: LogEntry, seq: int, digest: bytes) -> dict[str, Any]:
-    return {
-        "school_id": entry.school_id,
-        "seq": seq,
-        "at": entry.at,
-        "partner_id": entry.partner_id,
-        "consent_id": entry.consent_id,
-        "areas": list(entry.areas),
-        "record_count": entry.record_count,
-        "decision": LogDecision(entry.decision),
-        "reason": entry.reason,
-        "request_id": entry.request_id,
-        "hash": digest,
-    }
+class _RowInserter:
+    """`conn.execute(insert(access_log), rows)` with the statement compiled once and each
+    column's bind processor applied directly: SQLAlchemy's generic per-row parameter
+    processing cost more than the insert itself.  The values stored are exactly those
+    SQLAlchemy would store (the same processors); the few distinct `areas` and `decision`
+    values are processed once each.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        compiled = _INSERT_ROWS.compile(dialect=dialect, column_keys=list(_LOG.c.keys()))
+        self.sql = compiled.string
+        self.positional = compiled.positional
+        self.names = tuple(compiled.positiontup or ()) if self.positional else tuple(_LOG.c.keys())
+
+        def processor(name: str) -> Callable[[Any], Any]:
+            # The dialect's own implementation, as a compiled statement uses: SQLite's
+            # DATETIME, for one, formats times itself.
+            found = _LOG.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            return found if found is not None else _same
+
+        self._at = processor("at")
+        self._hash = processor("hash")
+        self._areas = processor("areas")
+        self._decision = processor("decision")
+        self._memo: dict[tuple[str, ...] | str, Any] = {}
+
+    def _once(self, key: tuple[str, ...] | str, process: Callable[[Any], Any], value: Any) -> Any:
+        found = self._memo.get(key, _MISSING)
+        if found is _MISSING:
+            if len(self._memo) > 1_000:  # unbounded variety: start again
+                self._memo.clear()
+            found = self._memo[key] = process(value)
+        return found
+
+    def row(self, entry: LogEntry, seq: int, digest: bytes) -> tuple[Any, ...] | dict[str, Any]:
+        values = {
+            "school_id": entry.school_id,
+            "seq": seq,
+            "at": self._at(entry.at),
+            "partner_id": entry.partner_id,
+            "consent_id": entry.consent_id,
+            "areas": self._once(entry.areas, self._areas, list(entry.areas)),
+            "record_count": entry.record_count,
+            "decision": self._once(entry.decision, self._decision, LogDecision(entry.decision)),
+            "reason": entry.reason,
+            "request_id": entry.request_id,
+            "hash": self._hash(digest),
+        }
+        if self.positional:
+            return tuple(values[name] for name in self.names)
+        return values
+
+    def insert(self, conn: Connection, rows: Sequence[tuple[Any, ...] | dict[str, Any]]) -> None:
+        conn.exec_driver_sql(self.sql, list(rows))
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_MISSING: Final = object()
+_INSERTERS: dict[str, _RowInserter] = {}
+
+
+def _row_inserter(dialect: Dialect) -> _RowInserter:
+    key = f"{dialect.name}+{dialect.driver}+{dialect.paramstyle}"
+    inserter = _INSERTERS.get(key)
+    if inserter is None:
+        inserter = _INSERTERS[key] = _RowInserter(dialect)
+    return inserter
 
 
 @dataclass(slots=True)

@@ -11,7 +11,8 @@ change, so a hit is two dict lookups; anything else asks the engine.  It is drop
   (1 s), so a Redis outage costs reloads, never a stale "allowed" for longer than that.
 
 Every (re)subscription clears the cache: messages sent while we were not listening are
-lost, so nothing loaded before can be trusted.
+lost, so nothing loaded before can be trusted.  The cache is a subscriber of the process's
+one listener (`broker.invalidation.InvalidationListener`) on `CHANNEL`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, TypeAlias
+from typing import Final, TypeAlias
 
 import redis
-import redis.asyncio as aredis
 
 from consent.areas import CATALOGUE
 from consent.engine import ConsentTimeline, Decision, Operation, decide, valid_until
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL: Final = "mb:consent:invalidate"
 EVERYTHING: Final = "*"
-MAX_RETRY_DELAY: Final = 5.0
 _NEVER: Final = datetime.max.replace(tzinfo=UTC)
 
 Loader: TypeAlias = Callable[[str, str], Sequence[ConsentTimeline]]  # (partner_id, school_id)
@@ -223,87 +222,3 @@ def publish_invalidations(client: redis.Redis, pairs: Iterable[tuple[str, str]])
         for message in messages:
             pipe.publish(CHANNEL, message)
         pipe.execute()
-
-
-STOP_TIMEOUT_SECONDS = 2.0
-
-
-class InvalidationListener:
-    """Applies published invalidations to one cache; an asyncio task per API process."""
-
-    def __init__(
-        self,
-        cache: DecisionCache,
-        redis_url: str,
-        *,
-        ping_interval: float = 1.0,
-        retry_delay: float = 0.25,
-    ) -> None:
-        self.cache = cache
-        self.redis_url = redis_url
-        self.ping_interval = ping_interval
-        self.retry_delay = retry_delay
-        self.subscribed = asyncio.Event()
-        self._was_subscribed = False
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="consent-invalidation-listener")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            # Closing a pub/sub connection cancelled mid-read can stall; shutdown must not.
-            done, _ = await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_SECONDS)
-            if not done:
-                log.warning("consent invalidation listener did not stop in time; abandoned")
-            self._task = None
-        self.subscribed.clear()
-        self.cache.set_connected(False)
-
-    async def _run(self) -> None:
-        delay = self.retry_delay
-        while True:
-            try:
-                await self._listen()
-            except (redis.RedisError, OSError) as exc:
-                log.warning("consent invalidation listener disconnected: %s", exc)
-            finally:
-                self.subscribed.clear()
-                self.cache.set_connected(False)
-            # Back off while Redis stays away (the cache is on its 1 s backstop meanwhile).
-            delay = self.retry_delay if self._was_subscribed else min(delay * 2, MAX_RETRY_DELAY)
-            self._was_subscribed = False
-            await asyncio.sleep(delay)
-
-    async def _listen(self) -> None:
-        client = aredis.Redis.from_url(self.redis_url, socket_connect_timeout=2, socket_timeout=5)
-        pubsub = client.pubsub()
-        try:
-            await pubsub.subscribe(CHANNEL)
-            last_seen = last_ping = time.monotonic()
-            while True:
-                message = await pubsub.get_message(timeout=self.ping_interval)
-                now = time.monotonic()
-                if message is not None:
-                    last_seen = now
-                    self._handle(message)
-                if now - last_ping >= self.ping_interval:
-                    await pubsub.ping()  # answered as a "pong" message: proves the link
-                    last_ping = now
-                if now - last_seen > 3 * self.ping_interval:
-                    raise redis.ConnectionError("no pong from Redis; reconnecting")
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await client.aclose()
-
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "subscribe":  # also sent again when redis-py resubscribes by itself
-            self.cache.set_connected(True)
-            self.subscribed.set()
-            self._was_subscribed = True
-        elif kind == "message":
-            data = message["data"]
-            self.cache.apply(data.decode() if isinstance(data, bytes) else str(data))

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from broker.agenthub.auth import bearer_token
 from broker.deps import get_redis
 from broker.errors import AuthenticationError
-from broker.partners.tokens import PartnerPrincipal, resolve_token
+from broker.partners.tokens import PartnerPrincipal, TokenCache
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="misbroker"'}
 _EXPIRED = {"WWW-Authenticate": 'Bearer realm="misbroker", error="invalid_token"'}
@@ -19,13 +19,21 @@ _EXPIRED = {"WWW-Authenticate": 'Bearer realm="misbroker", error="invalid_token"
 async def get_partner(
     request: Request, redis: Annotated[aredis.Redis, Depends(get_redis)]
 ) -> PartnerPrincipal:
+    return await authenticate_partner(request, redis)
+
+
+async def authenticate_partner(
+    request: Request, redis: aredis.Redis | None = None
+) -> PartnerPrincipal:
+    """The partner the bearer token names, or 401 (a plain call: the read path's)."""
     token = bearer_token(request)
     if token is None:
         raise AuthenticationError(
             "an access token is required: POST /oauth/token, then Authorization: Bearer",
             headers=_CHALLENGE,
         )
-    principal = await resolve_token(redis, token)
+    tokens: TokenCache = request.app.state.token_cache
+    principal = await tokens.resolve(redis or request.app.state.redis, token)
     if principal is None:
         raise AuthenticationError("the access token is unknown or expired", headers=_EXPIRED)
     return principal

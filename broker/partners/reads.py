@@ -20,6 +20,7 @@ from broker.clock import rfc3339
 from broker.db import session_scope
 from broker.errors import DomainError, NotFoundError
 from broker.schools.models import School, SchoolStatus
+from cache.edge import HotReader
 from cache.errors import NotCachedError
 from cache.service import CacheService, ServedPage
 from consent.access_log import AccessLogWriter, LogEntry
@@ -112,11 +113,13 @@ class PartnerReads:
         decisions: DecisionCache,
         access_log: AccessLogWriter,
         cache: CacheService,
+        hot_reader: HotReader | None = None,
     ) -> None:
         self.engine = engine
         self.decisions = decisions
         self.access_log = access_log
         self.cache = cache
+        self.hot_reader = hot_reader
         self._marked: dict[tuple[str, str], float] = {}
 
     async def log(
@@ -161,6 +164,20 @@ class PartnerReads:
         with Session(self.engine) as session:
             school = session.get(School, school_id)
             return school is not None and school.status is SchoolStatus.ACTIVE
+
+    async def fetch_hot(self, query: ReadQuery, now: datetime) -> ServedPage | None:
+        """The page if this process can serve it hot on the event loop, else None (`fetch`)."""
+        if self.hot_reader is None:
+            return None
+        return await self.hot_reader.read(
+            school_id=query.school_id,
+            area=query.area,
+            fields=query.fields,
+            updated_since=query.updated_since,
+            limit=query.limit,
+            cursor=query.cursor,
+            now=now,
+        )
 
     def fetch(
         self, partner_id: str, query: ReadQuery, decision: Decision, now: datetime

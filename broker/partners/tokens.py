@@ -2,21 +2,34 @@
 
 Opaque random tokens, stored only as SHA-256 digests: Redis (even a dump of it) holds no
 usable token.  A per-partner set lets rotation or disabling revoke every live token at once.
+
+Each API process keeps the tokens it has resolved in a `TokenCache`, so a partner's
+requests cost no Redis round trip; a revocation is published on `REVOCATION_CHANNEL` and
+every process drops that partner's tokens within milliseconds (`broker.invalidation`).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 import orjson
 import redis.asyncio as aredis
 
 from broker.security import digest_secret, generate_secret
 
+log = logging.getLogger(__name__)
+
 TOKEN_TTL_SECONDS = 3600
 _TOKEN_KEY = "mb:pt:{}"  # noqa: S105 - a Redis key pattern, not a secret
 _PARTNER_SET = "mb:pts:{}"
+REVOCATION_CHANNEL: Final = "mb:tokens:revoked"
+EVERY_PARTNER: Final = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +69,24 @@ async def issue_token(
 
 
 async def resolve_token(redis: aredis.Redis, token: str) -> PartnerPrincipal | None:
-    raw = await redis.get(_TOKEN_KEY.format(digest_secret(token)))
-    if raw is None:
+    found = await _lookup(redis, digest_secret(token))
+    return None if found is None else found[0]
+
+
+async def _lookup(redis: aredis.Redis, digest: str) -> tuple[PartnerPrincipal, float] | None:
+    """The principal and the seconds its token has left, in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(_TOKEN_KEY.format(digest))
+        pipe.pttl(_TOKEN_KEY.format(digest))
+        raw, pttl = await pipe.execute()
+    if raw is None or pttl == -2:
         return None
     data = orjson.loads(raw)
-    return PartnerPrincipal(
+    principal = PartnerPrincipal(
         partner_id=data["p"], client_id=data["c"], rate_limit_per_minute=data.get("rl", 600)
     )
+    # -1: no TTL (never written so; treat as the longest a token lives).
+    return principal, (TOKEN_TTL_SECONDS if pttl < 0 else pttl / 1000)
 
 
 async def revoke_partner_tokens(redis: aredis.Redis, partner_id: str) -> int:
@@ -70,4 +94,83 @@ async def revoke_partner_tokens(redis: aredis.Redis, partner_id: str) -> int:
     keys = [_TOKEN_KEY.format(m.decode() if isinstance(m, bytes) else m) for m in members]
     removed = int(await redis.delete(*keys)) if keys else 0
     await redis.delete(_PARTNER_SET.format(partner_id))
+    # After the delete: a process that reloads on hearing this finds the token gone.
+    await redis.publish(REVOCATION_CHANNEL, partner_id)
     return removed
+
+
+class _Held:
+    __slots__ = ("deadline", "principal")
+
+    def __init__(self, principal: PartnerPrincipal, deadline: float) -> None:
+        self.principal = principal
+        self.deadline = deadline
+
+
+class TokenCache:
+    """Tokens this process has resolved, by digest, until the earliest of: the token's
+    expiry, `max_age` (a backstop for a lost revocation message; `degraded_max_age` while
+    the listener is not subscribed) or a published revocation of the partner's tokens.
+
+    Unknown tokens are not remembered: a token issued by another process a moment ago must
+    work at once.  A subscriber of `broker.invalidation.InvalidationListener`.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_age: float = 60.0,
+        degraded_max_age: float = 1.0,
+        max_entries: int = 100_000,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max_age = max_age
+        self._degraded_max_age = degraded_max_age
+        self._age = degraded_max_age  # until the listener has subscribed
+        self._max_entries = max_entries
+        self._monotonic = monotonic
+        self._held: dict[str, _Held] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    async def resolve(self, redis: aredis.Redis, token: str) -> PartnerPrincipal | None:
+        digest = digest_secret(token)
+        held = self._held.get(digest)
+        if held is not None:
+            if self._monotonic() < held.deadline:
+                return held.principal
+            self._held.pop(digest, None)
+        generation = self._generation
+        started = self._monotonic()
+        found = await _lookup(redis, digest)
+        if found is None:
+            return None
+        principal, seconds_left = found
+        with self._lock:
+            # A revocation heard during the lookup may be about this very token.
+            if generation == self._generation:
+                if len(self._held) >= self._max_entries:
+                    for stale in list(self._held)[: max(1, self._max_entries // 10)]:
+                        del self._held[stale]
+                deadline = started + min(self._age, seconds_left)
+                self._held[digest] = _Held(principal, deadline)
+        return principal
+
+    def apply(self, message: str) -> None:
+        """A partner's tokens were revoked (`EVERY_PARTNER`: every partner's)."""
+        with self._lock:
+            self._generation += 1
+            if message == EVERY_PARTNER:
+                self._held.clear()
+                return
+            for digest in [d for d, h in self._held.items() if h.principal.partner_id == message]:
+                del self._held[digest]
+
+    def set_connected(self, connected: bool) -> None:
+        with self._lock:
+            self._age = self._max_age if connected else self._degraded_max_age
+            self._generation += 1
+            self._held.clear()

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from sqlmodel import Session
 
 from broker.clock import FrozenClock
+from broker.invalidation import InvalidationListener
 from consent.decisions import (
     CHANNEL,
     DecisionCache,
-    InvalidationListener,
     invalidation_message,
     publish_invalidations,
 )
@@ -220,7 +220,9 @@ async def start_process(
     db: ConsentDb, redis_url: str
 ) -> tuple[DecisionCache, InvalidationListener]:
     cache = DecisionCache(db_loader(db))
-    listener = InvalidationListener(cache, redis_url, ping_interval=0.2, retry_delay=0.05)
+    listener = InvalidationListener(
+        {CHANNEL: cache}, redis_url, ping_interval=0.2, retry_delay=0.05
+    )
     await listener.start()
     await asyncio.wait_for(listener.subscribed.wait(), 5)
     return cache, listener

@@ -1,0 +1,308 @@
+"""The cache's edge in an API process: what a hot read needs, held in process memory.
+
+Serving a hot page needs the area's state (its data_version and as_of name the page) and
+the sealed page itself.  Asking SQL and Redis for them on every read costs several times
+more than the rest of the request, so each API process keeps:
+- the states of the areas it has served (`AreaState` snapshots);
+- sealed pages exactly as stored in Redis (AES-256-GCM ciphertext), in a byte-bounded LRU.
+  A page is opened for each response and dropped with it: no plaintext outlives the
+  request that sent it, and a memory dump shows what a Redis dump would.
+
+Both are dropped for an area whenever its hot pages are invalidated: `HotCache` publishes
+on `cache.hot.CHANNEL` after an upload, a purge or a shred commits, and every process hears it
+within milliseconds (`broker.invalidation`).  As backstops for a lost message, an entry
+never outlives `max_age` (or `degraded_max_age` while the listener is not subscribed) nor
+its page's Redis TTL.  Hot keys name the data_version, so once a process knows a newer
+state it can never serve an older page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
+from typing import Final, TypeAlias
+
+import orjson
+import redis
+from sqlalchemy import Engine
+
+from cache import repository as repo
+from cache.freshness import is_stale
+from cache.hot import AsyncHotCache, HotPage, PageRef, page_ref
+from cache.keys import KeyRing
+from cache.naming import Namer
+from cache.service import ServedPage, hot_cacheable
+from cache.warm import TOUCH_INTERVAL_SECONDS, mark_read
+
+log = logging.getLogger(__name__)
+
+EVERYTHING: Final = "*"
+DEFAULT_MAX_PAGE_BYTES_HELD: Final = 64 << 20
+MAX_REFS_HELD: Final = 100_000
+
+# What names a page: school, area, data_version, stale, fields, updated_since, cursor, limit.
+RefQuery: TypeAlias = tuple[
+    str, str, int, bool, frozenset[str] | None, datetime | None, str | None, int
+]
+
+
+class _HeldPage:
+    __slots__ = ("deadline", "key", "sealed", "where")
+
+    def __init__(self, key: str, where: tuple[str, str], sealed: bytes, deadline: float) -> None:
+        self.key = key
+        self.where = where
+        self.sealed = sealed
+        self.deadline = deadline
+
+
+class EdgeCache:
+    """Area states and sealed pages of one process; a subscriber on `cache.hot.CHANNEL`."""
+
+    def __init__(
+        self,
+        *,
+        page_ttl_seconds: float,
+        max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES_HELD,
+        max_age: float = 30.0,
+        degraded_max_age: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._page_ttl = page_ttl_seconds
+        self._max_page_bytes = max_page_bytes
+        self._max_age = max_age
+        self._degraded_max_age = degraded_max_age
+        self._age = degraded_max_age  # until the listener has subscribed
+        self._monotonic = monotonic
+        self._states: dict[tuple[str, str], tuple[repo.AreaState, float]] = {}
+        # A page's name (an HMAC) and ETag per query, so a repeated read derives neither.
+        self._refs: dict[RefQuery, tuple[PageRef, str]] = {}
+        self._pages: OrderedDict[str, _HeldPage] = OrderedDict()
+        self._page_bytes = 0
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    @property
+    def generation(self) -> int:
+        """Changes with every invalidation: a load begun before one must not be kept."""
+        return self._generation
+
+    @property
+    def page_bytes(self) -> int:
+        return self._page_bytes
+
+    def state(self, school_id: str, area: str) -> repo.AreaState | None:
+        held = self._states.get((school_id, area))
+        if held is None:
+            return None
+        if self._monotonic() >= held[1]:
+            self._states.pop((school_id, area), None)
+            return None
+        return held[0]
+
+    def hold_state(self, state: repo.AreaState, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:
+                deadline = self._monotonic() + self._age
+                self._states[(state.school_id, state.area)] = (state, deadline)
+
+    def replace_state(self, state: repo.AreaState) -> None:
+        """A newer snapshot of a held state, same deadline (this process's own change)."""
+        with self._lock:
+            held = self._states.get((state.school_id, state.area))
+            if held is not None:
+                self._states[(state.school_id, state.area)] = (state, held[1])
+
+    def ref(self, query: RefQuery) -> tuple[PageRef, str] | None:
+        return self._refs.get(query)
+
+    def hold_ref(self, query: RefQuery, ref: PageRef, etag: str) -> None:
+        if len(self._refs) >= MAX_REFS_HELD:
+            self._refs.clear()  # names are cheap to derive again; memory is bounded
+        self._refs[query] = (ref, etag)
+
+    def page(self, key: str) -> bytes | None:
+        held = self._pages.get(key)
+        if held is None:
+            return None
+        if self._monotonic() >= held.deadline:
+            with self._lock:
+                self._drop_page(key)
+            return None
+        self._pages.move_to_end(key)
+        return held.sealed
+
+    def hold_page(self, ref: PageRef, sealed: bytes, generation: int) -> None:
+        if len(sealed) > self._max_page_bytes:
+            return
+        with self._lock:
+            if generation != self._generation:
+                return
+            self._drop_page(ref.key)
+            deadline = self._monotonic() + min(self._age, self._page_ttl)
+            self._pages[ref.key] = _HeldPage(ref.key, (ref.school_id, ref.area), sealed, deadline)
+            self._page_bytes += len(sealed)
+            while self._page_bytes > self._max_page_bytes:
+                self._drop_page(next(iter(self._pages)))
+
+    def apply(self, message: str) -> None:
+        """`[school_id, area]`, `[school_id, null]` (every area) or `*` (everything)."""
+        try:
+            school_id, area = orjson.loads(message) if message != EVERYTHING else (None, None)
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            log.warning("ignoring malformed cache invalidation %r", message[:200])
+            school_id = area = None  # unreadable: assume the worst
+        with self._lock:
+            self._generation += 1
+            self._refs.clear()  # keyed by data_version, but they hold no data: drop them all
+            if school_id is None:
+                self._states.clear()
+                self._pages.clear()
+                self._page_bytes = 0
+                return
+            for where in [w for w in self._states if w[0] == school_id and area in (None, w[1])]:
+                del self._states[where]
+            for key in [
+                k
+                for k, held in self._pages.items()
+                if held.where[0] == school_id and area in (None, held.where[1])
+            ]:
+                self._drop_page(key)
+
+    def set_connected(self, connected: bool) -> None:
+        with self._lock:
+            self._age = self._max_age if connected else self._degraded_max_age
+            self._generation += 1
+            self._states.clear()
+            self._refs.clear()
+            self._pages.clear()
+            self._page_bytes = 0
+
+    def _drop_page(self, key: str) -> None:
+        held = self._pages.pop(key, None)
+        if held is not None:
+            self._page_bytes -= len(held.sealed)
+
+
+class HotReader:
+    """Serves hot pages on the event loop: no SQL, no thread and, once a page is held, no
+    Redis round trip.  Anything else (never cached, a page not hot yet, a key or secret
+    not loaded in this process) is left to `CacheService.read_page` in a thread.
+    """
+
+    def __init__(
+        self,
+        edge: EdgeCache,
+        hot: AsyncHotCache,
+        keyring: KeyRing,
+        namer: Namer,
+        engine: Engine,
+    ) -> None:
+        self.edge = edge
+        self.hot = hot
+        self.keyring = keyring
+        self.namer = namer
+        self.engine = engine
+        self._touches: set[asyncio.Task[None]] = set()
+
+    async def read(
+        self,
+        *,
+        school_id: str,
+        area: str,
+        fields: frozenset[str] | None,
+        updated_since: datetime | None,
+        limit: int,
+        cursor: str | None,
+        now: datetime,
+    ) -> ServedPage | None:
+        """The page if it is hot; None sends the caller to the full read path."""
+        if not self.namer.ready or not hot_cacheable(area, fields):
+            return None
+        state = self.edge.state(school_id, area) or await self._load_state(school_id, area)
+        if state is None or state.as_of is None:
+            return None
+        stale = is_stale(area, state.as_of, now)
+        version = state.data_version
+        query = (school_id, area, version, stale, fields, updated_since, cursor, limit)
+        named = self.edge.ref(query)
+        if named is None:
+            ref = page_ref(
+                self.namer,
+                school_id=school_id,
+                area=area,
+                data_version=version,
+                stale=stale,
+                fields=fields,
+                updated_since=updated_since,
+                cursor=cursor,
+                limit=limit,
+            )
+            named = (ref, self.namer.etag(ref.key))
+            self.edge.hold_ref(query, *named)
+        ref, etag = named
+        page = await self._page(ref)
+        if page is None:
+            return None
+        self._touch(state, now)
+        return ServedPage(
+            page.body,
+            etag,
+            state.as_of,
+            stale,
+            state.data_version,
+            "hot",
+            page.record_count,
+        )
+
+    async def stop(self) -> None:
+        """Let read records in flight finish (each is one short transaction)."""
+        if self._touches:
+            await asyncio.wait(self._touches, timeout=5)
+
+    async def _load_state(self, school_id: str, area: str) -> repo.AreaState | None:
+        generation = self.edge.generation
+
+        def load() -> repo.AreaState | None:
+            with self.engine.connect() as conn:
+                return repo.area_state(conn, school_id, area)
+
+        state = await asyncio.to_thread(load)
+        if state is not None:
+            self.edge.hold_state(state, generation)
+        return state
+
+    async def _page(self, ref: PageRef) -> HotPage | None:
+        sealed = self.edge.page(ref.key)
+        if sealed is None:
+            generation = self.edge.generation
+            try:
+                sealed = await self.hot.fetch_sealed(ref)
+            except redis.RedisError:
+                log.warning("hot tier unavailable; serving from the warm tier")
+                return None
+            if sealed is None:
+                return None
+            self.edge.hold_page(ref, sealed, generation)
+        if not self.keyring.holds(ref.school_id, self.hot.key_version(sealed)):
+            # Unwrapping the school's key reads the key store: not on the event loop.
+            return await asyncio.to_thread(self.hot.open, ref, sealed)
+        return self.hot.open(ref, sealed)
+
+    def _touch(self, state: repo.AreaState, now: datetime) -> None:
+        """Record the read for the demotion and refresh policies, at most hourly per area."""
+        last = state.last_read_at
+        if last is not None and (now - last).total_seconds() < TOUCH_INTERVAL_SECONDS:
+            return
+        self.edge.replace_state(dataclasses.replace(state, last_read_at=now, last_requested_at=now))
+        task = asyncio.create_task(
+            asyncio.to_thread(mark_read, self.engine, state.school_id, state.area, now)
+        )
+        self._touches.add(task)
+        task.add_done_callback(self._touches.discard)
