@@ -211,6 +211,29 @@ class HotReader:
         self.engine = engine
         self._touches: set[asyncio.Task[None]] = set()
 
+    def held(
+        self,
+        *,
+        school_id: str,
+        area: str,
+        fields: frozenset[str] | None,
+        updated_since: datetime | None,
+        limit: int,
+        cursor: str | None,
+        now: datetime,
+    ) -> ServedPage | None:
+        """The page if everything it needs is in this process's memory: no I/O, no await."""
+        if not self.namer.ready or not hot_cacheable(area, fields):
+            return None
+        state = self.edge.state(school_id, area)
+        if state is None or state.as_of is None:
+            return None
+        named = self._named(state, fields, updated_since, cursor, limit, now)
+        sealed = self.edge.page(named[0].key)
+        if sealed is None or not self.keyring.holds(school_id, self.hot.key_version(sealed)):
+            return None
+        return self._served(state, named, self.hot.open(named[0], sealed), now)
+
     async def read(
         self,
         *,
@@ -228,15 +251,32 @@ class HotReader:
         state = self.edge.state(school_id, area) or await self._load_state(school_id, area)
         if state is None or state.as_of is None:
             return None
-        stale = is_stale(area, state.as_of, now)
+        named = self._named(state, fields, updated_since, cursor, limit, now)
+        page = await self._page(named[0])
+        if page is None:
+            return None
+        return self._served(state, named, page, now)
+
+    def _named(
+        self,
+        state: repo.AreaState,
+        fields: frozenset[str] | None,
+        updated_since: datetime | None,
+        cursor: str | None,
+        limit: int,
+        now: datetime,
+    ) -> tuple[PageRef, str, bool]:
+        """The page's name and ETag (derived once per query), and whether it is stale."""
+        assert state.as_of is not None
+        stale = is_stale(state.area, state.as_of, now)
         version = state.data_version
-        query = (school_id, area, version, stale, fields, updated_since, cursor, limit)
+        query = (state.school_id, state.area, version, stale, fields, updated_since, cursor, limit)
         named = self.edge.ref(query)
         if named is None:
             ref = page_ref(
                 self.namer,
-                school_id=school_id,
-                area=area,
+                school_id=state.school_id,
+                area=state.area,
                 data_version=version,
                 stale=stale,
                 fields=fields,
@@ -246,19 +286,20 @@ class HotReader:
             )
             named = (ref, self.namer.etag(ref.key))
             self.edge.hold_ref(query, *named)
-        ref, etag = named
-        page = await self._page(ref)
-        if page is None:
-            return None
+        return named[0], named[1], stale
+
+    def _served(
+        self,
+        state: repo.AreaState,
+        named: tuple[PageRef, str, bool],
+        page: HotPage,
+        now: datetime,
+    ) -> ServedPage:
+        assert state.as_of is not None
         self._touch(state, now)
+        ref, etag, stale = named
         return ServedPage(
-            page.body,
-            etag,
-            state.as_of,
-            stale,
-            state.data_version,
-            "hot",
-            page.record_count,
+            page.body, etag, state.as_of, stale, ref.data_version, "hot", page.record_count
         )
 
     async def stop(self) -> None:

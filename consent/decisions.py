@@ -114,6 +114,16 @@ class DecisionCache:
                 return found
         return _answer(entry, areas, at, operation)
 
+    def peek(self, partner_id: str, school_id: str, area: str, at: datetime) -> Decision | None:
+        """The one-area read decision if it can be answered from memory now, else None.
+
+        Never loads: for a caller that must not block (it asks `decide` when this is None).
+        """
+        entry = self._entries.get((partner_id, school_id))
+        if entry is None or at >= entry.expires_at or self._monotonic() >= entry.deadline:
+            return None
+        return self.decide_cached(partner_id, school_id, area, at)
+
     async def decide(
         self,
         partner_id: str,

@@ -136,6 +136,13 @@ class TokenCache:
     def __len__(self) -> int:
         return len(self._held)
 
+    def peek(self, token: str) -> PartnerPrincipal | None:
+        """The principal if this process holds the token now; None means "ask `resolve`"."""
+        held = self._held.get(digest_secret(token))
+        if held is None or self._monotonic() >= held.deadline:
+            return None
+        return held.principal
+
     async def resolve(self, redis: aredis.Redis, token: str) -> PartnerPrincipal | None:
         digest = digest_secret(token)
         held = self._held.get(digest)

@@ -24,7 +24,9 @@ from broker.partners.reads import PartnerReads, ReadQuery, my_consent, my_school
 from broker.partners.tokens import PartnerPrincipal
 from broker.resources import Resources
 from broker.schools.models import School
+from cache.service import ServedPage
 from consent.areas import CATALOGUE, parse_instant
+from consent.engine import Decision
 
 router = APIRouter(prefix="/v1", tags=["partner"])
 
@@ -181,7 +183,7 @@ _QUERIES_HELD = 10_000
 _queries: dict[tuple[str, str, bytes], ReadQuery] = {}
 
 
-def _read_query(school_id: str, area: str, query_string: bytes) -> ReadQuery:
+def read_query(school_id: str, area: str, query_string: bytes) -> ReadQuery:
     """The parsed query, remembered: partners repeat the same few queries (invalid ones
     raise, and are not remembered)."""
     key = (school_id, area, query_string)
@@ -262,27 +264,20 @@ async def read_area(request: Request) -> Response:
     limiter: PartnerRateLimiter = state.rate_limiter
     limiter.hit(partner.partner_id, partner.rate_limit_per_minute)
     path = request.path_params
-    query = _read_query(path["school_id"], path["area"], request.scope["query_string"])
+    query = read_query(path["school_id"], path["area"], request.scope["query_string"])
     reads: PartnerReads = state.partner_reads
     now = state.resources.clock.now()
     rid = request_id_var.get() or ""
     decision = await reads.decide(partner.partner_id, query, rid, now)
-    headers = {"Cache-Control": "private, no-cache"}
-    if decision.ends_at is not None:
-        headers["X-Consent-Ends-At"] = rfc3339(decision.ends_at)
     page = await reads.fetch_hot(query, now)
     if page is None:
         page = await run_in_threadpool(reads.fetch, partner.partner_id, query, decision, now)
+    headers = data_headers(decision, page)
     if page is None:
         await reads.log(partner.partner_id, query, decision, 0, rid, now)
         headers["Retry-After"] = "60"
         return JSONResponse({"state": "fetching"}, status_code=202, headers=headers)
-    headers |= {
-        "ETag": page.etag,
-        "X-Data-As-Of": rfc3339(page.as_of),
-        "X-Data-Stale": "true" if page.stale else "false",
-    }
-    if page.etag in _etags(request.headers.get("if-none-match")):
+    if page.etag in etags(request.headers.get("if-none-match")):
         await reads.log(partner.partner_id, query, decision, 0, rid, now)
         return Response(status_code=304, headers=headers)
     # The entry is committed before the body is handed to the server: no log, no data.
@@ -290,7 +285,20 @@ async def read_area(request: Request) -> Response:
     return Response(page.body, media_type="application/json", headers=headers)
 
 
-def _etags(header: str | None) -> set[str]:
+def data_headers(decision: Decision, page: ServedPage | None) -> dict[str, str]:
+    """The headers of a data response (shared with `broker.partners.lane`)."""
+    headers = {"Cache-Control": "private, no-cache"}
+    if decision.ends_at is not None:
+        headers["X-Consent-Ends-At"] = rfc3339(decision.ends_at)
+    if page is not None:
+        headers["ETag"] = page.etag
+        headers["X-Data-As-Of"] = rfc3339(page.as_of)
+        headers["X-Data-Stale"] = "true" if page.stale else "false"
+    return headers
+
+
+def etags(header: str | None) -> set[str]:
+    """The entity tags of an If-None-Match header (weak ones compared as strong)."""
     if not header:
         return set()
     return {tag.strip().removeprefix("W/") for tag in header.split(",")}
