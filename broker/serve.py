@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 
 import uvicorn
 
@@ -16,6 +17,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     configure_logging(load_settings().broker.log_level, process_name="api")
+    import broker.app  # noqa: F401 - imported now so that the freeze below covers it
+
+    # Everything imported so far lives as long as the process: move it out of the
+    # collector's view, so a full collection walks only what requests allocate (a full walk
+    # of FastAPI, SQLAlchemy and pydantic's objects stalled every in-flight read ~90 ms).
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
         "broker.app:create_app",
         factory=True,
