@@ -10,10 +10,11 @@ more than the rest of the request, so each API process keeps:
 
 Both are dropped for an area whenever its hot pages are invalidated: `HotCache` publishes
 on `cache.hot.CHANNEL` after an upload, a purge or a shred commits, and every process hears it
-within milliseconds (`broker.invalidation`).  As backstops for a lost message, an entry
-never outlives `max_age` (or `degraded_max_age` while the listener is not subscribed) nor
-its page's Redis TTL.  Hot keys name the data_version, so once a process knows a newer
-state it can never serve an older page.
+within milliseconds (`broker.invalidation`); the process that made the change also drops
+them at once, before answering (`CacheService.invalidate`).  As backstops for a lost
+message, an entry never outlives `max_age` (or `degraded_max_age` while the listener is
+not subscribed) nor the hot-tier TTL from when it was fetched.  Hot keys name the
+data_version, so once a process knows a newer state it can never serve an older page.
 """
 
 from __future__ import annotations
@@ -113,10 +114,16 @@ class EdgeCache:
                 self._states[(state.school_id, state.area)] = (state, deadline)
 
     def replace_state(self, state: repo.AreaState) -> None:
-        """A newer snapshot of a held state, same deadline (this process's own change)."""
+        """Hold `state` in place of the same version's snapshot, keeping its deadline (a
+        read recorded here).  A state of another version is left alone: the read began
+        before an invalidation, and what is held now is newer."""
         with self._lock:
             held = self._states.get((state.school_id, state.area))
-            if held is not None:
+            if (
+                held is not None
+                and held[0].data_version == state.data_version
+                and held[0].as_of == state.as_of
+            ):
                 self._states[(state.school_id, state.area)] = (state, held[1])
 
     def ref(self, query: RefQuery) -> tuple[PageRef, str] | None:
@@ -153,11 +160,11 @@ class EdgeCache:
 
     def apply(self, message: str) -> None:
         """`[school_id, area]`, `[school_id, null]` (every area) or `*` (everything)."""
-        try:
-            school_id, area = orjson.loads(message) if message != EVERYTHING else (None, None)
-        except (orjson.JSONDecodeError, TypeError, ValueError):
-            log.warning("ignoring malformed cache invalidation %r", message[:200])
-            school_id = area = None  # unreadable: assume the worst
+        school_id, area = _parse_message(message)
+        self.drop(school_id, area)
+
+    def drop(self, school_id: str | None, area: str | None) -> None:
+        """Forget an area (`area` None: every area of the school; both None: everything)."""
         with self._lock:
             self._generation += 1
             self._refs.clear()  # keyed by data_version, but they hold no data: drop them all
@@ -188,6 +195,26 @@ class EdgeCache:
         held = self._pages.pop(key, None)
         if held is not None:
             self._page_bytes -= len(held.sealed)
+
+
+def _parse_message(message: str) -> tuple[str | None, str | None]:
+    """(school, area), (school, None) for the whole school, or (None, None) for everything,
+    which is also what an unreadable message means: assume the worst."""
+    if message == EVERYTHING:
+        return None, None
+    try:
+        parsed = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if (
+        isinstance(parsed, list)
+        and len(parsed) == 2
+        and isinstance(parsed[0], str)
+        and isinstance(parsed[1], str | None)
+    ):
+        return parsed[0], parsed[1]
+    log.warning("malformed cache invalidation %r: dropping everything", message[:200])
+    return None, None
 
 
 class HotReader:

@@ -13,7 +13,7 @@ for this session's write lock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -86,6 +86,13 @@ class CacheService:
         self.blobs = blobs
         self.hot = hot
         self.namer = namer or Namer(keyring)
+        # In-process holders of the area's state (the API's edge), told at once: the
+        # published message reaches them too, but perhaps after this process's next read.
+        self._local_invalidations: list[Callable[[str, str], None]] = []
+
+    def on_invalidate(self, callback: Callable[[str, str], None]) -> None:
+        """Call `callback(school_id, area)` whenever this process invalidates an area."""
+        self._local_invalidations.append(callback)
 
     def apply_batch(
         self,
@@ -186,6 +193,8 @@ class CacheService:
 
     def invalidate(self, school_id: str, area: str) -> int:
         """Drop the area's hot pages (they are unreachable anyway once data_version moves)."""
+        for callback in self._local_invalidations:
+            callback(school_id, area)
         if self.hot is None:
             return 0
         try:

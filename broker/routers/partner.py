@@ -205,7 +205,10 @@ def read_query(school_id: str, area: str, query_string: bytes) -> ReadQuery:
 
 
 def _invalid(name: str, message: str, kind: str, value: str) -> RequestValidationError:
-    """The error FastAPI raises for a bad parameter, so the problem reads the same."""
+    """The error FastAPI raises for a bad parameter, so the problem has the same shape.
+
+    `limit` is read as a plain decimal integer: "1.0" or "1_000" are refused.
+    """
     return RequestValidationError(
         [{"type": kind, "loc": ("query", name), "msg": message, "input": value}]
     )

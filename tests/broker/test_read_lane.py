@@ -175,3 +175,17 @@ def test_a_consent_ending_is_announced_by_the_lane_then_refused_by_the_route(
     assert refused.json()["type"].endswith("consent-required")
 
     assert [e["decision"] for e in access_log(world)][:2] == ["denied", "allowed"]
+
+
+def test_an_upload_here_is_never_served_old_here_even_before_its_message_arrives(
+    world: World, route: RouteCalls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partner = Partner(world)
+    path = f"/schools/{world.school_id}/data/{BASIC}"
+    hold(partner, path, route)
+    edge = world.client.app.state.partner_reads.hot_reader.edge  # type: ignore[attr-defined]
+    monkeypatch.setattr(edge, "apply", lambda message: None)  # the message is late
+    renamed = [{**STUDENTS[0], "forename": "Adaeze"}, *STUDENTS[1:]]
+    upload(world, renamed)
+    body = partner.get(path).json()
+    assert {r["id"]: r["forename"] for r in body["data"]}["stu-1"] == "Adaeze"
