@@ -210,64 +210,91 @@ def _append(
     for index, (entry, _) in enumerate(items):
         by_school[entry.school_id].append(index)
     seqs = [0] * len(items)
-    inserter = _row_inserter(conn.dialect)
+    sql = _statements(conn.dialect)
+    cursor = _cursor(conn)
     rows: list[tuple[Any, ...] | dict[str, Any]] = []
-    heads: list[dict[str, Any]] = []
-    for school_id in sorted(by_school):  # one lock order for every writer: no deadlocks
-        indexes = by_school[school_id]
-        key = key_for(school_id)
-        last_seq, prev = _reserve(conn, school_id, len(indexes), key)
-        for seq, index in enumerate(indexes, start=last_seq - len(indexes) + 1):
-            entry, body = items[index]
-            prev = link_hash_canonical(prev, seq, body, key)
-            rows.append(inserter.row(entry, seq, prev))
-            seqs[index] = seq
-        heads.append({"p_school": school_id, "p_hash": prev})
-    if rows:  # every head of the batch is held now: one executemany each for the rest
-        conn.execute(_SET_HEAD_HASH, heads)
-        inserter.insert(conn, rows)
+    heads: list[tuple[Any, ...] | dict[str, Any]] = []
+    try:
+        for school_id in sorted(by_school):  # one lock order for every writer: no deadlocks
+            indexes = by_school[school_id]
+            key = key_for(school_id)
+            last_seq, prev = _reserve(conn, cursor, sql, school_id, len(indexes), key)
+            for seq, index in enumerate(indexes, start=last_seq - len(indexes) + 1):
+                entry, body = items[index]
+                prev = link_hash_canonical(prev, seq, body, key)
+                rows.append(sql.row(entry, seq, prev))
+                seqs[index] = seq
+            heads.append(sql.params(sql.set_head, p_school=school_id, p_hash=sql.blob(prev)))
+        if rows:  # every head of the batch is held now: one executemany each for the rest
+            cursor.executemany(sql.set_head.text, heads)
+            cursor.executemany(sql.insert.text, rows)
+    finally:
+        cursor.close()
     return seqs
 
 
-def _reserve(conn: Connection, school_id: str, count: int, key: bytes) -> tuple[int, bytes]:
+def _cursor(conn: Connection) -> Any:
+    """A DBAPI cursor of `conn`, in its transaction: every partner read pays for the append,
+    and SQLAlchemy's per-statement execution context cost more than the SQL itself."""
+    dbapi: Any = conn.connection.dbapi_connection
+    return dbapi.cursor()
+
+
+def _reserve(
+    conn: Connection, cursor: Any, sql: _Statements, school_id: str, count: int, key: bytes
+) -> tuple[int, bytes]:
     """Take `count` seqs from the school's head, creating the head on its first entry."""
-    params = {"p_school": school_id, "p_count": count}
-    found = conn.execute(_RESERVE, params).first()
+    params = sql.params(sql.reserve, p_school=school_id, p_count=count)
+    cursor.execute(sql.reserve.text, params)
+    found = cursor.fetchone()
     if found is None:
         create = _CREATE_HEAD.get(conn.dialect.name)
         if create is None:
             raise AccessLogWriteError(f"no access-log support for {conn.dialect.name}")
         head = {"school_id": school_id, "last_seq": 0, "last_hash": genesis(school_id, key)}
         conn.execute(create, head)
-        found = conn.execute(_RESERVE, params).one()
+        cursor.execute(sql.reserve.text, params)
+        found = cursor.fetchone()
     return int(found[0]), bytes(found[1])
 
 
-class _RowInserter:
-    """`conn.execute(insert(access_log), rows)` with the statement compiled once and each
-    column's bind processor applied directly: SQLAlchemy's generic per-row parameter
-    processing cost more than the insert itself.  The values stored are exactly those
-    SQLAlchemy would store (the same processors); the few distinct `areas` and `decision`
-    values are processed once each.
+@dataclass(frozen=True, slots=True)
+class _Sql:
+    text: str
+    names: tuple[str, ...] | None  # positional parameter order; None: named parameters
+
+
+def _compiled(statement: Any, dialect: Dialect, keys: Sequence[str] | None = None) -> _Sql:
+    compiled = statement.compile(dialect=dialect, column_keys=keys)
+    names = tuple(compiled.positiontup or ()) if compiled.positional else None
+    return _Sql(compiled.string, names)
+
+
+class _Statements:
+    """The append statements compiled once per dialect, and each column's bind processor
+    applied by hand: the values stored are exactly those SQLAlchemy would store (the same
+    processors, the dialect's own: SQLite's DATETIME formats times itself), and the few
+    distinct `areas` and `decision` values are processed once each.
     """
 
     def __init__(self, dialect: Dialect) -> None:
-        compiled = _INSERT_ROWS.compile(dialect=dialect, column_keys=list(_LOG.c.keys()))
-        self.sql = compiled.string
-        self.positional = compiled.positional
-        self.names = tuple(compiled.positiontup or ()) if self.positional else tuple(_LOG.c.keys())
+        self.reserve = _compiled(_RESERVE, dialect)
+        self.set_head = _compiled(_SET_HEAD_HASH, dialect)
+        self.insert = _compiled(_INSERT_ROWS, dialect, list(_LOG.c.keys()))
 
         def processor(name: str) -> Callable[[Any], Any]:
-            # The dialect's own implementation, as a compiled statement uses: SQLite's
-            # DATETIME, for one, formats times itself.
             found = _LOG.c[name].type.dialect_impl(dialect).bind_processor(dialect)
             return found if found is not None else _same
 
         self._at = processor("at")
-        self._hash = processor("hash")
+        self.blob = processor("hash")
         self._areas = processor("areas")
         self._decision = processor("decision")
         self._memo: dict[tuple[str, ...] | str, Any] = {}
+
+    @staticmethod
+    def params(sql: _Sql, **values: Any) -> tuple[Any, ...] | dict[str, Any]:
+        return values if sql.names is None else tuple(values[name] for name in sql.names)
 
     def _once(self, key: tuple[str, ...] | str, process: Callable[[Any], Any], value: Any) -> Any:
         found = self._memo.get(key, _MISSING)
@@ -278,25 +305,20 @@ class _RowInserter:
         return found
 
     def row(self, entry: LogEntry, seq: int, digest: bytes) -> tuple[Any, ...] | dict[str, Any]:
-        values = {
-            "school_id": entry.school_id,
-            "seq": seq,
-            "at": self._at(entry.at),
-            "partner_id": entry.partner_id,
-            "consent_id": entry.consent_id,
-            "areas": self._once(entry.areas, self._areas, list(entry.areas)),
-            "record_count": entry.record_count,
-            "decision": self._once(entry.decision, self._decision, LogDecision(entry.decision)),
-            "reason": entry.reason,
-            "request_id": entry.request_id,
-            "hash": self._hash(digest),
-        }
-        if self.positional:
-            return tuple(values[name] for name in self.names)
-        return values
-
-    def insert(self, conn: Connection, rows: Sequence[tuple[Any, ...] | dict[str, Any]]) -> None:
-        conn.exec_driver_sql(self.sql, list(rows))
+        return self.params(
+            self.insert,
+            school_id=entry.school_id,
+            seq=seq,
+            at=self._at(entry.at),
+            partner_id=entry.partner_id,
+            consent_id=entry.consent_id,
+            areas=self._once(entry.areas, self._areas, list(entry.areas)),
+            record_count=entry.record_count,
+            decision=self._once(entry.decision, self._decision, LogDecision(entry.decision)),
+            reason=entry.reason,
+            request_id=entry.request_id,
+            hash=self.blob(digest),
+        )
 
 
 def _same(value: Any) -> Any:
@@ -304,15 +326,15 @@ def _same(value: Any) -> Any:
 
 
 _MISSING: Final = object()
-_INSERTERS: dict[str, _RowInserter] = {}
+_STATEMENTS: dict[str, _Statements] = {}
 
 
-def _row_inserter(dialect: Dialect) -> _RowInserter:
+def _statements(dialect: Dialect) -> _Statements:
     key = f"{dialect.name}+{dialect.driver}+{dialect.paramstyle}"
-    inserter = _INSERTERS.get(key)
-    if inserter is None:
-        inserter = _INSERTERS[key] = _RowInserter(dialect)
-    return inserter
+    found = _STATEMENTS.get(key)
+    if found is None:
+        found = _STATEMENTS[key] = _Statements(dialect)
+    return found
 
 
 @dataclass(slots=True)

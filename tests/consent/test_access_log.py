@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event, text
@@ -20,6 +21,7 @@ from sqlmodel import Session
 
 from broker.clock import FrozenClock
 from broker.db import make_engine, session_scope
+from consent import access_log
 from consent.access_log import (
     AccessLogWriter,
     LogEntry,
@@ -256,22 +258,43 @@ def test_the_audit_key_is_sealed_and_made_once(db: ConsentDb) -> None:
 # Batches: one seq reservation per school, lingering for more, failing whole
 
 
-def statements(db: ConsentDb) -> list[str]:
-    """Every SQL statement the engine sends from now on (executemany counts once)."""
+def statements(db: ConsentDb, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every SQL statement sent from now on, through the engine or the append's own DBAPI
+    cursor (executemany counts once)."""
     sent: list[str] = []
 
     def record(*args: object) -> None:
         sent.append(str(args[2]).lstrip().upper())  # (conn, cursor, statement, ...)
 
     event.listen(db.engine, "before_cursor_execute", record)
+    real_cursor = access_log._cursor
+
+    class Recording:
+        def __init__(self, cursor: Any) -> None:
+            self._cursor = cursor
+
+        def execute(self, statement: str, *args: Any) -> Any:
+            sent.append(statement.lstrip().upper())
+            return self._cursor.execute(statement, *args)
+
+        def executemany(self, statement: str, *args: Any) -> Any:
+            sent.append(statement.lstrip().upper())
+            return self._cursor.executemany(statement, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._cursor, name)
+
+    monkeypatch.setattr(access_log, "_cursor", lambda conn: Recording(real_cursor(conn)))
     return sent
 
 
-def test_a_batch_reserves_each_schools_seqs_with_one_update(db: ConsentDb) -> None:
+def test_a_batch_reserves_each_schools_seqs_with_one_update(
+    db: ConsentDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db.keyring.audit_key()
     with session_scope(db.engine) as session:
         append_entries(session, [entry(db, 0, school=s) for s in SCHOOLS], db.keyring.key_for)
-    sent = statements(db)
+    sent = statements(db, monkeypatch)
     batch = [entry(db, n, school=SCHOOLS[n % 3]) for n in range(1, 10)]  # interleaved
     with session_scope(db.engine) as session:
         seqs = append_entries(session, batch, db.keyring.key_for)

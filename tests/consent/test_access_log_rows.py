@@ -1,6 +1,6 @@
 """Access-log rows written by hand-bound SQL are exactly what a plain Core insert stores.
 
-`_RowInserter` applies each column's bind processor itself and runs the compiled INSERT
+`_Statements` applies each column's bind processor itself and runs the compiled INSERT
 with `exec_driver_sql`; every value it stores must be byte-for-byte the one
 `conn.execute(insert(access_log), rows)` would have stored, on both databases.
 """
