@@ -9,6 +9,7 @@ inside the ciphertext and as a keyed digest, the record key.  Every change gets 
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ def record_slot(school_id: str, area: str, record_key: str, seq: int) -> Slot:
     return Slot(school_id, area, record_key, seq, SlotKind.RECORD)
 
 
+@functools.cache  # areas are the catalogue's constants; asked on every partner read
 def binary_field(area: Area) -> str | None:
     """The area's one binary field (photos), whose bytes live in the blob store."""
     names = [spec.name for spec in area.fields if spec.type is FieldType.BINARY]

@@ -30,15 +30,19 @@ from broker.partners.reads import PartnerReads
 from broker.partners.tokens import TokenCache
 from broker.routers.partner import data_headers, etags, read_query
 from cache.edge import HotReader
+from cache.service import ServedPage
+from consent.engine import Decision
 
 DATA_PATH: Final = re.compile(r"/v1/schools/([^/]+)/data/([^/]+)")
 _JSON: Final = (b"content-type", b"application/json")
+_HEADERS_HELD: Final = 10_000
 
 
 class PartnerReadLane:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._route: Any = None  # the FastAPI route, for metrics labels and handlers' view
+        self._raw_headers: dict[tuple[Any, ...], list[tuple[bytes, bytes]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET":
@@ -85,7 +89,6 @@ class PartnerReadLane:
         try:
             limiter: PartnerRateLimiter = state.rate_limiter
             limiter.hit(partner.partner_id, partner.rate_limit_per_minute)
-            headers = data_headers(decision, page)
             not_modified = page.etag in etags(_header(scope, b"if-none-match"))
             count = 0 if not_modified else page.record_count
             rid = request_id_var.get() or ""
@@ -94,15 +97,31 @@ class PartnerReadLane:
         except Exception as exc:  # rendered as the route would render it
             await _problem(scope, receive, send, exc)
             return True
-        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        raw = self._headers(decision, page, not_modified)
         if not_modified:
             await send({"type": "http.response.start", "status": 304, "headers": raw})
             await send({"type": "http.response.body", "body": b""})
             return True
-        raw += [_JSON, (b"content-length", str(len(page.body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": raw})
         await send({"type": "http.response.body", "body": page.body})
         return True
+
+    def _headers(
+        self, decision: Decision, page: ServedPage, not_modified: bool
+    ) -> list[tuple[bytes, bytes]]:
+        """The response's raw headers, built once per page and consent end (then copied:
+        the server's middleware appends to the list)."""
+        key = (page.etag, page.stale, page.as_of, decision.ends_at, not_modified)
+        raw = self._raw_headers.get(key)
+        if raw is None:
+            headers = data_headers(decision, page)
+            raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+            if not not_modified:
+                raw += [_JSON, (b"content-length", str(len(page.body)).encode())]
+            if len(self._raw_headers) >= _HEADERS_HELD:
+                self._raw_headers.clear()
+            self._raw_headers[key] = raw
+        return raw.copy()
 
     def _data_route(self, scope: Scope) -> Any:
         if self._route is None:
