@@ -21,12 +21,13 @@ from typing import Annotated
 
 import redis
 from fastapi import Depends, FastAPI, Request
+from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.responses import Response
 
 from broker.admin.consents import consent_service, to_domain_error
 from broker.admin.settings import AdminSettings
-from broker.db import session_scope
+from broker.db import WalCheckpointer, is_sqlite_file, make_engine, session_scope
 from broker.invalidation import InvalidationListener, Subscriber
 from broker.problems import problem_response
 from broker.resources import Resources
@@ -51,6 +52,10 @@ class ConsentRuntime:
     keyring: AuditKeyring
     admin_settings: AdminSettings
     publisher: redis.Redis
+    # SQLite: the access log commits through its own engine, which never checkpoints the
+    # WAL itself; the checkpointer does it off the read path.
+    log_engine: Engine | None = None
+    checkpointer: WalCheckpointer | None = None
 
     @classmethod
     def build(
@@ -63,16 +68,27 @@ class ConsentRuntime:
 
         keyring = AuditKeyring(unit, resources.sealer, resources.clock.now)
         cache = DecisionCache(timeline_loader(resources))
+        log_engine = checkpointer = None
+        if is_sqlite_file(resources.engine):
+            log_engine = make_engine(resources.settings.database_url, auto_checkpoint=False)
+            checkpointer = WalCheckpointer(resources.engine)
+        writer_engine = log_engine or resources.engine
+
+        def log_unit() -> AbstractContextManager[Session]:
+            return session_scope(writer_engine)
+
         return cls(
             resources=resources,
             cache=cache,
             listener=InvalidationListener(
                 {CHANNEL: cache, **(subscribers or {})}, resources.settings.redis_url
             ),
-            access_log=AccessLogWriter(unit, keyring.key_for),
+            access_log=AccessLogWriter(log_unit, keyring.key_for),
             keyring=keyring,
             admin_settings=AdminSettings(),
             publisher=resources.redis_sync(),
+            log_engine=log_engine,
+            checkpointer=checkpointer,
         )
 
     def announce(self, pairs: Iterable[tuple[str, str]]) -> None:
@@ -90,10 +106,16 @@ class ConsentRuntime:
     async def start(self) -> None:
         await self.access_log.start()
         await self.listener.start()
+        if self.checkpointer is not None:
+            await self.checkpointer.start()
 
     async def stop(self) -> None:
         await self.listener.stop()
         await self.access_log.stop()
+        if self.checkpointer is not None:
+            await self.checkpointer.stop()
+        if self.log_engine is not None:
+            self.log_engine.dispose()
         self.publisher.close()
 
 
