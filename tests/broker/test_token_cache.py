@@ -22,25 +22,15 @@ from broker.partners.tokens import (
 )
 from broker.security import digest_secret
 from tests.conftest import T0
+from tests.support.monotonic import FakeMonotonic
 
 ALICE = PartnerPrincipal("prt_alice", "cli_alice", 120)
 BOB = PartnerPrincipal("prt_bob", "cli_bob", 600)
 
 
-class FakeMonotonic:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def tick() -> FakeMonotonic:
-    return FakeMonotonic()
+    return FakeMonotonic(500.0)
 
 
 @asynccontextmanager

@@ -22,20 +22,10 @@ from cache.naming import Namer
 from cache.repository import AreaState
 from tests.cache.conftest import OTHER_SCHOOL, SCHOOL
 from tests.conftest import T0
+from tests.support.monotonic import FakeMonotonic
 
 BASIC, CONTACTS = "students.basic", "contacts"
 WHERE = [(SCHOOL, BASIC), (SCHOOL, CONTACTS), (OTHER_SCHOOL, BASIC)]
-
-
-class FakeMonotonic:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

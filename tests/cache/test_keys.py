@@ -24,22 +24,10 @@ from cache.keys import (
     WrappedKey,
     data_key_context,
 )
+from tests.support.monotonic import FakeMonotonic
 
 SCHOOL = "sch_0001"
 OTHER = "sch_0002"
-
-
-class FakeClock:
-    """A monotonic clock the test advances by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def b64(key: bytes) -> str:
@@ -52,8 +40,8 @@ def provider(*kek_ids: str, current: str | None = None) -> LocalKeyProvider:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> FakeMonotonic:
+    return FakeMonotonic()
 
 
 @pytest.fixture
@@ -67,7 +55,7 @@ def kek() -> LocalKeyProvider:
 
 
 @pytest.fixture
-def ring(kek: LocalKeyProvider, store: InMemoryDataKeyStore, clock: FakeClock) -> KeyRing:
+def ring(kek: LocalKeyProvider, store: InMemoryDataKeyStore, clock: FakeMonotonic) -> KeyRing:
     return KeyRing(kek, store, clock_fn=clock, ttl_seconds=300)
 
 
@@ -319,7 +307,7 @@ def test_rotate_before_any_key_creates_version_1(ring: KeyRing) -> None:
 
 
 def test_rotation_elsewhere_reaches_writes_after_the_ttl(
-    ring: KeyRing, kek: LocalKeyProvider, store: InMemoryDataKeyStore, clock: FakeClock
+    ring: KeyRing, kek: LocalKeyProvider, store: InMemoryDataKeyStore, clock: FakeMonotonic
 ) -> None:
     ring.encryption_key(SCHOOL)
     KeyRing(kek, store).rotate_data_key(SCHOOL)
@@ -351,7 +339,7 @@ def test_concurrent_first_writes_agree_on_one_key(store: InMemoryDataKeyStore) -
 
 
 def test_cached_key_outlives_a_shred_elsewhere_only_until_the_ttl(
-    ring: KeyRing, store: InMemoryDataKeyStore, clock: FakeClock
+    ring: KeyRing, store: InMemoryDataKeyStore, clock: FakeMonotonic
 ) -> None:
     _, key = ring.encryption_key(SCHOOL)
     store.destroy(SCHOOL)  # another process shreds: this ring still holds the key
@@ -365,7 +353,7 @@ def test_cached_key_outlives_a_shred_elsewhere_only_until_the_ttl(
 
 
 def test_ttl_counts_from_unwrapping_not_from_last_use(
-    ring: KeyRing, store: InMemoryDataKeyStore, clock: FakeClock
+    ring: KeyRing, store: InMemoryDataKeyStore, clock: FakeMonotonic
 ) -> None:
     ring.encryption_key(SCHOOL)
     store.destroy(SCHOOL)
@@ -418,7 +406,7 @@ def test_shred_takes_effect_at_once_even_for_cached_keys(ring: KeyRing) -> None:
 
 
 def test_a_shredded_school_is_never_given_a_new_key(
-    ring: KeyRing, store: InMemoryDataKeyStore, clock: FakeClock
+    ring: KeyRing, store: InMemoryDataKeyStore, clock: FakeMonotonic
 ) -> None:
     ring.encryption_key(SCHOOL)
     ring.shred(SCHOOL)
