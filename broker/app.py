@@ -43,7 +43,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.resources = resources
         app.state.redis = resources.redis_async()
         cache = app.state.cache = build_cache_service(resources)
-        edge = EdgeCache(page_ttl_seconds=resources.settings.cache.hot_ttl_seconds)
+        edge = EdgeCache(
+            page_ttl_seconds=resources.settings.cache.hot_ttl_seconds,
+            max_page_bytes=resources.settings.cache.edge_page_bytes,
+        )
         cache.on_invalidate(edge.drop)  # an upload here is not served old here, even once
         app.state.token_cache = TokenCache()
         subscribers = {HOT_CHANNEL: edge, REVOCATION_CHANNEL: app.state.token_cache}

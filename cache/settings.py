@@ -18,6 +18,8 @@ class CacheSettings(BaseSettings):
     # Cold tier; a directory now (S3-compatible later).
     blob_dir: Path | None = None
     hot_ttl_seconds: int = Field(default=900, ge=1)
+    # Sealed hot pages each API process keeps in memory (ciphertext; 0 turns it off).
+    edge_page_bytes: int = Field(default=64 << 20, ge=0)
     # Areas not read for this long are demoted from warm to cold.
     demote_after_days: float = Field(default=7.0, gt=0)
     # Areas nobody asked for in this long stop being refreshed (and therefore expire).
