@@ -80,6 +80,8 @@ class InvalidationListener:
                 await self._listen()
             except (redis.RedisError, OSError) as exc:
                 log.warning("invalidation listener disconnected: %s", exc)
+            except Exception:  # a bad message or a bug: the caches must not stay degraded
+                log.exception("invalidation listener failed; reconnecting")
             finally:
                 self._disconnected()
             # Back off while Redis stays away (the caches are on their short backstop).
@@ -125,4 +127,6 @@ class InvalidationListener:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    # Undecodable bytes become U+FFFD: such a message is malformed, and each subscriber
+    # treats a malformed message as "drop everything".
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

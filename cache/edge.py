@@ -45,7 +45,11 @@ log = logging.getLogger(__name__)
 
 EVERYTHING: Final = "*"
 DEFAULT_MAX_PAGE_BYTES_HELD: Final = 64 << 20
-MAX_REFS_HELD: Final = 100_000
+MAX_REFS_HELD: Final = 20_000
+MAX_HELD_CURSOR: Final = 512
+# What holding a page costs beyond its bytes (its entry, index and bookkeeping objects),
+# counted against the budget so that many small pages cannot outgrow it.
+PAGE_OVERHEAD_BYTES: Final = 600
 
 # What names a page: school, area, data_version, stale, fields, updated_since, cursor, limit.
 RefQuery: TypeAlias = tuple[
@@ -64,7 +68,12 @@ class _HeldPage:
 
 
 class EdgeCache:
-    """Area states and sealed pages of one process; a subscriber on `cache.hot.CHANNEL`."""
+    """Area states and sealed pages of one process; a subscriber on `cache.hot.CHANNEL`.
+
+    Reads come from the event loop; invalidations also from threads (an upload's commit):
+    every change happens under the lock, and pages are indexed by area, so dropping one
+    area costs what that area holds, not what the process holds.
+    """
 
     def __init__(
         self,
@@ -85,6 +94,7 @@ class EdgeCache:
         # A page's name (an HMAC) and ETag per query, so a repeated read derives neither.
         self._refs: dict[RefQuery, tuple[PageRef, str]] = {}
         self._pages: OrderedDict[str, _HeldPage] = OrderedDict()
+        self._by_area: dict[tuple[str, str], set[str]] = {}
         self._page_bytes = 0
         self._generation = 0
         self._lock = threading.Lock()
@@ -96,6 +106,7 @@ class EdgeCache:
 
     @property
     def page_bytes(self) -> int:
+        """Memory the held pages are counted as: their bytes plus a per-page overhead."""
         return self._page_bytes
 
     def state(self, school_id: str, area: str) -> repo.AreaState | None:
@@ -103,7 +114,9 @@ class EdgeCache:
         if held is None:
             return None
         if self._monotonic() >= held[1]:
-            self._states.pop((school_id, area), None)
+            with self._lock:
+                if self._states.get((school_id, area)) is held:
+                    del self._states[(school_id, area)]
             return None
         return held[0]
 
@@ -130,31 +143,39 @@ class EdgeCache:
         return self._refs.get(query)
 
     def hold_ref(self, query: RefQuery, ref: PageRef, etag: str) -> None:
-        if len(self._refs) >= MAX_REFS_HELD:
-            self._refs.clear()  # names are cheap to derive again; memory is bounded
-        self._refs[query] = (ref, etag)
+        cursor = query[6]
+        if cursor is not None and len(cursor) > MAX_HELD_CURSOR:
+            return  # not a cursor we issued (ours are short): not worth the memory
+        with self._lock:
+            if len(self._refs) >= MAX_REFS_HELD:
+                self._refs.clear()  # names are cheap to derive again; memory is bounded
+            self._refs[query] = (ref, etag)
 
     def page(self, key: str) -> bytes | None:
         held = self._pages.get(key)
         if held is None:
             return None
-        if self._monotonic() >= held.deadline:
-            with self._lock:
+        with self._lock:
+            if self._pages.get(key) is not held:
+                return None  # dropped meanwhile
+            if self._monotonic() >= held.deadline:
                 self._drop_page(key)
-            return None
-        self._pages.move_to_end(key)
+                return None
+            self._pages.move_to_end(key)
         return held.sealed
 
     def hold_page(self, ref: PageRef, sealed: bytes, generation: int) -> None:
-        if len(sealed) > self._max_page_bytes:
+        if _cost(sealed) > self._max_page_bytes:
             return
+        where = (ref.school_id, ref.area)
         with self._lock:
             if generation != self._generation:
                 return
             self._drop_page(ref.key)
             deadline = self._monotonic() + min(self._age, self._page_ttl)
-            self._pages[ref.key] = _HeldPage(ref.key, (ref.school_id, ref.area), sealed, deadline)
-            self._page_bytes += len(sealed)
+            self._pages[ref.key] = _HeldPage(ref.key, where, sealed, deadline)
+            self._by_area.setdefault(where, set()).add(ref.key)
+            self._page_bytes += _cost(sealed)
             while self._page_bytes > self._max_page_bytes:
                 self._drop_page(next(iter(self._pages)))
 
@@ -169,32 +190,44 @@ class EdgeCache:
             self._generation += 1
             self._refs.clear()  # keyed by data_version, but they hold no data: drop them all
             if school_id is None:
-                self._states.clear()
-                self._pages.clear()
-                self._page_bytes = 0
+                self._clear()
                 return
-            for where in [w for w in self._states if w[0] == school_id and area in (None, w[1])]:
-                del self._states[where]
-            for key in [
-                k
-                for k, held in self._pages.items()
-                if held.where[0] == school_id and area in (None, held.where[1])
-            ]:
-                self._drop_page(key)
+            if area is not None:
+                areas = [(school_id, area)]
+            else:
+                held = set(self._states) | set(self._by_area)
+                areas = [where for where in held if where[0] == school_id]
+            for where in areas:
+                self._states.pop(where, None)
+                for key in list(self._by_area.get(where, ())):
+                    self._drop_page(key)
 
     def set_connected(self, connected: bool) -> None:
         with self._lock:
             self._age = self._max_age if connected else self._degraded_max_age
             self._generation += 1
-            self._states.clear()
-            self._refs.clear()
-            self._pages.clear()
-            self._page_bytes = 0
+            self._clear()
+
+    def _clear(self) -> None:
+        self._states.clear()
+        self._refs.clear()
+        self._pages.clear()
+        self._by_area.clear()
+        self._page_bytes = 0
 
     def _drop_page(self, key: str) -> None:
         held = self._pages.pop(key, None)
         if held is not None:
-            self._page_bytes -= len(held.sealed)
+            self._page_bytes -= _cost(held.sealed)
+            keys = self._by_area.get(held.where)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_area[held.where]
+
+
+def _cost(sealed: bytes) -> int:
+    return len(sealed) + PAGE_OVERHEAD_BYTES
 
 
 def _parse_message(message: str) -> tuple[str | None, str | None]:

@@ -194,7 +194,10 @@ class CacheService:
     def invalidate(self, school_id: str, area: str) -> int:
         """Drop the area's hot pages (they are unreachable anyway once data_version moves)."""
         for callback in self._local_invalidations:
-            callback(school_id, area)
+            try:
+                callback(school_id, area)
+            except Exception:  # the pages below must go (and be announced) regardless
+                log.exception("an in-process cache failed to drop an area")
         if self.hot is None:
             return 0
         try:

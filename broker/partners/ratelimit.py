@@ -188,7 +188,10 @@ class PartnerRateLimiter:
         if not batch:
             return True
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
+            # No MULTI: each INCRBY is atomic on its own, and keys of many partners may sit
+            # on different Redis Cluster slots.  A reply lost after Redis applied the
+            # pipeline leaves the hits pending, to be counted again: errs towards 429.
+            async with self._redis.pipeline(transaction=False) as pipe:
                 for partner_id, flush in batch:
                     for b, n in flush.items():
                         pipe.incrby(_key(partner_id, b), n)

@@ -180,6 +180,7 @@ DATA_PARAMETERS: list[dict[str, Any]] = [
 
 
 _QUERIES_HELD = 10_000
+_QUERY_KEY_MAX = 512  # a longer query (or school id) is parsed each time, never remembered
 _queries: dict[tuple[str, str, bytes], ReadQuery] = {}
 
 
@@ -198,9 +199,10 @@ def read_query(school_id: str, area: str, query_string: bytes) -> ReadQuery:
             _limit(params.get("limit")),
             _cursor(params.get("cursor")),
         )
-        if len(_queries) >= _QUERIES_HELD:
-            _queries.clear()
-        _queries[key] = found
+        if len(query_string) + len(school_id) <= _QUERY_KEY_MAX:  # memory stays bounded
+            if len(_queries) >= _QUERIES_HELD:
+                _queries.clear()
+            _queries[key] = found
     return found
 
 

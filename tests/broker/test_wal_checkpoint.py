@@ -82,3 +82,29 @@ async def test_the_background_task_keeps_the_wal_short(url: str, tmp_path: Path)
         assert (busy, done) == (0, frames)  # stopping checkpointed what was left
         writer.dispose()
         checkpointer.engine.dispose()
+
+
+async def test_the_task_outlives_a_failed_checkpoint(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpointer = WalCheckpointer(make_engine(url), interval=0.01)
+    real = checkpointer.run_once
+    calls: list[str] = []
+
+    def flaky() -> tuple[int, int, int]:
+        calls.append("call")
+        if len(calls) <= 2:  # e.g. the pool timing out under load
+            raise TimeoutError("QueuePool limit reached")
+        return real()
+
+    monkeypatch.setattr(checkpointer, "run_once", flaky)
+    await checkpointer.start()
+    try:
+        for _ in range(500):
+            if len(calls) >= 4:
+                break
+            await asyncio.sleep(0.01)
+        assert len(calls) >= 4  # it went on after the failures
+    finally:
+        await checkpointer.stop()  # and stopping does not raise
+        checkpointer.engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ import redis
 import redis.asyncio as aredis
 
 from broker.invalidation import InvalidationListener
+from cache.edge import PAGE_OVERHEAD_BYTES as O
 from cache.edge import EdgeCache
 from cache.hot import CHANNEL, AsyncHotCache, HotCache, PageRef, invalidation_message
 from cache.keys import InMemoryDataKeyStore, KeyRing, LocalKeyProvider
@@ -98,11 +100,11 @@ def test_an_area_message_drops_that_area_only(tick: FakeMonotonic) -> None:
     edge = edge_cache(tick)
     fill(edge)
     assert held(edge) == WHERE
-    assert edge.page_bytes == 30
+    assert edge.page_bytes == 30 + 3 * O
     before = edge.generation
     edge.apply(invalidation_message(SCHOOL, BASIC))
     assert held(edge) == [(SCHOOL, CONTACTS), (OTHER_SCHOOL, BASIC)]
-    assert edge.page_bytes == 20
+    assert edge.page_bytes == 20 + 2 * O
     assert edge.generation != before
 
 
@@ -111,7 +113,7 @@ def test_a_school_message_drops_every_area_of_that_school(tick: FakeMonotonic) -
     fill(edge)
     edge.apply(f'["{SCHOOL}", null]')
     assert held(edge) == [(OTHER_SCHOOL, BASIC)]
-    assert edge.page_bytes == 10
+    assert edge.page_bytes == 10 + O
 
 
 @pytest.mark.parametrize(
@@ -199,7 +201,7 @@ def test_a_load_begun_before_an_invalidation_is_not_kept(
 
 
 def test_the_byte_budget_evicts_the_least_recently_used_page(tick: FakeMonotonic) -> None:
-    edge = edge_cache(tick, max_page_bytes=100)
+    edge = edge_cache(tick, max_page_bytes=100 + 2 * O)  # room for two 40-byte pages
     one, two, three = (ref(SCHOOL, BASIC, f"k{n}") for n in range(3))
     edge.hold_page(one, b"a" * 40, edge.generation)
     edge.hold_page(two, b"b" * 40, edge.generation)
@@ -208,13 +210,13 @@ def test_the_byte_budget_evicts_the_least_recently_used_page(tick: FakeMonotonic
     assert edge.page(two.key) is None
     assert edge.page(one.key) == b"a" * 40
     assert edge.page(three.key) == b"c" * 40
-    assert edge.page_bytes == 80
+    assert edge.page_bytes == 80 + 2 * O
 
 
 def test_a_page_over_the_budget_is_not_held_and_a_replaced_one_counts_once(
     tick: FakeMonotonic,
 ) -> None:
-    edge = edge_cache(tick, max_page_bytes=100)
+    edge = edge_cache(tick, max_page_bytes=100 + O)
     page = ref(SCHOOL, BASIC)
     edge.hold_page(page, b"x" * 101, edge.generation)
     assert edge.page(page.key) is None
@@ -222,7 +224,7 @@ def test_a_page_over_the_budget_is_not_held_and_a_replaced_one_counts_once(
     edge.hold_page(page, b"x" * 60, edge.generation)
     edge.hold_page(page, b"y" * 70, edge.generation)
     assert edge.page(page.key) == b"y" * 70
-    assert edge.page_bytes == 70
+    assert edge.page_bytes == 70 + O
 
 
 @pytest.mark.parametrize(("page_ttl", "max_age", "lives"), [(5, 30, 5), (50, 30, 30)])
@@ -369,3 +371,47 @@ async def test_invalidate_area_reaches_every_listening_edge(
     assert redis_client.get(page.key) is None
     for edge in edges:  # stopped: nothing loaded before is trusted any more
         assert held(edge) == []
+
+
+def test_many_small_pages_are_counted_with_their_overhead(tick: FakeMonotonic) -> None:
+    budget = 100 * (10 + O)
+    edge = edge_cache(tick, max_page_bytes=budget)
+    for n in range(1000):
+        edge.hold_page(ref(SCHOOL, BASIC, f"k{n}"), b"z" * 10, edge.generation)
+    assert edge.page_bytes == budget  # 100 pages, not the 1,000 that 10 bytes each allow
+    assert edge.page("k999") == b"z" * 10
+    assert edge.page("k899") is None
+
+
+def test_dropping_an_area_while_another_thread_reads_pages_never_raises(
+    tick: FakeMonotonic,
+) -> None:
+    """Uploads drop areas from the ingest's thread while the event loop reads pages."""
+    edge = edge_cache(tick)
+    pages = [ref(SCHOOL, BASIC if n % 2 else CONTACTS, f"k{n}") for n in range(2000)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                for page in pages[::7]:
+                    edge.page(page.key)
+                    edge.state(SCHOOL, BASIC)
+        except BaseException as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(200):
+            for page in pages:
+                edge.hold_page(page, b"p", edge.generation)
+            edge.hold_state(area_state(SCHOOL, BASIC), edge.generation)
+            edge.drop(SCHOOL, BASIC)
+            edge.drop(SCHOOL, None)
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == []
+    assert edge.page_bytes == 0
