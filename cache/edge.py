@@ -80,7 +80,9 @@ class EdgeCache:
         *,
         page_ttl_seconds: float,
         max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES_HELD,
-        max_age: float = 30.0,
+        # The worst case, should a publish itself fail: another process serves the
+        # area's previous version this long.  A reload is one indexed SELECT per area.
+        max_age: float = 5.0,
         degraded_max_age: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
