@@ -108,3 +108,22 @@ async def test_the_task_outlives_a_failed_checkpoint(
     finally:
         await checkpointer.stop()  # and stopping does not raise
         checkpointer.engine.dispose()
+
+
+async def test_a_steady_stream_of_commits_cannot_grow_the_wal_without_end(
+    url: str, tmp_path: Path
+) -> None:
+    """PASSIVE checkpoints alone never catch up with a writer that keeps committing (as the
+    access log does under load: a batch every few milliseconds)."""
+    writer = make_engine(url, auto_checkpoint=False)
+    checkpointer = WalCheckpointer(make_engine(url), interval=0.005, max_wal_bytes=2_000_000)
+    await checkpointer.start()
+    try:
+        await asyncio.to_thread(write, writer, 3 * ROWS, 0.002)  # ~30 MB of WAL frames
+        wal_bytes = await asyncio.to_thread(checkpointer.wal_bytes)
+        assert wal_bytes < 12_000_000
+        assert count(writer) == 3 * ROWS
+    finally:
+        await checkpointer.stop()
+        writer.dispose()
+        checkpointer.engine.dispose()
