@@ -102,9 +102,7 @@ class DecisionCache:
         operation: Operation = "read",
     ) -> Decision:
         """May the partner do `operation` on `areas` of the school at `at`? The hot path."""
-        entry = self._entries.get((partner_id, school_id))
-        if entry is None or at >= entry.expires_at or self._monotonic() >= entry.deadline:
-            entry = self._load(partner_id, school_id, at)
+        entry = self._valid(partner_id, school_id, at) or self._load(partner_id, school_id, at)
         if type(areas) is list and len(areas) == 1:  # the read path's `[area]`
             areas = areas[0]
         current = entry.current  # `_answer`'s usual case, inlined: it is most calls
@@ -119,8 +117,7 @@ class DecisionCache:
 
         Never loads: for a caller that must not block (it asks `decide` when this is None).
         """
-        entry = self._entries.get((partner_id, school_id))
-        if entry is None or at >= entry.expires_at or self._monotonic() >= entry.deadline:
+        if self._valid(partner_id, school_id, at) is None:
             return None
         return self.decide_cached(partner_id, school_id, area, at)
 
@@ -133,10 +130,17 @@ class DecisionCache:
         operation: Operation = "read",
     ) -> Decision:
         """`decide_cached` for async code: a miss loads in a thread, not on the event loop."""
-        entry = self._entries.get((partner_id, school_id))
-        if entry is None or at >= entry.expires_at or self._monotonic() >= entry.deadline:
+        if self._valid(partner_id, school_id, at) is None:
             await asyncio.to_thread(self._load, partner_id, school_id, at)
         return self.decide_cached(partner_id, school_id, areas, at, operation)
+
+    def _valid(self, partner_id: str, school_id: str, at: datetime) -> _Entry | None:
+        """The pair's entry if it may answer for `at` now: not past its decisions' next
+        change, nor its age."""
+        entry = self._entries.get((partner_id, school_id))
+        if entry is None or at >= entry.expires_at or self._monotonic() >= entry.deadline:
+            return None
+        return entry
 
     def invalidate(self, school_id: str, partner_id: str) -> None:
         with self._lock:
