@@ -45,7 +45,7 @@ test-fast: install
 
 bench: install
 	@scripts/ensure-wrk || echo "no wrk: bench/read.py uses its Python load generator" >&2
-	@for b in bench/*.py; do echo "== $$b"; $(UV) run --frozen python $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(UV) run --frozen python $$b || exit 1; done
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import shutil
 import statistics
 import subprocess
@@ -31,7 +30,6 @@ from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 
-import httpx
 import orjson
 import psutil
 
@@ -44,6 +42,7 @@ from agents.logs import configure as configure_logging
 from agents.mis.synthetic import SyntheticMis
 from agents.runner import Agent
 from agents.state import AgentState
+from bench._broker import broker_env, cpu_seconds, free_port, wait_ready
 from broker.embedded_redis import EmbeddedRedis
 from consent.areas import CORE_AREAS
 
@@ -77,31 +76,6 @@ class Sample:
         return self.agent_cpu + self.broker_cpu + self.valkey_cpu
 
 
-def cpu_seconds(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def env_for(data_dir: Path, redis_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MISBROKER_")}
-    env.update(
-        MISBROKER_DATA_DIR=str(data_dir),
-        MISBROKER_REDIS_URL=redis_url,
-        MISBROKER_ENVIRONMENT="test",
-        MISBROKER_LOG_LEVEL="WARNING",
-    )
-    return env
-
-
 def add_school(env: dict[str, str], data_dir: Path, n: int) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "broker.cli.main", "--data-dir", str(data_dir), "school", "add",
@@ -120,7 +94,7 @@ def running_broker(
     (root / "store").mkdir()
     redis.start()
     data_dir = root / "broker"
-    env = env_for(data_dir, redis.url)
+    env = broker_env(data_dir, redis.url, "test")
     add_school(env, data_dir, 0)  # creates and migrates the database before the API starts
     port = free_port()
     log = (root / "api.log").open("wb")
@@ -130,7 +104,7 @@ def running_broker(
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc)
+        wait_ready(url + "/healthz", proc, root / "api.log")
         assert redis.proc is not None
         yield url, env, data_dir, psutil.Process(proc.pid), psutil.Process(redis.proc.pid)
     finally:
@@ -138,20 +112,6 @@ def running_broker(
         proc.wait(timeout=30)
         log.close()
         redis.stop()
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("the broker exited at start-up: see api.log")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("the broker did not start within 60 s")
 
 
 def make_agent(root: Path, url: str, key: str, mis: SyntheticMis, n: int) -> Agent:

@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ import psutil
 # our packages (bench/consent.py) would shadow it: the repository root goes first.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._broker import broker_env, cpu_seconds, free_port, wait_ready
+
 ROOT = Path(__file__).resolve().parents[1]
 AREA = "students.basic"
 PAGE_LIMIT = 100
@@ -53,7 +54,6 @@ PAGE_LIMIT = 100
 RATE_LIMIT_PER_MINUTE = 1_000_000_000
 TARGET_RATIO = 0.6
 WARMUP_SECONDS = 2
-READY_TIMEOUT_SECONDS = 60.0
 UVICORN_OPTIONS: dict[str, Any] = {  # as broker.serve runs the API
     "log_config": None,
     "access_log": False,
@@ -291,38 +291,6 @@ def pin(pid: int, cores: set[int] | None) -> bool:
         return False
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def broker_env(data_dir: Path, redis_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MISBROKER_")}
-    env.update(
-        MISBROKER_DATA_DIR=str(data_dir),
-        MISBROKER_REDIS_URL=redis_url,
-        MISBROKER_ENVIRONMENT="development",
-        MISBROKER_LOG_LEVEL="WARNING",
-    )
-    return env
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url} exited at start-up: see {log}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} was not ready within {READY_TIMEOUT_SECONDS:.0f} s: see {log}")
-
-
 @dataclass(frozen=True)
 class World:
     school_id: str
@@ -419,11 +387,6 @@ def settled_log_count(env: dict[str, str], school_id: str) -> int:
     return count
 
 
-def cpu_seconds(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
-
-
 # ---------------------------------------------------------------------------------------
 # The bench
 
@@ -466,7 +429,7 @@ def run(args: argparse.Namespace) -> None:
         assert redis.proc is not None
         valkey = psutil.Process(redis.proc.pid)
         pin(valkey.pid, cores.client)
-        env = broker_env(root / "broker", redis.url)
+        env = broker_env(root / "broker", redis.url, "development")
         world = prepare_world(env)
 
         py = sys.executable
