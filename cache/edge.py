@@ -38,7 +38,7 @@ from cache.freshness import is_stale
 from cache.hot import AsyncHotCache, HotPage, PageRef, page_ref
 from cache.keys import KeyRing
 from cache.naming import Namer
-from cache.service import ServedPage, hot_cacheable
+from cache.service import PageQuery, ServedPage, hot_cacheable
 from cache.warm import TOUCH_INTERVAL_SECONDS, mark_read
 
 log = logging.getLogger(__name__)
@@ -273,67 +273,52 @@ class HotReader:
         self.engine = engine
         self._touches: set[asyncio.Task[None]] = set()
 
-    def held(
-        self,
-        *,
-        school_id: str,
-        area: str,
-        fields: frozenset[str] | None,
-        updated_since: datetime | None,
-        limit: int,
-        cursor: str | None,
-        now: datetime,
-    ) -> ServedPage | None:
+    def held(self, query: PageQuery, now: datetime) -> ServedPage | None:
         """The page if everything it needs is in this process's memory: no I/O, no await."""
-        if not self.namer.ready or not hot_cacheable(area, fields):
+        if not self.namer.ready or not hot_cacheable(query.area, query.fields):
             return None
-        state = self.edge.state(school_id, area)
+        state = self.edge.state(query.school_id, query.area)
         if state is None or state.as_of is None:
             return None
-        named = self._named(state, fields, updated_since, cursor, limit, now)
+        named = self._named(state, query, now)
         sealed = self.edge.page(named[0].key)
-        if sealed is None or not self.keyring.holds(school_id, self.hot.key_version(sealed)):
+        if sealed is None or not self.keyring.holds(state.school_id, self.hot.key_version(sealed)):
             return None
         return self._served(state, named, self.hot.open(named[0], sealed), now)
 
-    async def read(
-        self,
-        *,
-        school_id: str,
-        area: str,
-        fields: frozenset[str] | None,
-        updated_since: datetime | None,
-        limit: int,
-        cursor: str | None,
-        now: datetime,
-    ) -> ServedPage | None:
+    async def read(self, query: PageQuery, now: datetime) -> ServedPage | None:
         """The page if it is hot; None sends the caller to the full read path."""
-        if not self.namer.ready or not hot_cacheable(area, fields):
+        if not self.namer.ready or not hot_cacheable(query.area, query.fields):
             return None
-        state = self.edge.state(school_id, area) or await self._load_state(school_id, area)
+        state = self.edge.state(query.school_id, query.area) or await self._load_state(
+            query.school_id, query.area
+        )
         if state is None or state.as_of is None:
             return None
-        named = self._named(state, fields, updated_since, cursor, limit, now)
+        named = self._named(state, query, now)
         page = await self._page(named[0])
         if page is None:
             return None
         return self._served(state, named, page, now)
 
     def _named(
-        self,
-        state: repo.AreaState,
-        fields: frozenset[str] | None,
-        updated_since: datetime | None,
-        cursor: str | None,
-        limit: int,
-        now: datetime,
+        self, state: repo.AreaState, query: PageQuery, now: datetime
     ) -> tuple[PageRef, str, bool]:
         """The page's name and ETag (derived once per query), and whether it is stale."""
         assert state.as_of is not None
         stale = is_stale(state.area, state.as_of, now)
         version = state.data_version
-        query = (state.school_id, state.area, version, stale, fields, updated_since, cursor, limit)
-        named = self.edge.ref(query)
+        key = (
+            state.school_id,
+            state.area,
+            version,
+            stale,
+            query.fields,
+            query.updated_since,
+            query.cursor,
+            query.limit,
+        )
+        named = self.edge.ref(key)
         if named is None:
             ref = page_ref(
                 self.namer,
@@ -341,13 +326,13 @@ class HotReader:
                 area=state.area,
                 data_version=version,
                 stale=stale,
-                fields=fields,
-                updated_since=updated_since,
-                cursor=cursor,
-                limit=limit,
+                fields=query.fields,
+                updated_since=query.updated_since,
+                cursor=query.cursor,
+                limit=query.limit,
             )
             named = (ref, self.namer.etag(ref.key))
-            self.edge.hold_ref(query, *named)
+            self.edge.hold_ref(key, *named)
         return named[0], named[1], stale
 
     def _served(

@@ -38,6 +38,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class PageQuery:
+    """Which page of an area a partner asked for (parsed and validated already)."""
+
+    school_id: str
+    area: str
+    fields: frozenset[str] | None
+    updated_since: datetime | None
+    limit: int
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ServedPage:
     """A response body ready to send, with what the headers need."""
 

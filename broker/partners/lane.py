@@ -72,15 +72,7 @@ class PartnerReadLane:
         decision = reads.decisions.peek(partner.partner_id, query.school_id, query.area, now)
         if hot is None or decision is None or not decision.allowed:
             return False
-        page = hot.held(
-            school_id=query.school_id,
-            area=query.area,
-            fields=query.fields,
-            updated_since=query.updated_since,
-            limit=query.limit,
-            cursor=query.cursor,
-            now=now,
-        )
+        page = hot.held(query, now)
         if page is None:
             return False
         # From here on the read is ours: every outcome is answered here.

@@ -22,7 +22,7 @@ from broker.errors import DomainError, NotFoundError
 from broker.schools.models import School, SchoolStatus
 from cache.edge import HotReader
 from cache.errors import NotCachedError
-from cache.service import CacheService, ServedPage
+from cache.service import CacheService, PageQuery, ServedPage
 from consent.access_log import AccessLogWriter, LogEntry
 from consent.decisions import DecisionCache
 from consent.engine import ConsentSnapshot, Decision, snapshot_at
@@ -39,16 +39,6 @@ class ConsentRequiredError(DomainError):
     status = 403
     slug = "consent-required"
     title = "Consent required"
-
-
-@dataclass(frozen=True, slots=True)
-class ReadQuery:
-    school_id: str
-    area: str
-    fields: frozenset[str] | None
-    updated_since: datetime | None
-    limit: int
-    cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +115,7 @@ class PartnerReads:
     async def log(
         self,
         partner_id: str,
-        query: ReadQuery,
+        query: PageQuery,
         decision: Decision,
         count: int,
         request_id: str,
@@ -146,7 +136,7 @@ class PartnerReads:
         )
 
     async def decide(
-        self, partner_id: str, query: ReadQuery, request_id: str, now: datetime
+        self, partner_id: str, query: PageQuery, request_id: str, now: datetime
     ) -> Decision:
         decision = await self.decisions.decide(partner_id, query.school_id, [query.area], now)
         if decision.allowed:
@@ -165,22 +155,14 @@ class PartnerReads:
             school = session.get(School, school_id)
             return school is not None and school.status is SchoolStatus.ACTIVE
 
-    async def fetch_hot(self, query: ReadQuery, now: datetime) -> ServedPage | None:
+    async def fetch_hot(self, query: PageQuery, now: datetime) -> ServedPage | None:
         """The page if this process can serve it hot on the event loop, else None (`fetch`)."""
         if self.hot_reader is None:
             return None
-        return await self.hot_reader.read(
-            school_id=query.school_id,
-            area=query.area,
-            fields=query.fields,
-            updated_since=query.updated_since,
-            limit=query.limit,
-            cursor=query.cursor,
-            now=now,
-        )
+        return await self.hot_reader.read(query, now)
 
     def fetch(
-        self, partner_id: str, query: ReadQuery, decision: Decision, now: datetime
+        self, partner_id: str, query: PageQuery, decision: Decision, now: datetime
     ) -> ServedPage | None:
         """The page, or None when the area is not cached yet (an extraction is then queued)."""
         with session_scope(self.engine) as session:
@@ -208,7 +190,7 @@ class PartnerReads:
                     )
                 return None
 
-    def _mark_requested(self, session: Session, query: ReadQuery, now: datetime) -> None:
+    def _mark_requested(self, session: Session, query: PageQuery, now: datetime) -> None:
         key = (query.school_id, query.area)
         tick = time.monotonic()
         if tick - self._marked.get(key, -MARK_REQUESTED_EVERY) < MARK_REQUESTED_EVERY:

@@ -20,11 +20,11 @@ from broker.errors import DomainError, NotFoundError
 from broker.logging import request_id_var
 from broker.partners.auth import PartnerDep, authenticate_partner
 from broker.partners.ratelimit import PartnerRateLimiter
-from broker.partners.reads import PartnerReads, ReadQuery, my_consent, my_schools
+from broker.partners.reads import PartnerReads, my_consent, my_schools
 from broker.partners.tokens import PartnerPrincipal
 from broker.resources import Resources
 from broker.schools.models import School
-from cache.service import ServedPage
+from cache.service import PageQuery, ServedPage
 from consent.areas import CATALOGUE, parse_instant
 from consent.engine import Decision
 
@@ -123,7 +123,7 @@ def _query(
     updated_since: str | None,
     limit: int,
     cursor: str | None,
-) -> ReadQuery:
+) -> PageQuery:
     if area not in CATALOGUE:
         raise NotFoundError(f"no data area {area!r}: see GET /openapi.json or `misbroker areas`")
     since = None
@@ -131,7 +131,7 @@ def _query(
         since = parse_instant(updated_since)
         if since is None:
             raise InvalidQueryError("updated_since must be an RFC 3339 time with an offset")
-    return ReadQuery(school_id, area, _parse_fields(area, fields), since, limit, cursor)
+    return PageQuery(school_id, area, _parse_fields(area, fields), since, limit, cursor)
 
 
 # The data route is the hot path: its query is read by hand (FastAPI's per-parameter
@@ -181,10 +181,10 @@ DATA_PARAMETERS: list[dict[str, Any]] = [
 
 _QUERIES_HELD = 10_000
 _QUERY_KEY_MAX = 512  # a longer query (or school id) is parsed each time, never remembered
-_queries: dict[tuple[str, str, bytes], ReadQuery] = {}
+_queries: dict[tuple[str, str, bytes], PageQuery] = {}
 
 
-def read_query(school_id: str, area: str, query_string: bytes) -> ReadQuery:
+def read_query(school_id: str, area: str, query_string: bytes) -> PageQuery:
     """The parsed query, remembered: partners repeat the same few queries (invalid ones
     raise, and are not remembered)."""
     key = (school_id, area, query_string)
