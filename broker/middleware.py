@@ -36,11 +36,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                incoming = value.decode("latin-1")
-                break
+        incoming = scope_header(scope, b"x-request-id")
         rid = incoming if incoming and _INCOMING_ID.match(incoming) else os.urandom(16).hex()
         token = request_id_var.set(rid)
         status = 500
@@ -72,6 +68,14 @@ def _requests(method: str, route: str, status: int) -> Counter:
 @lru_cache(maxsize=1024)
 def _latency(method: str, route: str) -> Histogram:
     return HTTP_LATENCY.labels(method, route)
+
+
+def scope_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (`name` in lower case) in an ASGI scope."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _route_template(scope: Scope) -> str:

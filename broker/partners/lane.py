@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.agenthub.auth import bearer_of
 from broker.logging import request_id_var
+from broker.middleware import scope_header
 from broker.partners.ratelimit import PartnerRateLimiter
 from broker.partners.reads import PartnerReads
 from broker.partners.tokens import TokenCache
@@ -57,7 +58,7 @@ class PartnerReadLane:
     ) -> bool:
         """Answer the read and return True, or return False having done nothing at all."""
         state = scope["app"].state
-        token = bearer_of(_header(scope, b"authorization") or "")
+        token = bearer_of(scope_header(scope, b"authorization") or "")
         tokens: TokenCache = state.token_cache
         partner = None if token is None else tokens.peek(token)
         if partner is None:
@@ -81,7 +82,7 @@ class PartnerReadLane:
         try:
             limiter: PartnerRateLimiter = state.rate_limiter
             limiter.hit(partner.partner_id, partner.rate_limit_per_minute)
-            not_modified = page.etag in etags(_header(scope, b"if-none-match"))
+            not_modified = page.etag in etags(scope_header(scope, b"if-none-match"))
             count = 0 if not_modified else page.record_count
             rid = request_id_var.get() or ""
             # Committed before a byte of the page is handed to the server.
@@ -122,13 +123,6 @@ class PartnerReadLane:
                     self._route = route
                     break
         return self._route
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 async def _problem(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
