@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import itertools
-import random
 import shutil
 import signal
 import subprocess
@@ -43,6 +42,7 @@ from tests.agents.agent_broker import (
     queue_commands,
     without_nulls,
 )
+from tests.support.gate import Hold, upload_gate
 
 pytestmark = pytest.mark.slow
 
@@ -131,11 +131,11 @@ def test_a_1200_pupil_school_and_a_day_of_mutations(
 # --- faults -------------------------------------------------------------------------------
 
 
-def write_config(tmp_path: Path, broker: LiveBroker, key: str, pupils: int) -> Path:
+def write_config(tmp_path: Path, broker_url: str, key: str, pupils: int) -> Path:
     path = tmp_path / "agent.toml"
     path.write_text(
         f"""
-broker_url = "{broker.url}"
+broker_url = "{broker_url}"
 agent_key = "{key}"
 state_dir = "agent-state"
 [mis]
@@ -172,22 +172,26 @@ def start_agent(config: Path, *args: str) -> subprocess.Popen[bytes]:
 def test_kill_9_mid_upload_and_restart_until_done(
     tmp_path: Path, school: tuple[LiveBroker, str, str]
 ) -> None:
+    """Each run is killed while an upload is in flight, after it made progress: the kill
+    points are set by the gate, so they are the same on a fast machine and a loaded one."""
     broker, school_id, key = school
-    config = write_config(tmp_path, broker, key, pupils=1200)
-    rng = random.Random(9)
-    kills = 0
-    for _ in range(8):
-        proc = start_agent(config, "once")
-        time.sleep(rng.uniform(0.8, 2.5))
-        if proc.poll() is not None:
-            break  # it finished: the remaining work was done between kills
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        kills += 1
-    assert kills >= 2, "the agent finished before it could be killed: make the school bigger"
-    done = subprocess.run(
-        agent_command(config, "once"), cwd=ROOT, capture_output=True, timeout=180, check=False
-    )
+    holds = [Hold.BEFORE_BROKER, Hold.AFTER_BROKER, Hold.BEFORE_BROKER]
+    with upload_gate(broker.url) as gate:
+        config = write_config(tmp_path, gate.url, key, pupils=1200)
+        for hold in holds:
+            gate.close_after(2, hold)  # two more batches land, then the agent dies mid-upload
+            proc = start_agent(config, "once")
+            try:
+                gate.wait_holding()
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+                gate.reopen()
+        assert gate.answered >= 2 * len(holds)
+        done = subprocess.run(
+            agent_command(config, "once"), cwd=ROOT, capture_output=True, timeout=180,
+            check=False,
+        )  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     mis = SyntheticMis(seed=77, pupils=1200, phase="secondary", day=DAY)
     assert_cache_equals_mis(broker, school_id, mis)
@@ -198,18 +202,29 @@ def test_broker_stopped_mid_upload_then_restarted(
     tmp_path: Path, school: tuple[LiveBroker, str, str], how: str
 ) -> None:
     broker, school_id, key = school
-    config = write_config(tmp_path, broker, key, pupils=1200)
-    proc = start_agent(config, "once")
-    time.sleep(1.5)
-    broker.stop(kill=how == "kill")
-    time.sleep(2.0)
-    broker.start()
-    code = proc.wait(timeout=180)
+    with upload_gate(broker.url) as gate:
+        config = write_config(tmp_path, gate.url, key, pupils=1200)
+        gate.close_after(1)
+        proc = start_agent(config, "once")
+        gate.wait_holding()  # one batch landed, the next is in flight: now the broker goes
+        broker.stop(kill=how == "kill")
+        gate.reopen()  # the held upload and its retries meet a broker that is down
+        wait_for_log(config.parent / "agent.log", "upload failed, retrying", proc)
+        broker.start()
+        code = proc.wait(timeout=180)
     log = (config.parent / "agent.log").read_text()
     assert code == 0, log[-3000:]
-    assert "upload failed, retrying" in log  # the outage happened mid-upload
     mis = SyntheticMis(seed=77, pupils=1200, phase="secondary", day=DAY)
     assert_cache_equals_mis(broker, school_id, mis)
+
+
+def wait_for_log(log: Path, line: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until the agent's log shows `line` (the agent must still be running meanwhile)."""
+    deadline = time.monotonic() + 120
+    while line not in log.read_text(errors="replace"):
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+        time.sleep(0.05)
 
 
 def test_duplicate_and_out_of_order_batches(
@@ -301,7 +316,7 @@ def test_misbroker_agent_check_and_status_against_the_broker(
     tmp_path: Path, school: tuple[LiveBroker, str, str]
 ) -> None:
     broker, _, key = school
-    config = write_config(tmp_path, broker, key, pupils=50)
+    config = write_config(tmp_path, broker.url, key, pupils=50)
     check = subprocess.run(
         agent_command(config, "check"), cwd=ROOT, capture_output=True, timeout=60, check=False
     )

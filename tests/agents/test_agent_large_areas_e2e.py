@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from tests.agents.agent_broker import (
 )
 from tests.agents.photo_mis import AREA, PhotoMis
 from tests.agents.test_agent_e2e import agent_command
+from tests.support.gate import upload_gate
 
 LIMIT = 200_000
 BROKER_LIMIT = 300_000
@@ -210,9 +210,10 @@ def test_kill_9_between_batches_of_the_cli_then_run_again(
     mis = PhotoMis(120, seed=14)  # ~5.7 MB of JSON: some 30 batches
     mis.write_csv_export(tmp_path / "exports")
     config = tmp_path / "agent.toml"
-    config.write_text(
-        f"""
-broker_url = "{broker.url}"
+    with upload_gate(broker.url) as gate:
+        config.write_text(
+            f"""
+broker_url = "{gate.url}"
 agent_key = "{key}"
 state_dir = "agent-state"
 [mis]
@@ -223,29 +224,30 @@ max_batch_bytes = {LIMIT}
 retry_cap_seconds = 2
 retry_budget_seconds = 120
 """,
-        encoding="utf-8",
-    )
-    log = tmp_path / "agent.log"
-    with log.open("ab") as stderr:
-        proc = subprocess.Popen(
-            agent_command(config, "once"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr
+            encoding="utf-8",
         )
-    deadline = time.monotonic() + 120
-    while log.read_text(errors="replace").count('"batch confirmed"') < 3:
-        assert proc.poll() is None, "the agent finished before it could be killed"
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    state = AgentState.open(tmp_path / "agent-state")
-    left = len(state.pending())
-    state.close()
-    assert left > 0, "every batch was sent before the kill: make the school bigger"
-    sent_before = len(upload_batches(broker.settings(), school_id))
+        gate.close_after(3)  # three batches land, then the agent dies with the fourth in flight
+        with (tmp_path / "agent.log").open("ab") as stderr:
+            proc = subprocess.Popen(
+                agent_command(config, "once"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr
+            )
+        try:
+            gate.wait_holding()
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            gate.reopen()
+        state = AgentState.open(tmp_path / "agent-state")
+        left = len(state.pending())
+        state.close()
+        assert left > 0, "every batch was sent before the kill: make the school bigger"
+        sent_before = len(upload_batches(broker.settings(), school_id))
+        assert sent_before == 3
 
-    done = subprocess.run(
-        agent_command(config, "once"), cwd=ROOT, capture_output=True, timeout=180, check=False
-    )
+        done = subprocess.run(
+            agent_command(config, "once"), cwd=ROOT, capture_output=True, timeout=180,
+            check=False,
+        )  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     applied = upload_batches(broker.settings(), school_id)
     assert sent_before < len(applied)
