@@ -14,12 +14,22 @@ help:
 	@echo "make check  ruff and mypy only"
 	@echo "make bench  run the benchmarks in bench/"
 
+FRONTEND := broker/console/frontend
+FRONTEND_STAMP := $(FRONTEND)/node_modules/.installed-stamp
+
 $(STAMP): pyproject.toml uv.lock
 	@scripts/ensure-uv
 	$(UV) sync --frozen --all-extras --quiet
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The console's GOV.UK Frontend assets (and axe-core for its tests), pinned by the lock file
+# and served by the broker itself: no CDN.
+$(FRONTEND_STAMP): $(FRONTEND)/package.json $(FRONTEND)/package-lock.json
+	@scripts/ensure-node
+	npm ci --prefix $(FRONTEND) --no-audit --no-fund --silent
+	@touch $(FRONTEND_STAMP)
+
+install: $(STAMP) $(FRONTEND_STAMP)
 
 run: install
 	$(UV) run --frozen misbroker up $(ARGS)
@@ -38,6 +48,7 @@ fmt: install
 
 test: check
 	@scripts/ensure-postgres
+	@scripts/ensure-chromium
 	$(UV) run --frozen pytest $(ARGS)
 
 test-fast: install

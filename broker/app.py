@@ -11,6 +11,7 @@ from broker import __version__
 from broker.cache_wiring import build_cache_service
 from broker.clock import Clock
 from broker.consent_wiring import consent_lifespan, install_consent
+from broker.console.wiring import install_console
 from broker.middleware import RequestContextMiddleware
 from broker.partners.lane import PartnerReadLane
 from broker.partners.ratelimit import PartnerRateLimiter
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(webhooks.router)
     app.include_router(admin_agent.router)
     install_consent(app)
+    install_console(app)
     app.add_middleware(PartnerReadLane)  # inside the request-id and metrics middleware
     app.add_middleware(RequestContextMiddleware)
     return app

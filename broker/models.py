@@ -4,6 +4,7 @@ from sqlmodel import SQLModel
 
 from broker.admin import models as admin
 from broker.agenthub import models as agenthub
+from broker.console import models as console  # noqa: F401 - console sessions, invitations
 from broker.events import models as events
 from broker.partners import models as partners
 from broker.schools import models as schools

@@ -234,6 +234,15 @@ def decide(
     return _combine({name: _best(timelines, name, at, operation) for name in names})
 
 
+def revocation_end(end_at: datetime, revoked_at: datetime, grace: timedelta) -> datetime:
+    """When access ends after a revocation made at `revoked_at` with end date `end_at`.
+
+    A future end date is kept exactly; one at or before the revocation (retrospective) ends
+    access at the revocation plus the grace.  The console shows this before it is confirmed.
+    """
+    return end_at if end_at > revoked_at else revoked_at + grace
+
+
 def valid_until(timeline: ConsentTimeline, at: datetime) -> datetime | None:
     """The next instant at which any decision on this consent may change; None if never.
 
@@ -479,10 +488,8 @@ class _State:
         self.ever |= new
 
     def _revoke(self, event: Revoked, grace: timedelta) -> None:
-        if event.end_at > event.at:
-            end = event.end_at
-        else:
-            end = event.at + grace
+        end = revocation_end(event.end_at, event.at, grace)
+        if event.end_at <= event.at:
             self.retrospective = True
         self.end = end if self.end is None else min(self.end, end)
 

@@ -25,6 +25,7 @@ from consent.engine import (
     Decision,
     decide,
     fold,
+    revocation_end,
     snapshot_at,
 )
 from consent.errors import ConsentConflictError, ConsentInvalidError, ConsentNotFoundError
@@ -211,7 +212,7 @@ class ConsentService:
         if end_at.utcoffset() is None:
             raise ConsentInvalidError("end_at must carry a time zone offset")
         consent, view = self._load_live(consent_id, school_id, now)
-        effective = end_at if end_at > now else now + self.grace
+        effective = revocation_end(end_at, now, self.grace)
         current = view.snapshot.ends_at  # the revocation end known now, if any
         if current is not None and effective > current:
             raise ConsentInvalidError(

@@ -20,6 +20,7 @@ from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from broker.admin.models import AdminLoginFailure, AdminSession
+from broker.admin.recovery import use_recovery_code
 from broker.admin.settings import AdminSettings
 from broker.errors import AuthenticationError, DomainError
 from broker.schools.models import SchoolAdmin
@@ -77,21 +78,59 @@ class AdminAuth:
         self.schools = SchoolRepository(session)
 
     def attempt(self, email: str, password: str, code: str, now: datetime) -> LoginOutcome:
+        """An API login: the checks of `authenticate`, then a bearer token."""
+        admin, error = self.authenticate(email, password, code, now)
+        if admin is None:
+            return LoginOutcome(error=error)
+        return self._issue(admin, admin.email, now)
+
+    def authenticate(
+        self, email: str, password: str, code: str, now: datetime, *, code_required: bool = True
+    ) -> tuple[SchoolAdmin | None, DomainError | None]:
+        """The admin if email, password and code are right; else the error to answer.
+
+        `code` is a TOTP code or, for the console, one of the admin's recovery codes.  With
+        `code_required=False` (the console's first sign-in, before an authenticator app is
+        enrolled) an admin who has never given a valid code passes on the password alone.
+        Every failure counts toward the lockout, whichever part was wrong.
+        """
         email = email.strip().lower()
         locked_until = self.locked_until(email, now)
         if locked_until is not None:
             wait = max(1, math.ceil((locked_until - now).total_seconds()))
-            return LoginOutcome(error=_locked(wait))
+            return None, _locked(wait)
         admin = self.schools.admin_by_email(email)
         password_ok = verify_password(password, admin.password_hash if admin else _dummy_hash())
         if admin is None or admin.disabled_at is not None or not password_ok:
-            return self._failed(email, now)
+            return None, self._failed(email, now).error
+        if not code.strip() and not code_required and admin.totp_confirmed_at is None:
+            return admin, None
+        if not self._second_factor(admin, code, now):
+            return None, self._failed(email, now).error
+        self.session.execute(delete(AdminLoginFailure).where(col(AdminLoginFailure.email) == email))
+        return admin, None
+
+    def second_factor_only(
+        self, admin: SchoolAdmin, code: str, now: datetime
+    ) -> tuple[bool, DomainError | None]:
+        """The code alone, for an admin whose password was checked a moment ago (enrolment)."""
+        email = admin.email.strip().lower()
+        locked_until = self.locked_until(email, now)
+        if locked_until is not None:
+            wait = max(1, math.ceil((locked_until - now).total_seconds()))
+            return False, _locked(wait)
+        if not self._second_factor(admin, code, now):
+            return False, self._failed(email, now).error
+        return True, None
+
+    def _second_factor(self, admin: SchoolAdmin, code: str, now: datetime) -> bool:
         step = self._totp_step(admin, code, now)
-        if step is None:
-            return self._failed(email, now)
-        admin.totp_last_step = step
-        self.session.add(admin)
-        return self._issue(admin, email, now)
+        if step is not None:
+            admin.totp_last_step = step
+            admin.totp_confirmed_at = admin.totp_confirmed_at or now
+            self.session.add(admin)
+            return True
+        return use_recovery_code(self.session, admin.id, code, now)
 
     def resolve(self, token: str, now: datetime) -> AdminIdentity | None:
         """The admin behind a live token, or None (unknown, expired, admin disabled)."""
@@ -142,7 +181,6 @@ class AdminAuth:
         return LoginOutcome(error=AuthenticationError(_BAD_LOGIN))
 
     def _issue(self, admin: SchoolAdmin, email: str, now: datetime) -> LoginOutcome:
-        self.session.execute(delete(AdminLoginFailure).where(col(AdminLoginFailure.email) == email))
         self.session.execute(
             delete(AdminSession).where(col(AdminSession.expires_at) < now - _STALE_SESSIONS)
         )

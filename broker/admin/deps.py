@@ -8,6 +8,7 @@ partner token, an agent key, garbage, nothing) is refused and the attempt is wri
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -77,6 +78,13 @@ CurrentAdminDep = Annotated[AdminIdentity, Depends(current_admin)]
 
 def admin_context(admin: CurrentAdminDep, runtime: RuntimeDep) -> Iterator[AdminContext]:
     """Commit before the response is sent, then announce changed decisions to every process."""
+    with open_admin_context(runtime, admin) as ctx:
+        yield ctx
+
+
+@contextmanager
+def open_admin_context(runtime: ConsentRuntime, admin: AdminIdentity) -> Iterator[AdminContext]:
+    """One unit of work of one admin, for the API and the console alike."""
     resources = runtime.resources
     now = resources.clock.now()
     with session_scope(resources.engine) as session:

@@ -1,4 +1,4 @@
-"""Tables of admin authentication: sessions (token digests) and failed logins."""
+"""Tables of admin authentication: sessions (token digests), failed logins, recovery codes."""
 
 from __future__ import annotations
 
@@ -31,3 +31,14 @@ class AdminLoginFailure(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=254)
     at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AdminRecoveryCode(SQLModel, table=True):
+    """One of an admin's ten one-time recovery codes, stored as a digest."""
+
+    __tablename__ = "admin_recovery_codes"
+
+    code_hash: str = Field(primary_key=True, max_length=64)
+    admin_id: str = Field(foreign_key="school_admins.id", index=True, max_length=40)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -14,10 +14,20 @@ class AdminSettings(BaseSettings):
     admin_token_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
     admin_lockout_failures: int = Field(default=5, ge=1)
     admin_lockout_minutes: float = Field(default=15.0, gt=0)
+    console_idle_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    console_max_hours: float = Field(default=12.0, gt=0, le=7 * 24)
 
     @property
     def token_lifetime(self) -> timedelta:
         return timedelta(minutes=self.admin_token_minutes)
+
+    @property
+    def console_idle(self) -> timedelta:
+        return timedelta(minutes=self.console_idle_minutes)
+
+    @property
+    def console_lifetime(self) -> timedelta:
+        return timedelta(hours=self.console_max_hours)
 
     @property
     def lockout_window(self) -> timedelta:

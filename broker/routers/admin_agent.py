@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -10,13 +9,12 @@ from pydantic import BaseModel, Field
 
 from broker.admin.deps import AdminDep
 from broker.agenthub import commands
-from broker.agenthub.heartbeat import agent_health
-from broker.clock import rfc3339
+from broker.agenthub.health import school_health
 from broker.deps import get_batch_applier, get_resources
 from broker.errors import ConflictError
 from broker.resources import Resources
 from broker.schools.models import SchoolStatus
-from cache.service import AreaView, CacheService
+from cache.service import CacheService
 
 router = APIRouter(prefix="/v1/admin", tags=["school admin"])
 
@@ -34,37 +32,13 @@ class RefreshOut(BaseModel):
     areas: list[str]
 
 
-def _area_view(view: AreaView) -> dict[str, Any]:
-    def t(value: Any) -> str | None:
-        return rfc3339(value) if value is not None else None
-
-    return {
-        "area": view.area,
-        "as_of": t(view.as_of),
-        "stale": view.stale,
-        "expires_at": t(view.expires_at),
-        "tier": view.tier.value,
-        "records": view.record_count,
-        "last_read_at": t(view.last_read_at),
-        "refresh_requested_at": t(view.refresh_requested_at),
-    }
-
-
 @router.get("/agent", summary="My school's agent: heartbeat, telemetry, data as of", responses=AUTH)
 def get_agent_health(
     ctx: AdminDep,
     cache: Annotated[CacheService, Depends(get_batch_applier)],
     resources: Annotated[Resources, Depends(get_resources)],
 ) -> dict[str, Any]:
-    areas = [_area_view(v) for v in cache.area_states(ctx.session, ctx.school.id, ctx.now)]
-    minutes = resources.settings.broker.agent_silent_after_minutes
-    return agent_health(
-        ctx.session,
-        school_id=ctx.school.id,
-        now=ctx.now,
-        silent_after=timedelta(minutes=minutes),
-        area_states=areas,
-    )
+    return school_health(ctx, cache, resources)
 
 
 @router.post(

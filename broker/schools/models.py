@@ -55,5 +55,8 @@ class SchoolAdmin(SQLModel, table=True):
     password_hash: str = Field(max_length=255)
     totp_secret_sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     totp_last_step: int | None = None  # refuses replay of a code already used
+    # When a valid code was first given: until then the console's first sign-in shows the
+    # QR code to enrol an authenticator app.
+    totp_confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(sa_type=UTCDateTime)
     disabled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

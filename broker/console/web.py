@@ -1,0 +1,220 @@
+"""How the console answers: templates, security headers, CSRF, errors as pages.
+
+Every page is rendered here so every page gets the same headers: a Content-Security-Policy
+whose only inline script is GOV.UK Frontend's one-line `js-enabled` marker (allowed by a
+per-response nonce), no framing, no sniffing, no referrer beyond the origin, and
+`Cache-Control: no-store` (pages hold pupil-adjacent data and one-time secrets).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, PackageLoader, PrefixLoader, select_autoescape
+from starlette.datastructures import FormData
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker.admin.consents import to_domain_error
+from broker.clock import rfc3339
+from broker.errors import DomainError
+from consent.areas import CATALOGUE
+from consent.errors import ConsentError
+
+HERE = Path(__file__).parent
+ASSETS = HERE / "frontend" / "node_modules" / "govuk-frontend" / "dist" / "govuk"
+CSRF_FIELD = "csrf_token"
+MAX_FORM_FIELDS = 200
+
+
+@cache
+def environment() -> Environment:
+    env = Environment(
+        loader=PrefixLoader(
+            {
+                "console": FileSystemLoader(HERE / "templates"),
+                "govuk_frontend_jinja": PackageLoader("govuk_frontend_jinja"),
+            }
+        ),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["instant"] = format_instant
+    env.filters["rfc3339"] = rfc3339
+    env.globals["catalogue"] = CATALOGUE
+    return env
+
+
+def format_instant(at: datetime | None) -> str:
+    """`14:00 on Friday 4 December 2026 (UTC)`: how GOV.UK writes a time, in UTC."""
+    if at is None:
+        return ""
+    at = at.astimezone(UTC)
+    return f"{at:%H:%M} on {at:%A} {at.day} {at:%B %Y} (UTC)"
+
+
+def _csp(nonce: str) -> str:
+    return (
+        "default-src 'self'; "
+        f"script-src 'self' 'nonce-{nonce}'; "
+        "style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    )
+
+
+STATIC_HEADERS: Mapping[str, str] = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def secure(response: Response, nonce: str | None = None) -> Response:
+    """The console's security headers on one of its responses."""
+    response.headers.update(STATIC_HEADERS)
+    response.headers["Content-Security-Policy"] = _csp(nonce or secrets.token_urlsafe(16))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def render(
+    request: Request,
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    status_code: int = 200,
+) -> HTMLResponse:
+    nonce = secrets.token_urlsafe(16)
+    values: dict[str, Any] = {
+        "request": request,
+        "cspNonce": nonce,
+        "csrf_token": getattr(request.state, "csrf_token", None),
+        "signed_in": getattr(request.state, "console_admin", None),
+        "school": getattr(request.state, "console_school", None),
+        "path": request.url.path,
+    }
+    values.update(context or {})
+    html = environment().get_template(f"console/{template}").render(values)
+    response = HTMLResponse(html, status_code=status_code)
+    secure(response, nonce)
+    return response
+
+
+def redirect(url: str, *, status_code: int = 303) -> RedirectResponse:
+    response = RedirectResponse(url, status_code=status_code)
+    secure(response)
+    return response
+
+
+def sign_in_url(request: Request) -> str:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return f"/school/sign-in?next={quote(target, safe='')}"
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after signing in: a console path only, never another site."""
+    if value and value.startswith("/school") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/school"
+
+
+async def read_form(request: Request) -> FormData:
+    return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+
+
+def csrf_ok(form: FormData, expected: str | None) -> bool:
+    given = form.get(CSRF_FIELD)
+    return (
+        isinstance(given, str)
+        and expected is not None
+        and hmac.compare_digest(given.encode(), expected.encode())
+    )
+
+
+class SignInRequired(Exception):
+    """No live console session: the browser goes to the sign-in page and comes back."""
+
+
+class CsrfRefused(Exception):
+    """A changing form without its token (or with another session's): nothing happens."""
+
+
+class ConsoleRoute(APIRoute):
+    """A console route: domain errors and missing sessions become pages, not problem JSON."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SignInRequired:
+                return redirect(sign_in_url(request))
+            except CsrfRefused:
+                return render(
+                    request,
+                    "error.html",
+                    {
+                        "title": "This form has expired",
+                        "detail": "Nothing was changed. Go back, reload the page and try again.",
+                    },
+                    status_code=403,
+                )
+            except ConsentError as exc:
+                return _error_page(request, to_domain_error(exc))
+            except DomainError as exc:
+                return _error_page(request, exc)
+
+        return handle
+
+
+def _error_page(request: Request, exc: DomainError) -> HTMLResponse:
+    return render(
+        request,
+        "error.html",
+        {"title": _ERROR_TITLES.get(exc.status, exc.title), "detail": exc.detail},
+        status_code=exc.status,
+    )
+
+
+_ERROR_TITLES = {404: "Page not found", 409: "That cannot be done now", 403: "Not allowed"}
+
+
+class ConsoleHeadersMiddleware:
+    """Security headers on the console's static assets (pages set their own in `secure`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(("/assets/", "/school/")):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [
+                    (k.lower().encode(), v.encode())
+                    for k, v in STATIC_HEADERS.items()
+                    if k.lower().encode() not in names
+                ]
+                if b"content-security-policy" not in names:
+                    extra.append(
+                        (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+                    )
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

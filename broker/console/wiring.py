@@ -1,0 +1,32 @@
+"""Puts the console on the API's app: its pages, its assets, and `/` pointing at it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import RedirectResponse
+
+from broker.console.pages import home, partners, sign_in
+from broker.console.web import ASSETS, HERE, ConsoleHeadersMiddleware
+
+
+def install_console(app: FastAPI) -> None:
+    if not ASSETS.is_dir():  # pragma: no cover - an install without `make install`
+        raise RuntimeError(
+            f"GOV.UK Frontend is missing at {ASSETS}: run `make install` "
+            "(npm ci --prefix broker/console/frontend)"
+        )
+    root = APIRouter(include_in_schema=False)
+
+    @root.get("/")
+    def to_console() -> RedirectResponse:
+        return RedirectResponse("/school", status_code=307)
+
+    app.include_router(root)
+    for module in (sign_in, home, partners):
+        app.include_router(module.router)
+    app.mount("/school/static/govuk", StaticFiles(directory=ASSETS), name="govuk-frontend")
+    app.mount("/school/static/console", StaticFiles(directory=HERE / "static"), name="console")
+    # GOV.UK Frontend's stylesheet asks for its fonts and images at /assets.
+    app.mount("/assets", StaticFiles(directory=ASSETS / "assets"), name="govuk-assets")
+    app.add_middleware(ConsoleHeadersMiddleware)
