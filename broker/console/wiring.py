@@ -6,7 +6,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse
 
-from broker.console.pages import agent, home, partners, sign_in
+from broker.console.pages import access_log, agent, home, partners, sign_in
 from broker.console.web import ASSETS, HERE, ConsoleHeadersMiddleware
 
 
@@ -23,7 +23,7 @@ def install_console(app: FastAPI) -> None:
         return RedirectResponse("/school", status_code=307)
 
     app.include_router(root)
-    for module in (sign_in, home, partners, agent):
+    for module in (sign_in, home, partners, agent, access_log):
         app.include_router(module.router)
     app.mount("/school/static/govuk", StaticFiles(directory=ASSETS), name="govuk-frontend")
     app.mount("/school/static/console", StaticFiles(directory=HERE / "static"), name="console")

@@ -1,0 +1,318 @@
+"""A partner's page: who it is, what it asks for and why; grant, change, revoke, suspend, resume.
+
+Every change is shown before it is made (a confirmation page lists exactly what will be
+shared, or when access will end) and then made by the admin API's own services.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from starlette.datastructures import FormData
+
+from broker.admin.consents import PartnerOverview
+from broker.admin.schemas import ConsentOut, ReceiptOut
+from broker.console.deps import ConsoleContext, ConsoleDep
+from broker.console.web import ConsoleRoute, redirect, render
+from broker.errors import DomainError, InvalidInputError, NotFoundError
+from consent.engine import revocation_end
+from consent.errors import ConsentError
+
+router = APIRouter(prefix="/school", route_class=ConsoleRoute, include_in_schema=False)
+
+MODES = {"read": "Read only", "read_write": "Read and write back"}
+DONE = {
+    "granted": "Access granted. The partner can read the data you chose from now on.",
+    "changed": "The data areas were changed.",
+    "revoked": "Access revoked.",
+    "suspended": "Access suspended. The partner can read nothing until you resume it.",
+    "resumed": "Access resumed.",
+}
+LIVE = ("active", "ending", "suspended")
+
+
+def _partner(ctx: ConsoleContext, partner_id: str) -> PartnerOverview:
+    for item in ctx.admin_ctx.consents.overview():
+        if item.partner.id == partner_id:
+            return item
+    raise NotFoundError("there is no such partner")
+
+
+def _live_consent_id(item: PartnerOverview) -> str:
+    if item.consent is None or item.consent.status not in LIVE:
+        raise NotFoundError(f"{item.partner.name} has no consent with your school to change")
+    return item.consent.consent.id
+
+
+def _page(request: Request, ctx: ConsoleContext, item: PartnerOverview, **extra: Any) -> Response:
+    consent = None
+    if item.consent is not None:
+        consent = ConsentOut.of(
+            ctx.admin_ctx.consents.get(item.consent.consent.id), with_events=True
+        )
+    values: dict[str, Any] = {
+        "title": item.partner.name,
+        "item": item,
+        "consent": consent,
+        "live": consent is not None and consent.status in LIVE,
+        "requests": sorted(item.requests, key=lambda r: r.area),
+        "modes": MODES,
+        "chosen": [],
+        "mode": "read",
+        "flash": DONE.get(request.query_params.get("done", "")),
+        "errors": [],
+    }
+    values.update(extra)
+    return render(request, "partner.html", values, status_code=422 if values["errors"] else 200)
+
+
+@router.get("/partners/{partner_id}")
+def partner_page(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    return _page(request, ctx, _partner(ctx, partner_id))
+
+
+def _chosen_areas(form: FormData, item: PartnerOverview) -> list[str]:
+    requested = {r.area for r in item.requests}
+    chosen = [a for a in form.getlist("areas") if isinstance(a, str)]
+    unknown = [a for a in chosen if a not in requested]
+    if unknown:
+        raise InvalidInputError(f"{item.partner.name} does not ask for {', '.join(unknown)}")
+    return sorted(set(chosen))
+
+
+def _mode(form: FormData) -> str:
+    mode = form.get("mode") or "read"
+    if mode not in MODES:
+        raise InvalidInputError("choose read only, or read and write back")
+    return str(mode)
+
+
+def _confirm(
+    request: Request, item: PartnerOverview, template: str, title: str, **extra: Any
+) -> Response:
+    return render(request, template, {"title": title, "item": item, **extra})
+
+
+@router.post("/partners/{partner_id}/grant")
+async def grant_check(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    """Step 1: the chosen areas, shown with every field before anything is shared."""
+    form = await ctx.form(request)
+    item = _partner(ctx, partner_id)
+    areas, mode = _chosen_areas(form, item), _mode(form)
+    if not areas:
+        error = {"text": "Select at least one data area to share", "href": "#areas"}
+        return _page(request, ctx, item, errors=[error], mode=mode)
+    reasons = {r.area: r.reason for r in item.requests}
+    return _confirm(
+        request, item, "grant_confirm.html", "Check what you will share",
+        areas=areas, mode=mode, modes=MODES, reasons=reasons,
+    )  # fmt: skip
+
+
+@router.post("/partners/{partner_id}/grant/confirm")
+async def grant(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    form = await ctx.form(request)
+    item = _partner(ctx, partner_id)
+    areas, mode = _chosen_areas(form, item), _mode(form)
+    ctx.admin_ctx.consents.grant(partner_id, areas, mode)
+    return redirect(f"/school/partners/{partner_id}?done=granted")
+
+
+@router.get("/partners/{partner_id}/areas")
+def change_areas_page(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    item = _partner(ctx, partner_id)
+    _live_consent_id(item)
+    assert item.consent is not None
+    return render(
+        request,
+        "change_areas.html",
+        {
+            "title": f"Change the data {item.partner.name} may read",
+            "item": item,
+            "chosen": sorted(item.consent.snapshot.areas),
+            "requests": sorted(item.requests, key=lambda r: r.area),
+            "errors": [],
+        },
+    )
+
+
+@router.post("/partners/{partner_id}/areas")
+async def change_areas_check(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    form = await ctx.form(request)
+    item = _partner(ctx, partner_id)
+    _live_consent_id(item)
+    assert item.consent is not None
+    areas = _chosen_areas(form, item)
+    current = set(item.consent.snapshot.areas)
+    if not areas:
+        return render(
+            request, "change_areas.html",
+            {"title": f"Change the data {item.partner.name} may read", "item": item,
+             "chosen": [], "requests": sorted(item.requests, key=lambda r: r.area),
+             "errors": [{"text": "Select at least one data area, or revoke access instead",
+                         "href": "#areas"}]},
+            status_code=422,
+        )  # fmt: skip
+    grace = request.app.state.resources.settings.consent.revocation_grace
+    return _confirm(
+        request, item, "change_confirm.html", "Check your changes",
+        areas=areas, added=sorted(set(areas) - current), removed=sorted(current - set(areas)),
+        removed_until=revocation_end(ctx.admin_ctx.now, ctx.admin_ctx.now, grace),
+    )  # fmt: skip
+
+
+@router.post("/partners/{partner_id}/areas/confirm")
+async def change_areas(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    form = await ctx.form(request)
+    item = _partner(ctx, partner_id)
+    consent_id = _live_consent_id(item)
+    ctx.admin_ctx.consents.change_areas(consent_id, _chosen_areas(form, item))
+    return redirect(f"/school/partners/{partner_id}?done=changed")
+
+
+@router.get("/partners/{partner_id}/revoke")
+def revoke_page(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    item = _partner(ctx, partner_id)
+    _live_consent_id(item)
+    return _revoke_form(request, item, {}, [])
+
+
+def _revoke_form(
+    request: Request, item: PartnerOverview, values: dict[str, str], errors: list[dict[str, str]]
+) -> Response:
+    return render(
+        request,
+        "revoke.html",
+        {"title": f"Revoke access for {item.partner.name}", "item": item, "values": values,
+         "errors": errors},
+        status_code=422 if errors else 200,
+    )  # fmt: skip
+
+
+def parse_end(form: FormData) -> tuple[datetime | None, dict[str, str], list[dict[str, str]]]:
+    """The end instant from the date input and time field (UTC), or the errors to show."""
+    values = {k: str(form.get(k) or "").strip()[:10] for k in ("day", "month", "year", "time")}
+    errors = []
+    day, month, year = values["day"], values["month"], values["year"]
+    end_date = None
+    if not (day and month and year):
+        errors.append({"text": "Enter the end date, with a day, month and year", "href": "#day"})
+    elif not (day.isdigit() and month.isdigit() and year.isdigit() and len(year) == 4):
+        errors.append({"text": "The end date must be a real date, like 31 7 2027", "href": "#day"})
+    else:
+        try:
+            end_date = datetime(int(year), int(month), int(day), tzinfo=UTC).date()
+        except ValueError:
+            errors.append({"text": "The end date must be a real date", "href": "#day"})
+    end_time = time(0, 0)
+    if values["time"]:
+        try:
+            end_time = time.fromisoformat(values["time"])
+        except ValueError:
+            errors.append({"text": "Enter the time as hours and minutes, like 17:30",
+                           "href": "#time"})  # fmt: skip
+    if errors or end_date is None:
+        return None, values, errors
+    return datetime.combine(end_date, end_time.replace(tzinfo=None), tzinfo=UTC), values, []
+
+
+@router.post("/partners/{partner_id}/revoke")
+async def revoke_check(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    """Step 1: the end instant that will result, stated before it is confirmed."""
+    form = await ctx.form(request)
+    item = _partner(ctx, partner_id)
+    _live_consent_id(item)
+    end_at, values, errors = parse_end(form)
+    if end_at is None:
+        return _revoke_form(request, item, values, errors)
+    now = ctx.admin_ctx.now
+    grace = request.app.state.resources.settings.consent.revocation_grace
+    ends_at = revocation_end(end_at, now, grace)
+    return _confirm(
+        request, item, "revoke_confirm.html", "Check when access will end",
+        end_at=end_at, ends_at=ends_at, retrospective=end_at <= now, now=now,
+        grace_hours=int(grace.total_seconds() // 3600),
+        reason=str(form.get("reason") or "")[:1000],
+    )  # fmt: skip
+
+
+@router.post("/partners/{partner_id}/revoke/confirm")
+async def revoke(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    form = await ctx.form(request)
+    item = _partner(ctx, partner_id)
+    consent_id = _live_consent_id(item)
+    try:
+        end_at = datetime.fromisoformat(str(form.get("end_at") or ""))
+    except ValueError:
+        raise InvalidInputError("the end date was lost: start the revocation again") from None
+    if end_at.utcoffset() is None:
+        raise InvalidInputError("the end date was lost: start the revocation again")
+    reason = str(form.get("reason") or "").strip()[:1000] or None
+    ctx.admin_ctx.consents.revoke(consent_id, end_at, reason)
+    return redirect(f"/school/partners/{partner_id}?done=revoked")
+
+
+@router.get("/partners/{partner_id}/suspend")
+def suspend_page(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    item = _partner(ctx, partner_id)
+    _live_consent_id(item)
+    return render(
+        request, "suspend.html",
+        {"title": f"Suspend access for {item.partner.name}", "item": item, "errors": []},
+    )  # fmt: skip
+
+
+@router.post("/partners/{partner_id}/suspend")
+async def suspend(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    form = await ctx.form(request)
+    item = _partner(ctx, partner_id)
+    consent_id = _live_consent_id(item)
+    reason = str(form.get("reason") or "").strip()[:1000]
+    if not reason:
+        return render(
+            request, "suspend.html",
+            {"title": f"Suspend access for {item.partner.name}", "item": item,
+             "errors": [{"text": "Enter why you are suspending access", "href": "#reason"}]},
+            status_code=422,
+        )  # fmt: skip
+    ctx.admin_ctx.consents.suspend(consent_id, reason)
+    return redirect(f"/school/partners/{partner_id}?done=suspended")
+
+
+@router.post("/partners/{partner_id}/resume")
+async def resume(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    await ctx.form(request)
+    item = _partner(ctx, partner_id)
+    ctx.admin_ctx.consents.resume(_live_consent_id(item), None)
+    return redirect(f"/school/partners/{partner_id}?done=resumed")
+
+
+@router.get("/consents/{consent_id}/receipt")
+def receipt_page(request: Request, consent_id: str, ctx: ConsoleDep) -> Response:
+    receipt = _receipt(ctx, consent_id)
+    return render(
+        request, "receipt.html",
+        {"title": "Consent receipt", "receipt": receipt, "consent_id": consent_id,
+         "pretty": orjson.dumps(receipt, option=orjson.OPT_INDENT_2).decode()},
+    )  # fmt: skip
+
+
+@router.get("/consents/{consent_id}/receipt.json")
+def receipt_json(consent_id: str, ctx: ConsoleDep) -> Response:
+    body = orjson.dumps(_receipt(ctx, consent_id), option=orjson.OPT_INDENT_2)
+    response = Response(body, media_type="application/json")
+    response.headers["Content-Disposition"] = f'attachment; filename="receipt-{consent_id}.json"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _receipt(ctx: ConsoleContext, consent_id: str) -> dict[str, Any]:
+    """The receipt exactly as `GET /v1/admin/consents/{id}/receipt` gives it."""
+    try:
+        receipt = ctx.admin_ctx.consents.receipt(consent_id)
+        return ReceiptOut.model_validate(receipt).model_dump(mode="json")
+    except (ConsentError, DomainError):
+        raise NotFoundError("there is no such consent in your school") from None
