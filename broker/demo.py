@@ -9,6 +9,7 @@ credentials (the old ones are revoked; secrets are only ever shown once).
 
 from __future__ import annotations
 
+import io
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from typing import Any
 
 import httpx
 import orjson
+import pyotp
+import segno
 
 from agents.mis.synthetic import SyntheticMis
 from broker.admin.consents import SchoolConsents
@@ -27,7 +30,14 @@ from broker.partners.service import register_partner, rotate_client_secret
 from broker.resources import Resources
 from broker.schools.models import School
 from broker.schools.repository import SchoolRepository
-from broker.schools.service import add_admin, issue_agent_key, register_school
+from broker.schools.service import (
+    TOTP_ISSUER,
+    add_admin,
+    issue_agent_key,
+    register_school,
+    totp_context,
+)
+from broker.security import hash_password
 from broker.settings import Settings
 from consent.repository import ConsentRepository
 
@@ -51,8 +61,8 @@ GRANTED = ("school.details", "groups", "students.basic", "contacts", "staff.basi
 class DemoCredentials:
     school: School
     agent_key: str
-    admin_password: str | None
-    totp_secret: str | None
+    admin_password: str
+    totp_secret: str
     client_id: str
     client_secret: str
 
@@ -75,10 +85,9 @@ def _ensure_world(resources: Resources) -> DemoCredentials:
             agent_key = issue_agent_key(
                 schools, school_id=school.id, now=now, revoke_others=True
             ).agent_key
-        password = totp = None
+        password = _admin_password()
         admin = schools.admin_by_email(DEMO_ADMIN)
         if admin is None:
-            password = _admin_password()
             new_admin = add_admin(
                 schools,
                 resources.sealer,
@@ -88,6 +97,11 @@ def _ensure_world(resources: Resources) -> DemoCredentials:
                 now=now,
             )
             admin, totp = new_admin.admin, new_admin.totp_secret
+        else:  # like the agent key and the client secret, a new password each run
+            admin.password_hash = hash_password(password)
+            schools.add(admin)
+            sealed = admin.totp_secret_sealed
+            totp = resources.sealer.open(sealed, context=totp_context(admin.id)).decode()
         partner = partners.by_name(DEMO_PARTNER)
         if partner is None:
             registered = register_partner(
@@ -170,23 +184,32 @@ def run_demo(settings: Settings, base_url: str) -> str:
     finally:
         resources.close()
     sid = creds.school.id
-    if creds.admin_password:
-        admin = (
-            f"  school admin  {DEMO_ADMIN}  password {creds.admin_password}"
-            f"  TOTP secret {creds.totp_secret}"
-        )
-    else:
-        admin = f"  school admin  {DEMO_ADMIN} (credentials were shown on the first demo run)"
     url = f"{base_url}/v1/schools/{sid}/data/students.basic?limit=5"
     return "\n".join(
         [
             f"demo: {DEMO_SCHOOL} {sid}: {DEMO_PUPILS} synthetic pupils, {uploaded} records",
             f"  agent key     {creds.agent_key}",
-            admin,
             f"  partner       {DEMO_PARTNER}  client_id {creds.client_id}",
             f"                client_secret {creds.client_secret}",
             f"  consented     {', '.join(GRANTED)}",
             "read pupils (the token lasts an hour; POST /oauth/token gives another):",
             f'  curl -s -H "Authorization: Bearer {token}" "{url}"',
+            "",
+            f"school console  {base_url}/school",
+            f"  sign in as    {DEMO_ADMIN}",
+            f"  password      {creds.admin_password}",
+            f"  authenticator secret {creds.totp_secret}, or scan:",
+            terminal_qr(
+                pyotp.TOTP(creds.totp_secret).provisioning_uri(
+                    name=DEMO_ADMIN, issuer_name=TOTP_ISSUER
+                )
+            ),
         ]
     )
+
+
+def terminal_qr(text: str) -> str:
+    """A QR code drawn with block characters, for an authenticator app to scan off a terminal."""
+    out = io.StringIO()
+    segno.make(text, error="m").terminal(out=out, compact=True, border=2)
+    return out.getvalue().rstrip("\n")
