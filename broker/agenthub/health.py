@@ -39,5 +39,3 @@ def area_view(view: AreaView) -> dict[str, Any]:
         "last_read_at": t(view.last_read_at),
         "refresh_requested_at": t(view.refresh_requested_at),
     }
-
-

@@ -39,9 +39,7 @@ class LiveSession:
     admin: SchoolAdmin
 
 
-def start_session(
-    session: Session, admin: SchoolAdmin, stage: SessionStage, now: datetime
-) -> str:
+def start_session(session: Session, admin: SchoolAdmin, stage: SessionStage, now: datetime) -> str:
     """A new session for the admin; the token goes in the cookie and nowhere else."""
     token = generate_secret(TOKEN_PREFIX)
     session.add(
