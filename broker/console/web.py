@@ -31,7 +31,6 @@ from consent.areas import CATALOGUE
 from consent.errors import ConsentError
 
 HERE = Path(__file__).parent
-ASSETS = HERE / "frontend" / "node_modules" / "govuk-frontend" / "dist" / "govuk"
 CSRF_FIELD = "csrf_token"
 MAX_FORM_FIELDS = 200
 

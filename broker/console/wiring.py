@@ -6,15 +6,17 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse
 
-from broker.console.pages import access_log, agent, home, partners, sign_in
-from broker.console.web import ASSETS, HERE, ConsoleHeadersMiddleware
+from broker.console.pages import access_log, admins, agent, home, partners, sign_in
+from broker.console.settings import ConsoleSettings
+from broker.console.web import HERE, ConsoleHeadersMiddleware
 
 
-def install_console(app: FastAPI) -> None:
-    if not ASSETS.is_dir():  # pragma: no cover - an install without `make install`
+def install_console(app: FastAPI, settings: ConsoleSettings | None = None) -> None:
+    assets = (settings or ConsoleSettings()).console_assets_dir
+    if not (assets / "govuk-frontend.min.css").is_file():  # pragma: no cover
         raise RuntimeError(
-            f"GOV.UK Frontend is missing at {ASSETS}: run `make install` "
-            "(npm ci --prefix broker/console/frontend)"
+            f"GOV.UK Frontend is missing at {assets}: run `make install` "
+            "(npm ci --prefix broker/console/frontend) or set MISBROKER_CONSOLE_ASSETS_DIR"
         )
     root = APIRouter(include_in_schema=False)
 
@@ -23,10 +25,10 @@ def install_console(app: FastAPI) -> None:
         return RedirectResponse("/school", status_code=307)
 
     app.include_router(root)
-    for module in (sign_in, home, partners, agent, access_log):
+    for module in (sign_in, home, partners, agent, access_log, admins):
         app.include_router(module.router)
-    app.mount("/school/static/govuk", StaticFiles(directory=ASSETS), name="govuk-frontend")
+    app.mount("/school/static/govuk", StaticFiles(directory=assets), name="govuk-frontend")
     app.mount("/school/static/console", StaticFiles(directory=HERE / "static"), name="console")
     # GOV.UK Frontend's stylesheet asks for its fonts and images at /assets.
-    app.mount("/assets", StaticFiles(directory=ASSETS / "assets"), name="govuk-assets")
+    app.mount("/assets", StaticFiles(directory=assets / "assets"), name="govuk-assets")
     app.add_middleware(ConsoleHeadersMiddleware)
