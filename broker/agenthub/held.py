@@ -58,7 +58,7 @@ def guard(
     """The cache's deletion guard for one upload: passes, releases a confirmation, or raises."""
 
     def check(records: int, deleting: int) -> None:
-        if not holds(limit, records, deleting):
+        if not holds(limit, records, deleting, area):
             return
         confirmed = [r for r in open_rows(session, school_id, area) if r.confirmed_at]
         if not confirmed:
