@@ -131,9 +131,7 @@ def test_a_broken_export_deletes_nothing_and_a_confirmed_one_goes_through(
     assert (shown["area"], shown["records"], shown["deleting"]) == ("students.basic", 8, 6)
     admin = admin_headers(broker, school_id)
     health = httpx.get(broker.url + "/v1/admin/agent", headers=admin).json()
-    assert [(h["area"], h["deleting"]) for h in health["held_deletions"]] == [
-        ("students.basic", 6)
-    ]
+    assert [(h["area"], h["deleting"]) for h in health["held_deletions"]] == [("students.basic", 6)]
 
     # The operator confirms; the agent's next heartbeat carries the command, and it goes.
     confirmed = cli(broker, "agent", "confirm-deletion", school_id, "students.basic", "--json")
