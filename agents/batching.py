@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import gzip
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -41,10 +41,20 @@ def render(
     extracted_at: datetime,
     records: Sequence[bytes],
     deleted: Sequence[str],
+    extra: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """The upload body (`API.md`), byte-identical to `orjson.dumps` of the whole document."""
+    """The upload body (`API.md`), byte-identical to `orjson.dumps` of the whole document.
+
+    `extra` holds optional envelope members (`deletion_limit`), written before the records.
+    """
     head = orjson.dumps(
-        {"batch_id": batch_id, "area": area, "mode": mode, "extracted_at": iso(extracted_at)}
+        {
+            "batch_id": batch_id,
+            "area": area,
+            "mode": mode,
+            "extracted_at": iso(extracted_at),
+            **(extra or {}),
+        }
     )
     return b"".join(
         (
@@ -63,9 +73,11 @@ def gzip_body(body: bytes) -> bytes:
     return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
 
 
-def envelope_bytes(area: str, mode: str, extracted_at: datetime) -> int:
+def envelope_bytes(
+    area: str, mode: str, extracted_at: datetime, extra: Mapping[str, Any] | None = None
+) -> int:
     """The size of a body with no records and no deletions."""
-    return len(render(_SAMPLE_BATCH_ID, area, mode, extracted_at, (), ()))
+    return len(render(_SAMPLE_BATCH_ID, area, mode, extracted_at, (), (), extra))
 
 
 def body_bytes(overhead: int, records: Sequence[bytes], deleted: Sequence[str]) -> int:
@@ -102,12 +114,16 @@ def pack(
 
 
 def spooled(
-    area: str, mode: str, extracted_at: datetime, parts: Sequence[Part]
+    area: str,
+    mode: str,
+    extracted_at: datetime,
+    parts: Sequence[Part],
+    extra: Mapping[str, Any] | None = None,
 ) -> Iterator[SpooledBatch]:
     """One batch per part, each with a new batch_id, built only as it is consumed."""
     for part in parts:
         batch_id = str(uuid.uuid4())
-        body = render(batch_id, area, mode, extracted_at, part.records, part.deleted)
+        body = render(batch_id, area, mode, extracted_at, part.records, part.deleted, extra)
         yield SpooledBatch(
             batch_id=batch_id,
             area=area,

@@ -194,6 +194,10 @@ def _status(config: AgentConfig) -> int:
                     for e in pending
                 ],
                 "dead_letters": state.dead_letter_count(),
+                "held_deletions": [
+                    {"area": h.area, "records": h.records, "deleting": h.deleting}
+                    for h in state.held_deletions()
+                ],
                 # The broker's limit shows only once it refused a batch as too large.
                 "batch_limit_bytes": {
                     "configured": config.upload.max_batch_bytes,

@@ -28,8 +28,13 @@ class AgentOps(Protocol):
 
     def available_areas(self) -> frozenset[str]: ...
 
-    def extract_areas(self, areas: Sequence[str], *, full: bool) -> tuple[bool, str]:
-        """Extract, spool and try to send; (all extracted, a one-line summary)."""
+    def extract_areas(
+        self, areas: Sequence[str], *, full: bool, confirm_deletion: bool = False
+    ) -> tuple[bool, str]:
+        """Extract, spool and try to send; (all extracted, a one-line summary).
+
+        `confirm_deletion`: an admin or operator confirmed these areas' held deletions.
+        """
         ...
 
     def reconnect(self) -> None: ...
@@ -141,10 +146,12 @@ class CommandRunner:
         missing = [a for a in areas if a not in self._ops.available_areas()]
         if missing:
             raise CommandFailedError(f"this MIS does not provide: {', '.join(missing)}")
-        full = args.get("full", False)
-        if not isinstance(full, bool):
-            raise CommandFailedError("args.full: expected true or false")
-        ok, summary = self._ops.extract_areas(list(dict.fromkeys(areas)), full=full)
+        full, confirm = args.get("full", False), args.get("confirm_deletion", False)
+        if not isinstance(full, bool) or not isinstance(confirm, bool):
+            raise CommandFailedError("args.full, args.confirm_deletion: expected true or false")
+        ok, summary = self._ops.extract_areas(
+            list(dict.fromkeys(areas)), full=full, confirm_deletion=confirm
+        )
         if not ok:
             raise CommandFailedError(summary)
         return summary

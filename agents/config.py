@@ -16,6 +16,8 @@ Example (paths are relative to the file)::
 
     [upload]
     max_batch_bytes = 8388608             # largest upload body (JSON, uncompressed)
+    max_deletion_share = 0.10             # hold an upload deleting more than this share
+    max_deletion_count = 5                # ... and more than this many records of an area
 
     [mis]
     adapter = "csv"                       # synthetic | csv | oneroster
@@ -47,6 +49,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from agents.deletion_guard import DEFAULT_MAX_COUNT, DEFAULT_MAX_SHARE, DeletionLimit
 from consent.areas import CATALOGUE, CORE_AREAS
 
 OVERRIDES_FILE: Final = "overrides.json"
@@ -139,6 +142,12 @@ class UploadSettings:
     retry_cap_seconds: float = 300.0  # the longest wait between two tries
     retry_budget_seconds: float = 600.0  # how long one flush keeps trying before moving on
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES  # larger uploads are cut into batches
+    max_deletion_share: float = DEFAULT_MAX_SHARE  # the mass-deletion guard's threshold
+    max_deletion_count: int = DEFAULT_MAX_COUNT
+
+    @property
+    def deletion_limit(self) -> DeletionLimit:
+        return DeletionLimit(self.max_deletion_share, self.max_deletion_count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +347,9 @@ def _periodic(
 
 def _upload(table: Mapping[str, Any]) -> UploadSettings:
     keys = {"timeout_seconds", "retry_cap_seconds", "retry_budget_seconds"}
-    _no_unknown(table, keys | {"max_batch_bytes"}, "upload.")
+    _no_unknown(
+        table, keys | {"max_batch_bytes", "max_deletion_share", "max_deletion_count"}, "upload."
+    )
     values = {}
     for key in sorted(keys):
         value = table.get(key, getattr(UploadSettings(), key))
@@ -353,7 +364,16 @@ def _upload(table: Mapping[str, Any]) -> UploadSettings:
         MAX_BATCH_BYTES,
         "upload.",
     )
-    return UploadSettings(**values, max_batch_bytes=max_batch_bytes)
+    share = table.get("max_deletion_share", DEFAULT_MAX_SHARE)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        raise ConfigError("upload.max_deletion_share: expected a number from 0 to 1")
+    count = _int(table, "max_deletion_count", DEFAULT_MAX_COUNT, 0, 10_000_000, "upload.")
+    return UploadSettings(
+        **values,
+        max_batch_bytes=max_batch_bytes,
+        max_deletion_share=float(share),
+        max_deletion_count=count,
+    )
 
 
 def _ca_file(table: Mapping[str, Any], base_dir: Path) -> Path | None:

@@ -29,6 +29,7 @@ import orjson
 
 from agents.batching import Part, body_bytes, envelope_bytes, gzip_body, pack, render, spooled
 from agents.config import DEFAULT_MAX_BATCH_BYTES
+from agents.deletion_guard import DEFAULT_LIMIT, DeletionLimit, HeldDeletion, holds
 from agents.diff import Diff, Record, compute
 from agents.mis.base import AdapterError, MisAdapter
 from agents.state import AgentState
@@ -52,8 +53,11 @@ class Extraction:
     error: str | None = None
     batch_ids: tuple[str, ...] = ()
     split: bool = False  # a full upload sent as delta batches: the area is over the limit
+    held: HeldDeletion | None = None  # kept back by the mass-deletion guard: nothing spooled
 
     def describe(self) -> str:
+        if self.held is not None:
+            return self.held.describe()
         if not self.ok:
             return f"{self.area}: failed: {self.error}"
         if len(self.batch_ids) <= 1:
@@ -137,8 +141,14 @@ class Extractor:
         clock: Callable[[], datetime],
         errors: RecentErrors,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        deletion_limit: DeletionLimit = DEFAULT_LIMIT,
     ) -> None:
         self._adapter = adapter
+        self._limit = deletion_limit
+        # The broker applies its own guard: it must know the school chose another threshold.
+        self._extra = (
+            None if deletion_limit.is_default else {"deletion_limit": deletion_limit.as_json()}
+        )
         self._state = state
         self._clock = clock
         self._errors = errors
@@ -149,10 +159,12 @@ class Extractor:
         broker = self._state.upload_limit()
         return self._max_batch_bytes if broker is None else min(broker, self._max_batch_bytes)
 
-    def extract(self, area: str, *, full: bool) -> Extraction:
+    def extract(self, area: str, *, full: bool, confirmed: bool = False) -> Extraction:
+        """Read, check, diff and spool one area; `confirmed` lifts the mass-deletion guard once."""
         started, now = time.monotonic(), self._extracted_at(area)
         limit = self.batch_limit()
-        overhead = envelope_bytes(area, "delta", now)  # a full's is smaller: "full" is shorter
+        # A full's envelope is smaller ("full" is shorter than "delta").
+        overhead = envelope_bytes(area, "delta", now, self._extra)
         try:
             checked = check(area, self._adapter.extract(area), batch_limit=limit, overhead=overhead)
         except AdapterError as exc:
@@ -163,9 +175,13 @@ class Extractor:
         self._report_problems(area, checked)
         stored = self._state.hashes(area)
         diff = compute(checked.good, stored, full=full)
+        held = self._guard(area, diff, stored)
+        if held is not None and not confirmed:
+            return self._held(held, started)
+        self._state.release_hold(area)
         mode, parts = self._plan(area, now, diff, stored, limit)
         batch_ids = self._state.spool(
-            spooled(area, mode, now, parts),
+            spooled(area, mode, now, parts, self._extra),
             diff.hashes,
             diff.deleted,
             now=self._clock(),
@@ -194,7 +210,7 @@ class Extractor:
         """The batches' mode and content: one real full if it fits, else deltas (see above)."""
         encoded = [orjson.dumps(r) for r in diff.upserts]
         if diff.full:
-            if body_bytes(envelope_bytes(area, "full", now), encoded, ()) <= limit:
+            if body_bytes(envelope_bytes(area, "full", now, self._extra), encoded, ()) <= limit:
                 return "full", [Part(records=encoded)]
             # Ids of records in the MIS are upserted, never deleted: no batch may do both.
             known = stored.keys() | self._state.dead_letter_deletions(area)
@@ -202,8 +218,41 @@ class Extractor:
         else:
             deleted = diff.deleted
         return "delta", pack(
-            encoded, deleted, limit=limit, overhead=envelope_bytes(area, "delta", now)
+            encoded, deleted, limit=limit, overhead=envelope_bytes(area, "delta", now, self._extra)
         )
+
+    def _guard(self, area: str, diff: Diff, stored: Mapping[str, bytes]) -> HeldDeletion | None:
+        """The upload's deletions measured against what the broker may hold, if too many.
+
+        A full's deletions are every id the broker may hold that the MIS no longer has:
+        the stored hashes and the deletions the broker refused (a batch it held is parked).
+        """
+        if diff.full:
+            known = stored.keys() | self._state.dead_letter_deletions(area)
+            records, deleting = len(known), len(known - diff.hashes.keys())
+        else:
+            records, deleting = len(stored), len(diff.deleted)
+        return (
+            HeldDeletion(area, records, deleting)
+            if holds(self._limit, records, deleting, area)
+            else None
+        )
+
+    def _held(self, held: HeldDeletion, started: float) -> Extraction:
+        now = self._clock()
+        message = held.describe()
+        self._state.hold_deletion(held.area, records=held.records, deleting=held.deleting, now=now)
+        self._state.extraction_failed(
+            held.area, now=now, error=message, duration=time.monotonic() - started
+        )
+        self._errors.add(message, now)
+        log.warning(
+            "mass deletion held",
+            extra={
+                "fields": {"area": held.area, "records": held.records, "deleting": held.deleting}
+            },
+        )
+        return Extraction(held.area, False, error=message, held=held)
 
     def _extracted_at(self, area: str) -> datetime:
         """Now, but never earlier than the area's last batch: the broker refuses older data."""

@@ -69,6 +69,7 @@ class Agent:
             clock=clock,
             errors=self.errors,
             max_batch_bytes=config.upload.max_batch_bytes,
+            deletion_limit=config.upload.deletion_limit,
         )
         self.spool = Spool(
             state,
@@ -151,12 +152,12 @@ class Agent:
         local = now.astimezone().tzinfo
         return local if local is not None else UTC
 
-    def extract(self, area: str, *, full: bool = False) -> Extraction:
+    def extract(self, area: str, *, full: bool = False, confirmed: bool = False) -> Extraction:
         now = self._clock()
         status = self.state.areas().get(area, AreaStatus(area))
         weekly = self.config.schedules.weekly_full_day
         full = full or wants_full(now, status, weekly, self.timezone(now))
-        return self.extractor.extract(area, full=full)
+        return self.extractor.extract(area, full=full, confirmed=confirmed)
 
     def flush(self, deadline: datetime | None = None) -> FlushReport:
         report = self.spool.flush(deadline)
@@ -202,8 +203,10 @@ class Agent:
     def available_areas(self) -> frozenset[str]:
         return self.adapter.areas()
 
-    def extract_areas(self, areas: Sequence[str], *, full: bool) -> tuple[bool, str]:
-        results = [self.extract(area, full=full) for area in areas]
+    def extract_areas(
+        self, areas: Sequence[str], *, full: bool, confirm_deletion: bool = False
+    ) -> tuple[bool, str]:
+        results = [self.extract(area, full=full, confirmed=confirm_deletion) for area in areas]
         report = self.flush()
         sent = "uploaded" if report.clean else f"upload pending ({report.stopped or 'retrying'})"
         summary = "; ".join(r.describe() for r in results) + f"; {sent}"

@@ -24,6 +24,7 @@ from typing import Any, Final
 import orjson
 
 DB_FILE: Final = "agent.db"
+# A table added with CREATE TABLE IF NOT EXISTS (held_deletions) needs no new version.
 SCHEMA_VERSION: Final = 2
 # The broker's own upload limit, as its last 413 stated it (`limit_bytes`).
 UPLOAD_LIMIT_KEY: Final = "broker_upload_limit_bytes"
@@ -57,6 +58,10 @@ CREATE TABLE IF NOT EXISTS completed_commands (
     completed_at TEXT NOT NULL, reported INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS held_deletions (
+    area TEXT PRIMARY KEY, records INTEGER NOT NULL, deleting INTEGER NOT NULL,
+    held_at TEXT NOT NULL
+);
 """
 # Added in schema 2: the ids a full batch retires (see `AgentState.spool`).
 _ADDED_COLUMNS: Final = (("outbox", "retired_gz BLOB"), ("dead_letters", "retired_gz BLOB"))
@@ -112,6 +117,16 @@ class AreaStatus:
     last_confirmed_at: datetime | None = None
     last_attempt_at: datetime | None = None
     needs_full: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeldArea:
+    """An upload the mass-deletion guard kept back: nothing was spooled for it."""
+
+    area: str
+    records: int
+    deleting: int
+    held_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,6 +503,26 @@ class AgentState:
             )
             for row in rows
         }
+
+    # --- held mass deletions --------------------------------------------------------------
+
+    def hold_deletion(self, area: str, *, records: int, deleting: int, now: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO held_deletions(area, records, deleting, held_at)"
+                " VALUES (?, ?, ?, ?)",
+                (area, records, deleting, iso(now)),
+            )
+
+    def release_hold(self, area: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM held_deletions WHERE area = ?", (area,))
+
+    def held_deletions(self) -> list[HeldArea]:
+        rows = self._db.execute(
+            "SELECT area, records, deleting, held_at FROM held_deletions ORDER BY area"
+        ).fetchall()
+        return [HeldArea(r[0], r[1], r[2], _required(parse_iso(r[3]))) for r in rows]
 
     # --- commands ------------------------------------------------------------------------
 

@@ -58,6 +58,16 @@ def collect(
             area: extraction(status) for area, status in sorted(state.areas().items())
         },
         "errors": errors.items(now),
+        # Uploads the mass-deletion guard keeps back, until someone confirms (counts only).
+        "held_deletions": [
+            {
+                "area": h.area,
+                "records": h.records,
+                "deleting": h.deleting,
+                "held_at": iso(h.held_at),
+            }
+            for h in state.held_deletions()
+        ],
         "python": platform.python_version(),
         "outbox": {
             "batches": len(pending),

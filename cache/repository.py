@@ -159,6 +159,16 @@ def count_records(conn: Connection, school_id: str, area: str) -> int:
     return int(conn.execute(query).scalar_one())
 
 
+def count_live_records(conn: Connection, school_id: str, area: str) -> int:
+    """Records of the area that are not tombstones."""
+    query = (
+        select(func.count())
+        .select_from(cached_records)
+        .where(_in_area(school_id, area), cached_records.c.deleted.is_(False))
+    )
+    return int(conn.execute(query).scalar_one())
+
+
 def expired_areas(conn: Connection, now: datetime, limit: int) -> list[AreaState]:
     """Areas more than 30 days out of date, found through the purge_after index alone."""
     query = (

@@ -117,6 +117,7 @@ class CacheService:
         deleted: Sequence[str],
         extracted_at: datetime,
         now: datetime,
+        deletion_guard: warm.DeletionGuard | None = None,
     ) -> warm.ApplyResult:
         """See `cache.warm.apply_batch`; raises `StaleUploadError` for an older upload."""
         result = warm.apply_batch(
@@ -131,6 +132,7 @@ class CacheService:
             deleted=deleted,
             extracted_at=extracted_at,
             now=now,
+            deletion_guard=deletion_guard,
         )
         after_commit(session, lambda: self.invalidate(school_id, area))
         return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import functools
 import logging
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -42,6 +42,8 @@ from cache.unit import after_commit
 from consent.areas import Area, FieldType, get_area
 
 log = logging.getLogger(__name__)
+# Called with (live records, records to tombstone); raises to refuse the upload.
+DeletionGuard = Callable[[int, int], None]
 Mode = Literal["full", "delta"]
 MAX_LIMIT: Final = 1000
 # Reads record their time at most this often per area: enough for demotion (days), and
@@ -139,6 +141,7 @@ def apply_batch(
     deleted: Sequence[str],
     extracted_at: datetime,
     now: datetime,
+    deletion_guard: DeletionGuard | None = None,
 ) -> ApplyResult:
     """Apply one upload to the area in the caller's transaction (the caller commits).
 
@@ -146,6 +149,8 @@ def apply_batch(
     `delta` upserts `records` and tombstones the `deleted` ids (unknown ids count 0).  An
     upload extracted before the cached `as_of` raises `StaleUploadError`; the same
     `extracted_at` again is accepted (an idempotent re-send changes nothing).
+    `deletion_guard(live, deleting)` is called before anything is written, when the upload
+    tombstones records; it raises to refuse the upload (the caller rolls back).
     """
     spec = get_area(area)
     if mode not in ("full", "delta"):
@@ -170,6 +175,13 @@ def apply_batch(
     for record_key, record in keyed.items():
         _plan_upsert(batch, plan, record_key, record, existing.get(record_key))
     gone = _tombstone_keys(mode, keyed, to_delete, existing)
+    if deletion_guard is not None and gone:
+        live = (
+            sum(not s.deleted for s in existing.values())
+            if mode == "full"
+            else repo.count_live_records(conn, school_id, area)
+        )
+        deletion_guard(live, len(gone))
     _plan_tombstones(batch, plan, gone, _ids_of(conn, batch, gone, to_delete))
     if mode == "full":
         plan.trimmed = _old_tombstones(spec, existing, keyed.keys(), now)

@@ -2,7 +2,10 @@
 
 Files read: orgs.csv and users.csv (required); classes.csv, enrollments.csv,
 demographics.csv and academicSessions.csv (optional: the areas that need them are then
-unavailable or thinner); manifest.csv if present (only bulk files are supported).
+unavailable or thinner); manifest.csv if present (only bulk files are supported; versions
+1.0 and 1.1, `1.1.0` too).  File names and manifest values are matched without case.
+Each file is read when an area first needs it, so a fault in one file (a bad header, a bad
+row, a users.csv with only its header) fails only the areas built from it.
 
 Mapping decisions:
 - school.details: the first org of type `school`; a 7-digit identifier is the DfE number,
@@ -27,7 +30,7 @@ import csv
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Final
 
@@ -51,14 +54,43 @@ _NURSERY: Final = frozenset({"PK", "N", "N1", "N2", "PR"})
 Row = dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
 class Bundle:
-    orgs: list[Row]
-    users: list[Row]
-    classes: list[Row]
-    enrollments: list[Row]
-    demographics: dict[str, Row]
-    sessions: dict[str, Row]
+    """The bundle's files, each read the first time an area needs it.
+
+    Lazy on purpose: a fault in one file (a bad header, a bad row, no rows at all) fails
+    only the areas built from that file; `school.details` needs nothing but orgs.csv.
+    """
+
+    def __init__(self, rows: Callable[[str, bool], list[Row]]) -> None:
+        self._rows = rows
+
+    @cached_property
+    def orgs(self) -> list[Row]:
+        return self._rows("orgs.csv", True)
+
+    @cached_property
+    def users(self) -> list[Row]:
+        rows = self._rows("users.csv", True)
+        if not rows:
+            # A header-only export is a failed export, not a school whose people all left.
+            raise AdapterError("users.csv holds no users (only a header): export it again")
+        return [u for u in rows if _live_user(u)]
+
+    @cached_property
+    def classes(self) -> list[Row]:
+        return [c for c in self._rows("classes.csv", False) if _live(c)]
+
+    @cached_property
+    def enrollments(self) -> list[Row]:
+        return [e for e in self._rows("enrollments.csv", False) if _live(e)]
+
+    @cached_property
+    def demographics(self) -> dict[str, Row]:
+        return {d["sourcedId"]: d for d in self._rows("demographics.csv", False)}
+
+    @cached_property
+    def sessions(self) -> dict[str, Row]:
+        return {s["sourcedId"]: s for s in self._rows("academicSessions.csv", False)}
 
 
 class OneRosterMis:
@@ -71,7 +103,7 @@ class OneRosterMis:
         self.directory = directory
 
     def areas(self) -> frozenset[str]:
-        present = {p.name for p in self.directory.glob("*.csv")}
+        present = set(self._files())
         if not {"orgs.csv", "users.csv"} <= present:
             return frozenset()
         out = {"school.details", "students.basic", "staff.basic", "contacts", "groups"}
@@ -88,29 +120,28 @@ class OneRosterMis:
 
     def _bundle(self) -> Bundle:
         self._check_manifest()
-        return Bundle(
-            orgs=self._rows("orgs.csv", required=True),
-            users=[u for u in self._rows("users.csv", required=True) if _live_user(u)],
-            classes=[c for c in self._rows("classes.csv") if _live(c)],
-            enrollments=[e for e in self._rows("enrollments.csv") if _live(e)],
-            demographics={d["sourcedId"]: d for d in self._rows("demographics.csv")},
-            sessions={s["sourcedId"]: s for s in self._rows("academicSessions.csv")},
-        )
+        return Bundle(lambda name, required: self._rows(name, required=required))
+
+    def _files(self) -> dict[str, Path]:
+        """CSV files by lower-case name: exporters write `Classes.csv` as well as `classes.csv`."""
+        return {p.name.lower(): p for p in sorted(self.directory.iterdir()) if p.is_file()}
 
     def _check_manifest(self) -> None:
+        # Exporters differ in case ("file.users,Delta", "OneRoster.Version"): compare lower.
         manifest = {
-            r.get("propertyName", ""): r.get("value", "") for r in self._rows("manifest.csv")
+            r.get("propertyName", "").strip().lower(): r.get("value", "").strip().lower()
+            for r in self._rows("manifest.csv")
         }
         version = manifest.get("oneroster.version")
-        if version and version not in ("1.0", "1.1"):
+        if version and not re.fullmatch(r"1\.[01](\.0)*", version):
             raise AdapterError(f"manifest.csv: OneRoster {version} is not supported (1.1 is)")
         deltas = sorted(k for k, v in manifest.items() if k.startswith("file.") and v == "delta")
         if deltas:
             raise AdapterError(f"manifest.csv: {deltas[0]} is a delta file; export bulk files")
 
     def _rows(self, name: str, *, required: bool = False) -> list[Row]:
-        path = self.directory / name
-        if not path.is_file():
+        path = self._files().get(name.lower())
+        if path is None:
             if required:
                 raise AdapterError(f"OneRoster bundle: {name} is missing")
             return []

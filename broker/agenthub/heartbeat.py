@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
-from broker.agenthub import commands
+from broker.agenthub import commands, held
 from broker.agenthub.models import AgentCommand
 from broker.clock import rfc3339
 from broker.schools.models import Agent
@@ -112,5 +112,6 @@ def agent_health(
         "silent_after_seconds": int(silent_after.total_seconds()),
         "agents": agents,
         "areas": area_states or [],
+        "held_deletions": held.held_view(session, school_id),
         "commands": [_command_view(c) for c in commands.command_history(session, school_id)],
     }

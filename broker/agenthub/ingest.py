@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from broker.agenthub import held
 from broker.agenthub.auth import AgentPrincipal
 from broker.agenthub.models import UploadBatch
 from broker.agenthub.uploads import Upload, parse_upload
@@ -47,6 +48,11 @@ def ingest(
             if earlier is not None:
                 return _replay(earlier, principal, digest)
             response = _apply(session, cache, principal, upload, digest, now)
+    except held.MassDeletionHeldError as exc:
+        # The upload's transaction is rolled back; the hold is recorded in one of its own.
+        with session_scope(engine) as session:
+            held.record_held(session, school_id=principal.school_id, error=exc, now=now)
+        raise
     except IntegrityError:
         # The same batch was applied concurrently and committed first: answer as it did.
         with session_scope(engine) as session:
@@ -75,6 +81,14 @@ def _apply(
         deleted=upload.deleted,
         extracted_at=upload.extracted_at,
         now=now,
+        deletion_guard=held.guard(
+            session,
+            school_id=principal.school_id,
+            area=upload.area.name,
+            batch_id=upload.batch_id,
+            limit=upload.deletion_limit,
+            now=now,
+        ),
     )
     response = {
         "batch_id": upload.batch_id,

@@ -59,3 +59,25 @@ class AgentCommand(SQLModel, table=True):
     attempts: int = 0
     completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     result_detail: str | None = Field(default=None, max_length=2000)
+
+
+class HeldDeletion(SQLModel, table=True):
+    """An upload refused because it deleted too much of an area, until someone confirms.
+
+    One open row per school and area: held (`confirmed_at` null), then confirmed, then
+    released when the next upload of the area that needed the confirmation was applied.
+    """
+
+    __tablename__ = "held_deletions"
+    __table_args__ = (Index("ix_held_deletions_open", "school_id", "area", "released_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    school_id: str = Field(foreign_key="schools.id", max_length=40)
+    area: str = Field(max_length=64)
+    batch_id: str | None = Field(default=None, max_length=36)  # None: held by the agent
+    records: int = 0  # live records of the area when it was held
+    deleting: int = 0
+    held_at: datetime = Field(sa_type=UTCDateTime)
+    confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    confirmed_by: str | None = Field(default=None, max_length=200)
+    released_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

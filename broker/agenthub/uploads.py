@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import orjson
 
+from agents.deletion_guard import DEFAULT_LIMIT, DeletionLimit, parse_limit
 from broker.errors import DomainError, InvalidInputError, PayloadTooLargeError
 from consent.areas import (
     Area,
@@ -28,7 +29,9 @@ from consent.areas import (
 # An MIS clock a little ahead of ours is normal; more than this is a bug at the school.
 ALLOWED_CLOCK_SKEW = timedelta(minutes=5)
 MAX_REPORTED_ERRORS = 50
-_ENVELOPE = frozenset({"batch_id", "area", "mode", "extracted_at", "records", "deleted"})
+_ENVELOPE = frozenset(
+    {"batch_id", "area", "mode", "extracted_at", "records", "deleted", "deletion_limit"}
+)
 
 
 class UploadRejectedError(DomainError):
@@ -51,6 +54,8 @@ class Upload:
     extracted_at: datetime
     records: list[dict[str, Any]]
     deleted: list[str]
+    # The agent's configured mass-deletion threshold (the school's choice), else the default.
+    deletion_limit: DeletionLimit = DEFAULT_LIMIT
 
 
 def decode_body(raw: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
@@ -141,4 +146,10 @@ def parse_upload(body: bytes, now: datetime) -> Upload:
             f"{len(errors)} problem(s); first: {where} field {first.field!r}: {first.message}",
             errors,
         )
-    return Upload(batch_id, area, mode, extracted_at, records, [str(d) for d in deleted])
+    limit = DEFAULT_LIMIT
+    if "deletion_limit" in doc:
+        parsed = parse_limit(doc["deletion_limit"])
+        if parsed is None:
+            raise _reject("deletion_limit: expected {max_share: 0..1, max_count: >= 0}")
+        limit = parsed
+    return Upload(batch_id, area, mode, extracted_at, records, [str(d) for d in deleted], limit)

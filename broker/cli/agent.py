@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from broker.agenthub import held
 from broker.agenthub.heartbeat import agent_health
 from broker.cli.context import CliState, emit
 from broker.schools.repository import SchoolRepository
@@ -50,7 +51,38 @@ def status(
                 f"{report['school_id']}  {agent['agent_id']}  {state:<7}  "
                 f"last heartbeat {agent['last_heartbeat_at'] or 'never'}"
             )
+        lines.extend(_held_line(report["school_id"], h) for h in report["held_deletions"])
     emit(as_json, {"schools": reports}, "\n".join(lines) or "no agents")
+
+
+def _held_line(school_id: str, item: dict[str, Any]) -> str:
+    state = "confirmed" if item.get("confirmed_at") else "HELD"
+    return (
+        f"{school_id}  {item['area']}  {state} deletion ({item.get('held_by')}):"
+        f" {item.get('deleting')} of {item.get('records')} records;"
+        f" confirm with: misbroker agent confirm-deletion {school_id} {item['area']}"
+    )
+
+
+@app.command("confirm-deletion")
+def confirm_deletion(
+    ctx: typer.Context,
+    school_id: Annotated[str, typer.Argument(help="School id (sch_...).")],
+    area: Annotated[str, typer.Argument(help="The data area whose deletion is held.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Let a held mass deletion of one area go through, once (agent and broker)."""
+    with _state(ctx).unit_of_work() as (res, session):
+        require_school(SchoolRepository(session), school_id)
+        done = held.confirm(
+            session, school_id=school_id, area=area, actor="operator", now=res.clock.now()
+        )
+    emit(
+        as_json,
+        done,
+        f"{area}: deletion of {done['deleting']} of {done['records']} records confirmed;"
+        f" the agent will upload it (command {done['command_id']})",
+    )
 
 
 @app.command("rotate-key")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from broker.admin.deps import AdminDep
-from broker.agenthub import commands
+from broker.agenthub import commands, held
 from broker.agenthub.health import school_health
 from broker.deps import get_batch_applier, get_resources
 from broker.errors import ConflictError
@@ -60,4 +60,17 @@ def refresh_now(body: RefreshIn, ctx: AdminDep) -> RefreshOut:
     )
     return RefreshOut(
         command_id=command.id, status=command.status.value, areas=command.args["areas"]
+    )
+
+
+@router.post(
+    "/agent/held-deletions/{area}/confirm",
+    summary="Let a held mass deletion of this area go through, once",
+    responses={**AUTH, 404: PROBLEM, 409: PROBLEM},
+)
+def confirm_held_deletion(area: str, ctx: AdminDep) -> dict[str, Any]:
+    if ctx.school.status is not SchoolStatus.ACTIVE:
+        raise ConflictError("this school is closed")
+    return held.confirm(
+        ctx.session, school_id=ctx.school.id, area=area, actor=ctx.admin.actor, now=ctx.now
     )
