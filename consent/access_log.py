@@ -32,12 +32,14 @@ from sqlalchemy import (
     LargeBinary,
     String,
     bindparam,
+    cast,
     func,
     insert,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from consent.audit_keys import UnitOfWork
@@ -489,11 +491,13 @@ def _fail(batch: Iterable[_Pending], exc: BaseException) -> None:
 
 @dataclass(frozen=True, slots=True)
 class LogFilter:
-    """since is inclusive, until exclusive."""
+    """since is inclusive, until exclusive; `area` matches an entry naming it among others."""
 
     since: datetime | None = None
     until: datetime | None = None
     partner_id: str | None = None
+    area: str | None = None
+    outcome: DecisionText | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,12 +540,27 @@ def list_entries(
         stmt = stmt.where(col(AccessLogRow.at) < flt.until)
     if flt.partner_id is not None:
         stmt = stmt.where(AccessLogRow.partner_id == flt.partner_id)
+    if flt.area is not None:
+        stmt = stmt.where(_names_area(flt.area))
+    if flt.outcome is not None:
+        stmt = stmt.where(AccessLogRow.decision == LogDecision(flt.outcome))
     if cursor is not None:
         stmt = stmt.where(col(AccessLogRow.seq) < decode_cursor(cursor))
     rows = list(session.exec(stmt.order_by(col(AccessLogRow.seq).desc()).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     return LogPage(rows, encode_cursor(rows[-1].seq) if more else None)
+
+
+def _names_area(area: str) -> ColumnElement[bool]:
+    """`areas` (a JSON list of names) holds `area`: its quoted name in the stored text.
+
+    One expression for SQLite and PostgreSQL alike; a JSON string is quoted, so a name
+    never matches part of another, and LIKE's own wildcards are escaped.
+    """
+    quoted = orjson.dumps(area).decode()
+    pattern = quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return cast(col(AccessLogRow.areas), String).like(f"%{pattern}%", escape="\\")
 
 
 def reads_between(

@@ -32,7 +32,7 @@ from broker.admin.schemas import (
 from broker.consent_wiring import RuntimeDep
 from broker.db import session_scope
 from broker.errors import InvalidInputError
-from consent.access_log import MAX_PAGE, LogFilter, iter_csv, list_entries
+from consent.access_log import MAX_PAGE, DecisionText, LogFilter, iter_csv, list_entries
 from consent.areas import CATALOGUE
 
 router = APIRouter(prefix="/v1/admin", tags=["school admin"])
@@ -168,11 +168,23 @@ def access_log(
     since: AwareDatetimeQuery = None,
     until: AwareDatetimeQuery = None,
     partner_id: Annotated[str | None, Query(max_length=40)] = None,
+    area: Annotated[
+        str | None, Query(max_length=100, description="Only reads naming this area")
+    ] = None,
+    outcome: Annotated[
+        DecisionText | None, Query(description="Only reads allowed, or only those denied")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     accept: Annotated[str, Header()] = "application/json",
 ) -> Any:
-    flt = LogFilter(since=since, until=until, partner_id=partner_id)
+    flt = LogFilter(
+        since=since,
+        until=until,
+        partner_id=partner_id,
+        area=None if area is None else _area(area),
+        outcome=outcome,
+    )
     if "text/csv" in accept:
         engine = runtime.resources.engine
         name = f"access-log-{ctx.school.id}-{date.isoformat(ctx.now.date())}.csv"
@@ -186,6 +198,13 @@ def access_log(
         data=[AccessLogEntryOut.of(row) for row in page.entries],
         meta=AccessLogMeta(next_cursor=page.next_cursor),
     )
+
+
+def _area(value: str) -> str:
+    name = value.strip()
+    if name not in CATALOGUE:
+        raise InvalidInputError(f"unknown data area(s): {name}", unknown_areas=[name])
+    return name
 
 
 def _areas(values: list[str]) -> list[str]:

@@ -82,6 +82,39 @@ def test_the_school_reads_its_own_log_newest_first_with_filters(world: World) ->
     assert [e["record_count"] for e in other] == [99]
 
 
+def test_the_log_filters_by_area_and_outcome_in_json_and_csv(world: World) -> None:
+    log_read(world, 1, areas=(BASIC, CONTACTS))
+    log_read(world, 2, areas=(CONTACTS,), decision="denied", reason="not_granted")
+    log_read(world, 3)
+    log_read(world, 4, areas=(CONTACTS,), school_id=world.other_admin.school_id)
+
+    def counts(**params: str) -> list[int]:
+        body = world.call("GET", "/access-log", params=params).json()
+        return [e["record_count"] for e in body["data"]]
+
+    assert counts(area=CONTACTS) == [2, 1]
+    assert counts(area=BASIC) == [3, 1]
+    assert counts(outcome="denied") == [2]
+    assert counts(outcome="allowed") == [3, 1]
+    assert counts(area=CONTACTS, outcome="allowed") == [1]
+    assert counts(area=BASIC, outcome="denied") == []
+    csv_text = world.call(
+        "GET",
+        "/access-log",
+        params={"area": CONTACTS, "outcome": "allowed"},
+        headers={"Accept": "text/csv"},
+    ).text
+    assert [r["record_count"] for r in csv.DictReader(io.StringIO(csv_text))] == ["1"]
+
+
+def test_an_unknown_area_or_outcome_is_422(world: World) -> None:
+    response = world.call("GET", "/access-log", params={"area": "students.%"})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["unknown_areas"] == ["students.%"]
+    assert world.call("GET", "/access-log", params={"outcome": "refused"}).status_code == 422
+
+
 def test_naive_times_and_bad_cursors_are_422(world: World) -> None:
     assert (
         world.call("GET", "/access-log", params={"since": "2026-11-23T09:00:00"}).status_code == 422
