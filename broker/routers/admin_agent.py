@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from broker.admin.deps import AdminDep
-from broker.agenthub import commands, held
+from broker.agenthub import held, refresh
 from broker.agenthub.health import school_health
 from broker.deps import get_batch_applier, get_resources
 from broker.errors import ConflictError
@@ -49,15 +49,7 @@ def get_agent_health(
     responses={**AUTH, 409: PROBLEM, 422: PROBLEM},
 )
 def refresh_now(body: RefreshIn, ctx: AdminDep) -> RefreshOut:
-    if ctx.school.status is not SchoolStatus.ACTIVE:
-        raise ConflictError("this school is closed")
-    command = commands.request_extract(
-        ctx.session,
-        school_id=ctx.school.id,
-        areas=body.areas,
-        reason=f"{ctx.admin.actor} asked for a refresh",
-        now=ctx.now,
-    )
+    command = refresh.refresh_now(ctx, body.areas)
     return RefreshOut(
         command_id=command.id, status=command.status.value, areas=command.args["areas"]
     )
