@@ -13,8 +13,17 @@ from httpx import Response
 
 from broker.clock import FrozenClock
 from broker.console.pages import access_log
+from broker.console.web import format_instant
 from consent.access_log import LogEntry
-from tests.support.admin import BASIC, CONTACTS, PASSWORD, World, build_world, cheap_argon2
+from tests.support.admin import (
+    BASIC,
+    CONTACTS,
+    DEMOGRAPHICS,
+    PASSWORD,
+    World,
+    build_world,
+    cheap_argon2,
+)
 
 S = timedelta(seconds=1)
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -239,3 +248,65 @@ def test_reads_after_an_end_date(signed_in: World) -> None:
     assert "ExamPro" in page.text
     assert rows(page.text) == ["1"]
     assert "<caption" in page.text
+
+
+# ---------------------------------------------------------------------------------------
+# Who could read what at a given moment
+
+
+def decision_cells(html: str) -> list[tuple[str, str, str]]:
+    """(partner, area, Allowed/Refused) for each row of the decisions table."""
+    return re.findall(
+        r'<th scope="row" class="govuk-table__header">([^<]+)</th>\s*'
+        r'<td class="govuk-table__cell">([^<]+)</td>\s*'
+        r'<td class="govuk-table__cell"><strong class="govuk-tag[^"]*">(\w+)</strong>',
+        html,
+    )
+
+
+def test_decisions_default_to_now_and_match_the_api(signed_in: World) -> None:
+    world = signed_in
+    world.grant((BASIC, CONTACTS))
+    granted = world.now()
+    world.clock.advance(timedelta(days=2))
+    console_sign_in(world)
+    now = world.client.get("/school/decisions")
+    assert now.status_code == 200
+    assert f"Decisions as they stood at {format_instant(world.now())}" in now.text
+    cells = decision_cells(now.text)
+    assert ("ExamPro", BASIC, "Allowed") in cells
+    assert ("ExamPro", DEMOGRAPHICS, "Refused") in cells
+    assert ("Textly", CONTACTS, "Refused") in cells
+    for label in ("Date", "Time (UTC)", "Show decisions", 'for="time"', 'id="date-day"'):
+        assert label in now.text
+    before = granted - timedelta(days=1)
+    params = {
+        "date-day": str(before.day),
+        "date-month": str(before.month),
+        "date-year": str(before.year),
+        "time": f"{before:%H:%M}",
+    }
+    then = world.client.get("/school/decisions", params=params)
+    assert then.status_code == 200
+    at = before.replace(second=0, microsecond=0)
+    assert f"Decisions as they stood at {format_instant(at)}" in then.text
+    assert len(decision_cells(then.text)) == len(cells) == 4
+    for partner, area, shown in decision_cells(then.text):
+        assert shown == "Refused", (partner, area)
+        pid = world.partner_id if partner == "ExamPro" else world.other_partner_id
+        assert world.decision(area, at=at, partner=pid)["allowed"] is False
+
+
+def test_a_wrong_date_or_time_is_summarised_and_shows_no_table(signed_in: World) -> None:
+    world = signed_in
+    response = world.client.get(
+        "/school/decisions",
+        params={"date-day": "30", "date-month": "2", "date-year": "2026", "time": "25:00"},
+    )
+    assert response.status_code == 422
+    assert 'href="#date-day">Date must be a real date' in response.text
+    assert 'href="#time">Enter a real time' in response.text
+    assert "Decisions as they stood" not in response.text
+    assert 'value="25:00"' in response.text
+    missing = world.client.get("/school/decisions", params={"time": "10:00"})
+    assert 'href="#date-day">Enter a date' in missing.text
