@@ -28,9 +28,13 @@ def _new_code() -> str:
     return f"{raw[:5]}-{raw[5:]}"
 
 
+def forget_recovery_codes(session: Session, admin_id: str) -> None:
+    session.execute(delete(AdminRecoveryCode).where(col(AdminRecoveryCode.admin_id) == admin_id))
+
+
 def issue_recovery_codes(session: Session, admin_id: str, now: datetime) -> list[str]:
     """Ten new codes for the admin; any older ones stop working."""
-    session.execute(delete(AdminRecoveryCode).where(col(AdminRecoveryCode.admin_id) == admin_id))
+    forget_recovery_codes(session, admin_id)
     codes = [_new_code() for _ in range(RECOVERY_CODES)]
     for code in codes:
         session.add(

@@ -24,7 +24,7 @@ from broker.console.sessions import end_sessions_of
 from broker.errors import ConflictError, DomainError, InvalidInputError, NotFoundError
 from broker.schools.models import School, SchoolAdmin, SchoolStatus
 from broker.schools.repository import SchoolRepository
-from broker.schools.service import _EMAIL_RE, add_admin
+from broker.schools.service import add_admin, normalise_email
 from broker.security import (
     SecretSealer,
     digest_secret,
@@ -91,14 +91,19 @@ def pending_invitations(
 def invite(session: Session, by: AdminIdentity, email: str, now: datetime) -> Invited:
     """A one-time enrolment link for `email`; a newer link for the same email replaces older."""
     _require_active_school(session, by.school_id)
-    email = email.strip().lower()
-    if not email:
+    if not email.strip():
         raise InvalidInputError("Enter an email address")
-    if not _EMAIL_RE.match(email):
+    try:
+        email = normalise_email(email)
+    except InvalidInputError:
         raise InvalidInputError(
             "Enter an email address in the correct format, like name@school.sch.uk"
-        )
-    if SchoolRepository(session).admin_by_email(email) is not None:
+        ) from None
+    existing = SchoolRepository(session).admin_by_email(email)
+    # A removed admin of this school may be invited back (add_admin readmits them).
+    if existing is not None and (
+        existing.disabled_at is None or existing.school_id != by.school_id
+    ):
         raise ConflictError("That email address already belongs to an admin account")
     session.execute(
         delete(AdminInvitation).where(

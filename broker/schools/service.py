@@ -9,6 +9,7 @@ from datetime import datetime
 import pyotp
 from sqlalchemy.exc import IntegrityError
 
+from broker.admin.recovery import forget_recovery_codes
 from broker.errors import ConflictError, InvalidInputError, NotFoundError
 from broker.ids import new_id
 from broker.schools.models import Agent, School, SchoolAdmin, SchoolStatus
@@ -136,16 +137,17 @@ def add_admin(
     school = require_school(repo, school_id)
     if school.status is not SchoolStatus.ACTIVE:
         raise ConflictError(f"school {school_id} is closed")
-    email = email.strip().lower()
-    if not _EMAIL_RE.match(email):
-        raise InvalidInputError(f"invalid email address {email!r}")
+    email = normalise_email(email)
     problems = password_policy_problems(password, email)
     if problems:
         raise InvalidInputError("password too weak: it needs " + ", ".join(problems))
-    if repo.admin_by_email(email) is not None:
-        raise ConflictError(f"an admin with email {email} already exists")
-    admin_id = new_id("adm")
     totp_secret = pyotp.random_base32()
+    existing = repo.admin_by_email(email)
+    if existing is not None:
+        if existing.disabled_at is None or existing.school_id != school.id:
+            raise ConflictError(f"an admin with email {email} already exists")
+        return _readmit(repo, sealer, existing, password, totp_secret)
+    admin_id = new_id("adm")
     admin = SchoolAdmin(
         id=admin_id,
         school_id=school.id,
@@ -159,6 +161,37 @@ def add_admin(
     except IntegrityError as exc:
         raise ConflictError(f"an admin with email {email} already exists") from exc
     uri = pyotp.TOTP(totp_secret).provisioning_uri(name=email, issuer_name=TOTP_ISSUER)
+    return NewAdmin(admin=admin, totp_secret=totp_secret, otpauth_uri=uri)
+
+
+def normalise_email(email: str) -> str:
+    """An admin's email as stored (lower case, trimmed); refused if it is not one."""
+    email = email.strip().lower()
+    if not _EMAIL_RE.match(email):
+        raise InvalidInputError(f"invalid email address {email!r}")
+    return email
+
+
+def _readmit(
+    repo: SchoolRepository,
+    sealer: SecretSealer,
+    admin: SchoolAdmin,
+    password: str,
+    totp_secret: str,
+) -> NewAdmin:
+    """A removed admin added again: same id (their history stays theirs), everything else new.
+
+    The old password, authenticator and recovery codes never work again: the admin enrols
+    a new app at the next sign-in.
+    """
+    admin.password_hash = hash_password(password)
+    admin.totp_secret_sealed = sealer.seal(totp_secret.encode(), context=totp_context(admin.id))
+    admin.totp_last_step = None
+    admin.totp_confirmed_at = None
+    admin.disabled_at = None
+    repo.add(admin)
+    forget_recovery_codes(repo.session, admin.id)
+    uri = pyotp.TOTP(totp_secret).provisioning_uri(name=admin.email, issuer_name=TOTP_ISSUER)
     return NewAdmin(admin=admin, totp_secret=totp_secret, otpauth_uri=uri)
 
 

@@ -310,3 +310,22 @@ def test_a_password_change_without_its_csrf_token_changes_nothing(world: World) 
     row = admin_row(world, world.admin.email)
     assert row is not None
     assert verify_password(PASSWORD, row.password_hash)
+
+
+def test_a_removed_admin_can_be_invited_back_with_a_new_authenticator(world: World) -> None:
+    newcomer = enrolled_second_admin(world)
+    old_secret = newcomer.totp_secret_sealed
+    page = world.client.get(f"/school/admins/{newcomer.id}/remove")
+    post(world, f"/school/admins/{newcomer.id}/remove", {"csrf_token": csrf_of(page.text)})
+    link = invite(world)  # the same email, back again
+    page = world.client.get(link)
+    again = "An0ther!staple-battery"
+    data = {"csrf_token": csrf_of(page.text), "new-password": again, "confirm": again}
+    assert post(world, link, data).headers["location"] == "/school/sign-in/authenticator"
+    row = admin_row(world, NEWCOMER)
+    assert row is not None
+    assert row.id == newcomer.id  # their history stays theirs
+    assert row.disabled_at is None
+    assert row.totp_confirmed_at is None  # a new app to enrol ...
+    assert row.totp_secret_sealed != old_secret  # ... with a new secret
+    assert verify_password(again, row.password_hash)

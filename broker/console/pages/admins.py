@@ -9,7 +9,7 @@ from broker.consent_wiring import RuntimeDep
 from broker.console import admins
 from broker.console.deps import ConsoleContext, ConsoleDep
 from broker.console.models import SessionStage
-from broker.console.pages.sign_in import _sign_in_csrf, set_cookie
+from broker.console.pages.sign_in import set_cookie, sign_in_csrf
 from broker.console.sessions import COOKIE, SIGN_IN_COOKIE, start_session
 from broker.console.web import ConsoleRoute, CsrfRefused, csrf_ok, read_form, redirect, render
 from broker.db import session_scope
@@ -208,7 +208,7 @@ def _enrol_form(
     errors: Errors | None = None,
     status_code: int = 200,
 ) -> Response:
-    csrf = _sign_in_csrf(request)
+    csrf = sign_in_csrf(request)
     request.state.csrf_token = csrf
     response = render(
         request,

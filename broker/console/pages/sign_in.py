@@ -49,7 +49,7 @@ def set_cookie(request: Request, response: Response, name: str, value: str) -> N
     )
 
 
-def _sign_in_csrf(request: Request) -> str:
+def sign_in_csrf(request: Request) -> str:
     current = request.cookies.get(SIGN_IN_COOKIE)
     return current if current and len(current) == 43 else secrets.token_urlsafe(32)
 
@@ -62,7 +62,7 @@ def _page(
     status_code: int = 200,
     flash: str | None = None,
 ) -> Response:
-    csrf = _sign_in_csrf(request)
+    csrf = sign_in_csrf(request)
     request.state.csrf_token = csrf
     response = render(
         request,
