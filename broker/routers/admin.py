@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query
 from starlette.responses import StreamingResponse
@@ -32,7 +32,7 @@ from broker.admin.schemas import (
 from broker.consent_wiring import RuntimeDep
 from broker.db import session_scope
 from broker.errors import InvalidInputError
-from consent.access_log import MAX_PAGE, DecisionText, LogFilter, iter_csv, list_entries
+from consent.access_log import MAX_PAGE, LogFilter, iter_csv, list_entries
 from consent.areas import CATALOGUE
 
 router = APIRouter(prefix="/v1/admin", tags=["school admin"])
@@ -172,7 +172,8 @@ def access_log(
         str | None, Query(max_length=100, description="Only reads naming this area")
     ] = None,
     outcome: Annotated[
-        DecisionText | None, Query(description="Only reads allowed, or only those denied")
+        Literal["allowed", "denied", "refused"] | None,
+        Query(description="Only reads allowed, or only those denied (`refused` is the same)"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -183,7 +184,7 @@ def access_log(
         until=until,
         partner_id=partner_id,
         area=None if area is None else _area(area),
-        outcome=outcome,
+        outcome="denied" if outcome == "refused" else outcome,
     )
     if "text/csv" in accept:
         engine = runtime.resources.engine
