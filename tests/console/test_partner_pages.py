@@ -77,7 +77,8 @@ def test_retrospective_revocation_states_the_grace_end_before_confirming(world: 
     yesterday = now - timedelta(days=1)
     check = post(
         world, page(world) + "/revoke", page(world) + "/revoke",
-        day=str(yesterday.day), month=str(yesterday.month), year=str(yesterday.year), time="09:00",
+        **{"end-day": str(yesterday.day), "end-month": str(yesterday.month),
+           "end-year": str(yesterday.year)}, time="09:00",
     )  # fmt: skip
     assert check.status_code == 200, check.text
     expected = rfc3339(now + timedelta(hours=72))
@@ -98,10 +99,10 @@ def test_retrospective_revocation_states_the_grace_end_before_confirming(world: 
 def test_an_invalid_end_date_is_a_form_error(world: World) -> None:
     world.grant((BASIC,))
     answer = post(world, page(world) + "/revoke", page(world) + "/revoke",
-                  day="31", month="2", year="2027")  # fmt: skip
+                  **{"end-day": "31", "end-month": "2", "end-year": "2027"})  # fmt: skip
     assert answer.status_code == 422
     assert "There is a problem" in answer.text
-    assert 'href="#day"' in answer.text
+    assert 'href="#end-day"' in answer.text
 
 
 def test_suspend_then_resume(world: World) -> None:

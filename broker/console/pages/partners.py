@@ -6,6 +6,7 @@ shared, or when access will end) and then made by the admin API's own services.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -15,6 +16,7 @@ from starlette.datastructures import FormData
 
 from broker.admin.consents import PartnerOverview
 from broker.admin.schemas import ConsentOut, ReceiptOut
+from broker.console.dates import DateAnswer, read_date, read_time
 from broker.console.deps import ConsoleContext, ConsoleDep
 from broker.console.web import ConsoleRoute, redirect, render
 from broker.errors import DomainError, InvalidInputError, NotFoundError
@@ -177,46 +179,46 @@ async def change_areas(request: Request, partner_id: str, ctx: ConsoleDep) -> Re
 def revoke_page(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
     item = _partner(ctx, partner_id)
     _live_consent_id(item)
-    return _revoke_form(request, item, {}, [])
+    return _revoke_form(request, item, None, [])
 
 
 def _revoke_form(
-    request: Request, item: PartnerOverview, values: dict[str, str], errors: list[dict[str, str]]
+    request: Request,
+    item: PartnerOverview,
+    answer: EndAnswer | None,
+    errors: list[dict[str, str]],
 ) -> Response:
+    answer = answer or EndAnswer(read_date({}, "end", "End date"), "")
     return render(
         request,
         "revoke.html",
-        {"title": f"Revoke access for {item.partner.name}", "item": item, "values": values,
+        {"title": f"Revoke access for {item.partner.name}", "item": item, "answer": answer,
          "errors": errors},
         status_code=422 if errors else 200,
     )  # fmt: skip
 
 
-def parse_end(form: FormData) -> tuple[datetime | None, dict[str, str], list[dict[str, str]]]:
-    """The end instant from the date input and time field (UTC), or the errors to show."""
-    values = {k: str(form.get(k) or "").strip()[:10] for k in ("day", "month", "year", "time")}
+def parse_end(form: FormData) -> tuple[datetime | None, EndAnswer, list[dict[str, str]]]:
+    """The end instant from the date input and the time field (UTC), or the errors to show."""
+    values = {str(k): str(v) for k, v in form.items() if isinstance(v, str)}
+    answer = EndAnswer(read_date(values, "end", "End date"), values.get("time", "").strip()[:10])
     errors = []
-    day, month, year = values["day"], values["month"], values["year"]
-    end_date = None
-    if not (day and month and year):
-        errors.append({"text": "Enter the end date, with a day, month and year", "href": "#day"})
-    elif not (day.isdigit() and month.isdigit() and year.isdigit() and len(year) == 4):
-        errors.append({"text": "The end date must be a real date, like 31 7 2027", "href": "#day"})
-    else:
-        try:
-            end_date = datetime(int(year), int(month), int(day), tzinfo=UTC).date()
-        except ValueError:
-            errors.append({"text": "The end date must be a real date", "href": "#day"})
-    end_time = time(0, 0)
-    if values["time"]:
-        try:
-            end_time = time.fromisoformat(values["time"])
-        except ValueError:
-            errors.append({"text": "Enter the time as hours and minutes, like 17:30",
-                           "href": "#time"})  # fmt: skip
-    if errors or end_date is None:
-        return None, values, errors
-    return datetime.combine(end_date, end_time.replace(tzinfo=None), tzinfo=UTC), values, []
+    if answer.date.empty:
+        errors.append({"text": "Enter the end date", "href": "#end-day"})
+    elif answer.date.error:
+        errors.append({"text": answer.date.error, "href": answer.date.href})
+    at = read_time(answer.time) if answer.time else time(0, 0)
+    if at is None:
+        errors.append({"text": "Enter the time as hours and minutes, like 17:30", "href": "#time"})
+    if errors or answer.date.value is None or at is None:
+        return None, answer, errors
+    return datetime.combine(answer.date.value, at, tzinfo=UTC), answer, []
+
+
+@dataclass(frozen=True, slots=True)
+class EndAnswer:
+    date: DateAnswer
+    time: str
 
 
 @router.post("/partners/{partner_id}/revoke")
@@ -225,9 +227,9 @@ async def revoke_check(request: Request, partner_id: str, ctx: ConsoleDep) -> Re
     form = await ctx.form(request)
     item = _partner(ctx, partner_id)
     _live_consent_id(item)
-    end_at, values, errors = parse_end(form)
+    end_at, answer, errors = parse_end(form)
     if end_at is None:
-        return _revoke_form(request, item, values, errors)
+        return _revoke_form(request, item, answer, errors)
     now = ctx.admin_ctx.now
     grace = request.app.state.resources.settings.consent.revocation_grace
     ends_at = revocation_end(end_at, now, grace)
