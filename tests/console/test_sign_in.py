@@ -13,14 +13,14 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_root_and_the_console_send_a_stranger_to_sign_in(
-    console: Console, page: Page, visitor: Visitor
+    console: Console, tenant: Tenant, page: Page, visitor: Visitor
 ) -> None:
     page.goto("/")
     signed_out(page)
     for label in ("Email address", "Password", "Code from your authenticator app"):
         expect(page.get_by_label(label)).to_be_visible()
     visitor.visit("sign-in")
-    page.goto("/school/partners")
+    page.goto(f"/school/partners/{tenant.partner_id}")
     signed_out(page)
 
 
