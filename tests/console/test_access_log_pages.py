@@ -6,10 +6,8 @@ import re
 from datetime import timedelta
 from typing import Any
 
-import pyotp
 import pytest
 from fastapi.testclient import TestClient
-from httpx import Response
 
 from broker.clock import FrozenClock
 from broker.console.pages import access_log
@@ -19,11 +17,11 @@ from tests.support.admin import (
     BASIC,
     CONTACTS,
     DEMOGRAPHICS,
-    PASSWORD,
     World,
     build_world,
     cheap_argon2,
 )
+from tests.support.console import sign_in
 
 S = timedelta(seconds=1)
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -33,43 +31,6 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 def world(client: TestClient, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> World:
     cheap_argon2(monkeypatch)
     return build_world(client, clock)
-
-
-def csrf(response: Response) -> str:
-    found = CSRF.search(response.text)
-    assert found, "no csrf_token on the page"
-    return found[1]
-
-
-def console_sign_in(world: World) -> None:
-    """Sign in through the pages: password and code, then past the recovery codes."""
-    client, admin = world.client, world.admin
-    step = pyotp.TOTP(admin.totp_secret).timecode(world.now())
-    if step <= admin.last_step:  # a code is good once: wait for the next one
-        world.clock.advance(timedelta(seconds=30))
-        step += 1
-    admin.last_step = step
-    form = client.get("/school/sign-in")
-    response = client.post(
-        "/school/sign-in",
-        data={
-            "csrf_token": csrf(form),
-            "email": admin.email,
-            "password": PASSWORD,
-            "code": admin.code(world.now()),
-            "next": "/school",
-        },
-        follow_redirects=False,
-    )
-    assert response.status_code == 303, response.text
-    if response.headers["location"] == "/school/sign-in/recovery-codes":
-        codes = client.get("/school/sign-in/recovery-codes")
-        done = client.post(
-            "/school/sign-in/recovery-codes",
-            data={"csrf_token": csrf(codes)},
-            follow_redirects=False,
-        )
-        assert done.headers["location"] == "/school"
 
 
 def log_read(world: World, n: int, **kw: Any) -> int:
@@ -97,7 +58,7 @@ def rows(html: str) -> list[str]:
 
 @pytest.fixture
 def signed_in(world: World) -> World:
-    console_sign_in(world)
+    sign_in(world)
     return world
 
 
@@ -242,7 +203,7 @@ def test_reads_after_an_end_date(signed_in: World) -> None:
         "POST", f"/consents/{consent['consent_id']}/revoke", json={"end_at": start.isoformat()}
     )
     assert response.status_code == 200, response.text
-    console_sign_in(world)  # two idle hours ended the console session
+    sign_in(world)  # two idle hours ended the console session
     page = world.client.get("/school/access-log/after-end")
     assert page.status_code == 200
     assert "ExamPro" in page.text
@@ -269,7 +230,7 @@ def test_decisions_default_to_now_and_match_the_api(signed_in: World) -> None:
     world.grant((BASIC, CONTACTS))
     granted = world.now()
     world.clock.advance(timedelta(days=2))
-    console_sign_in(world)
+    sign_in(world)
     now = world.client.get("/school/decisions")
     assert now.status_code == 200
     assert f"Decisions as they stood at {format_instant(world.now())}" in now.text

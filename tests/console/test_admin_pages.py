@@ -17,8 +17,8 @@ from broker.db import session_scope
 from broker.schools.models import SchoolAdmin
 from broker.security import verify_password
 from consent.models import AuditEvent
-from tests.console.pages_client import code_for, csrf_of, post, sign_in, submit
 from tests.support.admin import PASSWORD, Admin, World, build_world, cheap_argon2
+from tests.support.console import code_for, csrf_of, post, sign_in, submit
 
 NEW_PASSWORD = "N3w!staple-battery"
 NEWCOMER = "bursar@hilltop.sch.uk"

@@ -14,8 +14,8 @@ from broker.db import session_scope
 from broker.schools.repository import SchoolRepository
 from broker.schools.service import close_school
 from consent.models import AuditEvent
-from tests.console.pages_client import csrf_of, post, sign_in, submit
 from tests.support.admin import World, build_world, cheap_argon2
+from tests.support.console import csrf_of, post, sign_in, submit
 
 
 @pytest.fixture

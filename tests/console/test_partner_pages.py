@@ -10,14 +10,14 @@ from httpx import Response
 
 from broker.clock import FrozenClock, rfc3339
 from tests.support.admin import BASIC, CONTACTS, DEMOGRAPHICS, World, build_world, cheap_argon2
-from tests.support.console import console_sign_in, csrf_of
+from tests.support.console import csrf_of, sign_in
 
 
 @pytest.fixture
 def world(client: TestClient, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> World:
     cheap_argon2(monkeypatch)
     world = build_world(client, clock)
-    console_sign_in(world)
+    sign_in(world)
     return world
 
 

@@ -13,7 +13,7 @@ from httpx import Response
 
 from broker.clock import FrozenClock
 from tests.support.admin import PASSWORD, World, build_world, cheap_argon2
-from tests.support.console import console_sign_in, csrf_of
+from tests.support.console import csrf_of, sign_in
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def post_sign_in(world: World, code: str, *, email: str | None = None) -> Respon
 
 
 def test_idle_for_30_minutes_sends_the_browser_back_to_sign_in(world: World) -> None:
-    console_sign_in(world)
+    sign_in(world)
     world.clock.advance(timedelta(minutes=29, seconds=59))
     assert world.client.get("/school", follow_redirects=False).status_code == 200
     world.clock.advance(timedelta(minutes=30))
@@ -41,7 +41,7 @@ def test_idle_for_30_minutes_sends_the_browser_back_to_sign_in(world: World) -> 
 
 
 def test_a_busy_session_still_ends_12_hours_after_sign_in(world: World) -> None:
-    console_sign_in(world)
+    sign_in(world)
     for _ in range(12 * 3 - 1):  # a click every 20 minutes keeps it from going idle ...
         world.clock.advance(timedelta(minutes=20))
         assert world.client.get("/school", follow_redirects=False).status_code == 200
@@ -93,7 +93,7 @@ def test_first_sign_in_without_a_code_shows_the_qr_code_and_the_secret(world: Wo
 
 
 def test_once_enrolled_a_code_is_required(world: World) -> None:
-    console_sign_in(world)
+    sign_in(world)
     world.client.cookies.clear()
     world.clock.advance(timedelta(seconds=30))
     answer = post_sign_in(world, "")
@@ -135,7 +135,7 @@ def test_the_sign_in_form_needs_its_csrf_token(world: World) -> None:
 
 
 def test_sign_out_ends_the_session(world: World) -> None:
-    console_sign_in(world)
+    sign_in(world)
     home = world.client.get("/school")
     out = world.client.post(
         "/school/sign-out", data={"csrf_token": csrf_of(home)}, follow_redirects=False
@@ -146,7 +146,7 @@ def test_sign_out_ends_the_session(world: World) -> None:
 
 @pytest.mark.parametrize("path", ["/school/sign-in", "/school"])
 def test_every_page_carries_the_security_headers(world: World, path: str) -> None:
-    console_sign_in(world)
+    sign_in(world)
     page = world.client.get(path)
     csp = page.headers["content-security-policy"]
     assert "frame-ancestors 'none'" in csp

@@ -1,12 +1,12 @@
-"""Signing in to the school console through its forms, as a browser without JavaScript would."""
+"""Signing in to the console with FastAPI's TestClient, as a browser without JavaScript would."""
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 import pyotp
-from fastapi.testclient import TestClient
 from httpx import Response
 
 from tests.support.admin import PASSWORD, Admin, World
@@ -15,32 +15,53 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def csrf_of(page: Response | str) -> str:
-    html = page if isinstance(page, str) else page.text
-    found = _CSRF.search(html)
-    assert found is not None, "no csrf_token on the page"
-    return found.group(1)
+    """The CSRF token of the page's last form (the sign-out form in the header comes first)."""
+    tokens = _CSRF.findall(page if isinstance(page, str) else page.text)
+    assert tokens, "the page has no form with a CSRF token"
+    return str(tokens[-1])
 
 
-def console_sign_in(world: World, admin: Admin | None = None) -> TestClient:
-    """Email, password and a fresh code; recovery codes acknowledged on a first sign-in."""
+def code_for(world: World, admin: Admin, secret: str | None = None) -> str:
+    """A TOTP code not used before: a code is good once, so wait for the next step if need be."""
+    totp = pyotp.TOTP(secret or admin.totp_secret)
+    step = totp.timecode(world.now())
+    if step <= admin.last_step:
+        world.clock.advance(timedelta(seconds=30))
+        step += 1
+    admin.last_step = step
+    return str(totp.at(world.now()))
+
+
+def sign_in(world: World, admin: Admin | None = None) -> None:
+    """Password and code on the sign-in page; a CLI-made admin then sees recovery codes once."""
     who = admin or world.admin
     client = world.client
-    step = pyotp.TOTP(who.totp_secret).timecode(world.now())
-    if step <= who.last_step:  # a code is good once: use the next one
-        world.clock.advance(timedelta(seconds=30))
+    client.cookies.clear()
     page = client.get("/school/sign-in")
-    form = {"csrf_token": csrf_of(page), "email": who.email, "password": PASSWORD,
-            "code": who.code(world.now()), "next": "/school"}  # fmt: skip
-    who.last_step = pyotp.TOTP(who.totp_secret).timecode(world.now())
-    answer = client.post("/school/sign-in", data=form, follow_redirects=False)
-    assert answer.status_code == 303, answer.text
-    if answer.headers["location"] == "/school/sign-in/recovery-codes":
+    form = {
+        "csrf_token": csrf_of(page.text),
+        "email": who.email,
+        "password": PASSWORD,
+        "code": code_for(world, who),
+        "next": "/school",
+    }
+    response = client.post("/school/sign-in", data=form, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    if response.headers["location"] == "/school/sign-in/recovery-codes":
         codes = client.get("/school/sign-in/recovery-codes")
-        assert codes.status_code == 200
-        done = client.post(
-            "/school/sign-in/recovery-codes",
-            data={"csrf_token": csrf_of(codes)},
-            follow_redirects=False,
-        )
-        assert done.headers["location"] == "/school"
-    return client
+        done = post(world, "/school/sign-in/recovery-codes", {"csrf_token": csrf_of(codes.text)})
+        assert done.headers["location"] == "/school", done.text
+    else:
+        assert response.headers["location"] == "/school"
+
+
+def post(world: World, path: str, data: dict[str, Any]) -> Response:
+    response: Response = world.client.post(path, data=data, follow_redirects=False)
+    return response
+
+
+def submit(world: World, page_path: str, action: str, data: dict[str, Any]) -> Response:
+    """GET a page, then POST its form with the CSRF token the page carries."""
+    page = world.client.get(page_path)
+    assert page.status_code == 200, page.text
+    return post(world, action, {"csrf_token": csrf_of(page.text), **data})
