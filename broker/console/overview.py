@@ -24,6 +24,7 @@ class Attention:
     silent_agents: list[dict[str, Any]]
     failing_agents: list[dict[str, Any]]
     stale_areas: list[dict[str, Any]]
+    held_deletions: list[dict[str, Any]]
 
     @property
     def empty(self) -> bool:
@@ -34,6 +35,7 @@ class Attention:
             or self.silent_agents
             or self.failing_agents
             or self.stale_areas
+            or self.held_deletions
         )
 
 
@@ -61,6 +63,7 @@ def attention(
         silent_agents=[a for a in live_agents if a.get("silent")],
         failing_agents=[a for a in live_agents if a.get("errors")],
         stale_areas=[a for a in health.get("areas", []) if a.get("stale")],
+        held_deletions=[h for h in health.get("held_deletions", []) if not h.get("confirmed_at")],
     )
 
 

@@ -8,12 +8,10 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from broker.admin.deps import AdminDep
-from broker.agenthub import held, refresh
+from broker.agenthub import admin_actions
 from broker.agenthub.health import school_health
 from broker.deps import get_batch_applier, get_resources
-from broker.errors import ConflictError
 from broker.resources import Resources
-from broker.schools.models import SchoolStatus
 from cache.service import CacheService
 
 router = APIRouter(prefix="/v1/admin", tags=["school admin"])
@@ -49,7 +47,7 @@ def get_agent_health(
     responses={**AUTH, 409: PROBLEM, 422: PROBLEM},
 )
 def refresh_now(body: RefreshIn, ctx: AdminDep) -> RefreshOut:
-    command = refresh.refresh_now(ctx, body.areas)
+    command = admin_actions.refresh_now(ctx, body.areas)
     return RefreshOut(
         command_id=command.id, status=command.status.value, areas=command.args["areas"]
     )
@@ -61,8 +59,4 @@ def refresh_now(body: RefreshIn, ctx: AdminDep) -> RefreshOut:
     responses={**AUTH, 404: PROBLEM, 409: PROBLEM},
 )
 def confirm_held_deletion(area: str, ctx: AdminDep) -> dict[str, Any]:
-    if ctx.school.status is not SchoolStatus.ACTIVE:
-        raise ConflictError("this school is closed")
-    return held.confirm(
-        ctx.session, school_id=ctx.school.id, area=area, actor=ctx.admin.actor, now=ctx.now
-    )
+    return admin_actions.confirm_held_deletion(ctx, area)

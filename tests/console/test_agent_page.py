@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -124,3 +125,37 @@ def test_a_stranger_is_sent_to_sign_in(world: World) -> None:
     response = world.client.get("/school/agent", follow_redirects=False)
     assert response.status_code == 303
     assert response.headers["location"].startswith("/school/sign-in?next=")
+
+
+def test_a_held_deletion_is_shown_first_and_let_through_once(world: World) -> None:
+    pupils = [f"stu-{i:03d}" for i in range(40)]
+
+    def upload(ids: list[str]) -> int:
+        world.clock.advance(timedelta(minutes=1))
+        body = {"batch_id": str(uuid.uuid4()), "area": "students.basic", "mode": "full",
+                "extracted_at": rfc3339(world.now()), "deleted": [],
+                "records": [{"id": i, "forename": "N"} for i in ids]}  # fmt: skip
+        headers = {"Authorization": f"Bearer {world.agent_key}"}
+        status: int = world.client.post("/v1/agent/uploads", json=body, headers=headers).status_code
+        return status
+
+    assert upload(pupils) == 200
+    assert upload(pupils[:2]) == 409  # 38 of 40 would go: held
+    home = world.client.get("/school")
+    assert "would delete 38 of 40 students.basic records was held" in home.text
+    page = world.client.get("/school/agent")
+    assert "Deletions waiting for you" in page.text
+    assert "Let the deletion of 38 students.basic records through" in page.text
+    refused = post(world, "/school/agent/held-deletions/students.basic/confirm", {})
+    assert refused.status_code == 403  # no CSRF token: nothing let through
+    assert upload(pupils[:2]) == 409
+    done = submit(world, "/school/agent", "/school/agent/held-deletions/students.basic/confirm", {})
+    assert done.headers["location"] == "/school/agent?deletion=confirmed"
+    assert "agent.deletion_confirmed" in audit_actions(world)
+    assert upload(pupils[:2]) == 200  # once ...
+    assert upload([]) == 409  # ... and the next mass deletion is held again
+
+
+def audit_actions(world: World) -> list[str]:
+    with session_scope(world.resources.engine) as session:
+        return [e.action for e in session.exec(select(AuditEvent)).all()]

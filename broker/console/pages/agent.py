@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from broker.agenthub.admin_actions import confirm_held_deletion, refresh_now
 from broker.agenthub.health import school_health
-from broker.agenthub.refresh import refresh_now
 from broker.console.deps import ConsoleContext, ConsoleDep
 from broker.console.web import ConsoleRoute, redirect, render
 
@@ -18,13 +18,18 @@ REFRESHED = (
     "Your agent has been asked to extract the areas you chose. "
     "It picks up the request with its next heartbeat, within about a minute."
 )
+DELETION_CONFIRMED = (
+    "The deletion will go through once: the agent sends it again with its next extraction."
+)
 NO_AREA = {"text": "Select at least one area to refresh", "href": "#areas"}
 
 
 @router.get("/agent")
 def agent_page(request: Request, ctx: ConsoleDep) -> Response:
-    done = request.query_params.get("refreshed") == "1"
-    return _page(request, ctx, flash=REFRESHED if done else None)
+    if request.query_params.get("refreshed") == "1":
+        return _page(request, ctx, flash=REFRESHED)
+    confirmed = request.query_params.get("deletion") == "confirmed"
+    return _page(request, ctx, flash=DELETION_CONFIRMED if confirmed else None)
 
 
 @router.post("/agent/refresh")
@@ -35,6 +40,13 @@ async def refresh_submit(request: Request, ctx: ConsoleDep) -> Response:
         return _page(request, ctx, errors=[NO_AREA], status_code=422)
     refresh_now(ctx.admin_ctx, areas)
     return redirect("/school/agent?refreshed=1")
+
+
+@router.post("/agent/held-deletions/{area}/confirm")
+async def confirm_deletion(request: Request, area: str, ctx: ConsoleDep) -> Response:
+    await ctx.form(request)
+    confirm_held_deletion(ctx.admin_ctx, area)
+    return redirect("/school/agent?deletion=confirmed")
 
 
 def _page(
@@ -56,6 +68,7 @@ def _page(
                 _times(a, "as_of", "expires_at", "refresh_requested_at") for a in health["areas"]
             ],
             "commands": [_times(c, "created_at", "completed_at") for c in health["commands"]],
+            "held": health.get("held_deletions", []),
             "silent_after_minutes": health["silent_after_seconds"] // 60,
             "flash": flash,
             "errors": errors or [],

@@ -1,11 +1,13 @@
-"""A school admin's "refresh now": one rule for the admin API and the console."""
+"""What a school admin asks of its agent (refresh now, let a held deletion through): one
+rule each for the admin API and the console, audited alike."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from broker.admin.deps import AdminContext
-from broker.agenthub import commands
+from broker.agenthub import commands, held
 from broker.agenthub.models import AgentCommand
 from broker.errors import ConflictError
 from broker.schools.models import SchoolStatus
@@ -34,3 +36,22 @@ def refresh_now(ctx: AdminContext, areas: Sequence[str]) -> AgentCommand:
         )
     )
     return command
+
+
+def confirm_held_deletion(ctx: AdminContext, area: str) -> dict[str, Any]:
+    """Let the area's held mass deletion go through, once (at the broker and at the agent)."""
+    if ctx.school.status is not SchoolStatus.ACTIVE:
+        raise ConflictError("this school is closed")
+    result = held.confirm(
+        ctx.session, school_id=ctx.school.id, area=area, actor=ctx.admin.actor, now=ctx.now
+    )
+    ConsentRepository(ctx.session).add_audit(
+        AuditEvent(
+            at=ctx.now,
+            actor=ctx.admin.actor,
+            action="agent.deletion_confirmed",
+            target=ctx.school.id,
+            detail={"area": area},
+        )
+    )
+    return result
