@@ -28,6 +28,7 @@ from agents.logs import configure as configure_logging
 from agents.mis.base import AdapterError
 from agents.runner import RESTART, Agent
 from agents.state import AgentState, iso
+from agents.telemetry import quarantined
 from agents.uploader import BrokerError
 from consent.areas import CATALOGUE
 
@@ -198,6 +199,7 @@ def _status(config: AgentConfig) -> int:
                     {"area": h.area, "records": h.records, "deleting": h.deleting}
                     for h in state.held_deletions()
                 ],
+                "quarantined": quarantined(state),
                 # The broker's limit shows only once it refused a batch as too large.
                 "batch_limit_bytes": {
                     "configured": config.upload.max_batch_bytes,
