@@ -24,6 +24,7 @@ import orjson
 
 from agents import __version__
 from agents.config import AgentConfig, ConfigError, load_config
+from agents.inspect import inspect_mis
 from agents.logs import configure as configure_logging
 from agents.mis.base import AdapterError
 from agents.runner import RESTART, Agent
@@ -148,8 +149,10 @@ def _run(agent: Agent) -> int:
 
 
 def _check(agent: Agent) -> int:
+    """Config, the whole MIS read (nothing uploaded) and the broker; 1 if any of them fails."""
     out: dict[str, Any] = {"config": "ok", "mis": agent.adapter.name}
-    out["areas"] = sorted(agent.adapter.areas())
+    report = inspect_mis(agent.adapter)
+    out.update(report.as_json())
     try:
         out["broker"] = agent.client().healthz()
     except BrokerError as exc:
@@ -157,7 +160,7 @@ def _check(agent: Agent) -> int:
         _print(out)
         return EXIT_PENDING
     _print(out)
-    return EXIT_OK
+    return EXIT_OK if report.ok else EXIT_PENDING
 
 
 def _status(config: AgentConfig) -> int:
