@@ -24,10 +24,12 @@ import orjson
 
 from agents import __version__
 from agents.config import AgentConfig, ConfigError, load_config
+from agents.inspect import inspect_mis
 from agents.logs import configure as configure_logging
 from agents.mis.base import AdapterError
 from agents.runner import RESTART, Agent
 from agents.state import AgentState, iso
+from agents.telemetry import quarantined
 from agents.uploader import BrokerError
 from consent.areas import CATALOGUE
 
@@ -147,8 +149,10 @@ def _run(agent: Agent) -> int:
 
 
 def _check(agent: Agent) -> int:
+    """Config, the whole MIS read (nothing uploaded) and the broker; 1 if any of them fails."""
     out: dict[str, Any] = {"config": "ok", "mis": agent.adapter.name}
-    out["areas"] = sorted(agent.adapter.areas())
+    report = inspect_mis(agent.adapter)
+    out.update(report.as_json())
     try:
         out["broker"] = agent.client().healthz()
     except BrokerError as exc:
@@ -156,7 +160,7 @@ def _check(agent: Agent) -> int:
         _print(out)
         return EXIT_PENDING
     _print(out)
-    return EXIT_OK
+    return EXIT_OK if report.ok else EXIT_PENDING
 
 
 def _status(config: AgentConfig) -> int:
@@ -198,6 +202,7 @@ def _status(config: AgentConfig) -> int:
                     {"area": h.area, "records": h.records, "deleting": h.deleting}
                     for h in state.held_deletions()
                 ],
+                "quarantined": quarantined(state),
                 # The broker's limit shows only once it refused a batch as too large.
                 "batch_limit_bytes": {
                     "configured": config.upload.max_batch_bytes,

@@ -23,6 +23,10 @@ Example (paths are relative to the file)::
     adapter = "csv"                       # synthetic | csv | oneroster
     directory = "exports"
     mapping_file = "mapping.toml"         # csv only, optional
+    date_format = "auto"                  # csv and oneroster: iso | uk | auto
+    school = "3024012"                    # oneroster: DfE number, URN or sourcedId
+    max_invalid_share = 0.10              # hold an area with more invalid records than this
+    max_invalid_count = 5                 # ... and more than this many
 
     [schedules]
     weekly_full_day = "sunday"
@@ -50,6 +54,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from agents.deletion_guard import DEFAULT_MAX_COUNT, DEFAULT_MAX_SHARE, DeletionLimit
+from agents.quarantine import (
+    DEFAULT_INVALID_LIMIT,
+    DEFAULT_MAX_INVALID_COUNT,
+    DEFAULT_MAX_INVALID_SHARE,
+    InvalidLimit,
+)
 from consent.areas import CATALOGUE, CORE_AREAS
 
 OVERRIDES_FILE: Final = "overrides.json"
@@ -153,7 +163,8 @@ class UploadSettings:
 @dataclass(frozen=True, slots=True)
 class MisSettings:
     adapter: str
-    options: Mapping[str, Any]
+    options: Mapping[str, Any]  # the adapter's own (`agents.mis.registry` checks them)
+    invalid_limit: InvalidLimit = DEFAULT_INVALID_LIMIT  # when an area is held whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,11 +309,16 @@ def _mis(table: Mapping[str, Any], base_dir: Path) -> MisSettings:
     adapter = _str(table, "adapter", required=True, where="mis.")
     if adapter not in ADAPTERS:
         raise ConfigError(f"mis.adapter: expected one of {', '.join(ADAPTERS)}, got {adapter!r}")
-    options = {k: v for k, v in table.items() if k != "adapter"}
+    common = {"adapter", "max_invalid_share", "max_invalid_count"}
+    options = {k: v for k, v in table.items() if k not in common}
     for key in ("directory", "mapping_file"):
         if isinstance(options.get(key), str):
             options[key] = _path(base_dir, options[key])
-    return MisSettings(adapter=adapter, options=options)
+    share = table.get("max_invalid_share", DEFAULT_MAX_INVALID_SHARE)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        raise ConfigError("mis.max_invalid_share: expected a number from 0 to 1")
+    count = _int(table, "max_invalid_count", DEFAULT_MAX_INVALID_COUNT, 0, 10_000_000, "mis.")
+    return MisSettings(adapter, options, InvalidLimit(float(share), count))
 
 
 def parse_schedules(table: Mapping[str, Any]) -> Schedules:

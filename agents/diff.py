@@ -7,7 +7,7 @@ record the MIS re-renders in another key order is not a change.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,17 +31,28 @@ class Diff:
     deleted: list[str]
     # Hashes to write: every current record for a full upload, the upserts for a delta.
     hashes: dict[str, bytes] = field(repr=False)
+    # Quarantined ids the MIS still has but sent invalid: never upserted, never deleted.
+    kept: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
         return not self.upserts and not self.deleted
 
 
-def compute(records: Iterable[Record], stored: Mapping[str, bytes], *, full: bool) -> Diff:
+def compute(
+    records: Iterable[Record],
+    stored: Mapping[str, bytes],
+    *,
+    full: bool,
+    keep: Collection[str] = (),
+) -> Diff:
     """Compare the MIS's records with the stored hashes of what the broker was sent.
 
     A full diff carries every record and no deletions (a full upload replaces the area);
-    a delta carries new and changed records and the ids that disappeared.
+    a delta carries new and changed records and the ids that disappeared.  Ids in `keep`
+    (quarantined: in the MIS, but invalid there now) count as unchanged: a delta does not
+    delete them and a full keeps their stored hash, so what the broker holds for them
+    stays as it was until the MIS sends a valid record again.
     """
     current: dict[str, bytes] = {}
     upserts: list[Record] = []
@@ -51,8 +62,10 @@ def compute(records: Iterable[Record], stored: Mapping[str, bytes], *, full: boo
         current[record_id] = digest
         if full or stored.get(record_id) != digest:
             upserts.append(record)
+    kept = frozenset(keep) - current.keys()
     if full:
-        return Diff(full=True, upserts=upserts, deleted=[], hashes=current)
-    deleted = sorted(set(stored) - set(current))
+        carried = {i: stored[i] for i in kept if i in stored}
+        return Diff(True, upserts, [], hashes=current | carried, kept=kept)
+    deleted = sorted(set(stored) - set(current) - kept)
     changed = {str(r["id"]): current[str(r["id"])] for r in upserts}
-    return Diff(full=False, upserts=upserts, deleted=deleted, hashes=changed)
+    return Diff(full=False, upserts=upserts, deleted=deleted, hashes=changed, kept=kept)

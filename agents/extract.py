@@ -1,9 +1,13 @@
 """One area from the MIS into the outbox: read, check, diff, cut into batches, spool them.
 
-Records the catalogue would refuse are left out and reported (by index, id and field, not
-content): one bad record in the MIS must not hold back the rest of its area.  So is a
-record too large to fit a batch on its own (`max_batch_bytes`, or the broker's lower
-limit once a 413 revealed it): the broker would refuse it anyway.
+Quarantine.  Records the adapter found invalid, records the catalogue would refuse and
+records too large to fit a batch on their own (`max_batch_bytes`, or the broker's lower
+limit once a 413 revealed it) are left out and reported (by id, field and the kind of
+problem, never the value): one bad record must not hold back the rest of its area.  A
+quarantined id is never upserted nor deleted: a full upload carries its stored hash over,
+and is then sent as delta batches (a real `full` would delete it at the broker), so the
+broker keeps what it had for that id.  An area with too many invalid records
+(`[mis] max_invalid_share`) is held whole: nothing is sent for it.
 
 Large areas.  No upload body is built over the batch limit.  A delta's upserts are cut
 into consecutive `delta` batches, its deletions put last.  A `full` batch replaces the
@@ -22,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import orjson
@@ -31,7 +35,14 @@ from agents.batching import Part, body_bytes, envelope_bytes, gzip_body, pack, r
 from agents.config import DEFAULT_MAX_BATCH_BYTES
 from agents.deletion_guard import DEFAULT_LIMIT, DeletionLimit, HeldDeletion, holds
 from agents.diff import Diff, Record, compute
-from agents.mis.base import AdapterError, MisAdapter
+from agents.mis.base import AdapterError, MisAdapter, Quarantined, read_area
+from agents.quarantine import (
+    DEFAULT_INVALID_LIMIT,
+    MAX_REPORTED,
+    InvalidLimit,
+    describe_hold,
+    holds_area,
+)
 from agents.state import AgentState
 from agents.telemetry import RecentErrors
 from consent.areas import get_area, validate_record
@@ -54,6 +65,7 @@ class Extraction:
     batch_ids: tuple[str, ...] = ()
     split: bool = False  # a full upload sent as delta batches: the area is over the limit
     held: HeldDeletion | None = None  # kept back by the mass-deletion guard: nothing spooled
+    quarantined: tuple[Quarantined, ...] = ()  # left out; the broker keeps what it had
 
     def describe(self) -> str:
         if self.held is not None:
@@ -80,6 +92,13 @@ class Checked:
     good: list[Record] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     too_large: list[str] = field(default_factory=list)
+    # Every record left out, the adapter's own quarantine included.
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+    @property
+    def kept(self) -> frozenset[str]:
+        """Ids the broker must keep as they are: their records are in the MIS, but invalid."""
+        return frozenset(q.record_id for q in self.quarantined if q.record_id is not None)
 
 
 def check_records(
@@ -91,15 +110,21 @@ def check_records(
 
 
 def check(
-    area: str, records: Iterable[Record], *, batch_limit: int | None = None, overhead: int = 0
+    area: str,
+    records: Iterable[Record],
+    *,
+    batch_limit: int | None = None,
+    overhead: int = 0,
+    quarantined: Iterable[Quarantined] = (),
 ) -> Checked:
     """Validate each record and, given a batch limit, check it fits a batch on its own.
 
     A record fits if its compact JSON plus a batch's `overhead` (the envelope) is within
     `batch_limit`.  Problems name the record by index and id, never by content.
+    `quarantined` are the records the adapter already left out.
     """
     spec = get_area(area)
-    out = Checked()
+    out = Checked(quarantined=list(quarantined))
     seen: set[str] = set()
     for index, record in enumerate(records):
         errors = list(validate_record(spec, index, record))
@@ -111,6 +136,10 @@ def check(
             first = errors[0]
             shown = f" ({first.record_id})" if first.record_id else ""
             out.invalid.append(f"record {index}{shown} field {first.field!r}: {first.message}")
+            valid_id = first.field != "id" and first.record_id is not None
+            out.quarantined.append(
+                Quarantined(first.record_id if valid_id else None, first.field, first.message)
+            )
             continue
         seen.add(str(record_id))
         if batch_limit is not None:
@@ -119,6 +148,9 @@ def check(
                 out.too_large.append(
                     f"record {index} ({record_id}): {size} bytes as JSON, too large for"
                     f" a batch (limit {batch_limit} bytes)"
+                )
+                out.quarantined.append(
+                    Quarantined(str(record_id), "", f"too large for a batch ({size} bytes)")
                 )
                 continue
         out.good.append(record)
@@ -142,9 +174,11 @@ class Extractor:
         errors: RecentErrors,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         deletion_limit: DeletionLimit = DEFAULT_LIMIT,
+        invalid_limit: InvalidLimit = DEFAULT_INVALID_LIMIT,
     ) -> None:
         self._adapter = adapter
         self._limit = deletion_limit
+        self._invalid_limit = invalid_limit
         # The broker applies its own guard: it must know the school chose another threshold.
         self._extra = (
             None if deletion_limit.is_default else {"deletion_limit": deletion_limit.as_json()}
@@ -166,15 +200,28 @@ class Extractor:
         # A full's envelope is smaller ("full" is shorter than "delta").
         overhead = envelope_bytes(area, "delta", now, self._extra)
         try:
-            checked = check(area, self._adapter.extract(area), batch_limit=limit, overhead=overhead)
+            read = read_area(self._adapter, area)
+            checked = check(
+                area,
+                read.records,
+                batch_limit=limit,
+                overhead=overhead,
+                quarantined=read.quarantined,
+            )
         except AdapterError as exc:
             return self._failed(area, str(exc), started)
         except Exception as exc:  # an adapter bug must not stop the other areas
             log.exception("adapter crashed", extra={"fields": {"area": area}})
             return self._failed(area, f"adapter error: {type(exc).__name__}", started)
         self._report_problems(area, checked)
+        if holds_area(self._invalid_limit, len(checked.good), len(checked.quarantined)):
+            message = describe_hold(
+                area, len(checked.good), len(checked.quarantined), self._invalid_limit
+            )
+            result = self._failed(area, message, started)
+            return replace(result, quarantined=tuple(checked.quarantined))
         stored = self._state.hashes(area)
-        diff = compute(checked.good, stored, full=full)
+        diff = compute(checked.good, stored, full=full, keep=checked.kept)
         held = self._guard(area, diff, stored)
         if held is not None and not confirmed:
             return self._held(held, started)
@@ -197,9 +244,10 @@ class Extractor:
             len(checked.good),
             len(diff.upserts),
             sum(len(p.deleted) for p in parts),
-            len(checked.invalid) + len(checked.too_large),
+            len(checked.quarantined),
             batch_ids=tuple(batch_ids),
             split=diff.full and mode == "delta",
+            quarantined=tuple(checked.quarantined),
         )
         log.info("area spooled", extra={"fields": _fields(result)})
         return result
@@ -210,11 +258,13 @@ class Extractor:
         """The batches' mode and content: one real full if it fits, else deltas (see above)."""
         encoded = [orjson.dumps(r) for r in diff.upserts]
         if diff.full:
-            if body_bytes(envelope_bytes(area, "full", now, self._extra), encoded, ()) <= limit:
+            # A real full deletes every id it leaves out: never one with a quarantined id.
+            fits = body_bytes(envelope_bytes(area, "full", now, self._extra), encoded, ()) <= limit
+            if fits and not diff.kept:
                 return "full", [Part(records=encoded)]
             # Ids of records in the MIS are upserted, never deleted: no batch may do both.
             known = stored.keys() | self._state.dead_letter_deletions(area)
-            deleted: Sequence[str] = sorted(known - diff.hashes.keys())
+            deleted: Sequence[str] = sorted(known - diff.hashes.keys() - diff.kept)
         else:
             deleted = diff.deleted
         return "delta", pack(
@@ -229,7 +279,7 @@ class Extractor:
         """
         if diff.full:
             known = stored.keys() | self._state.dead_letter_deletions(area)
-            records, deleting = len(known), len(known - diff.hashes.keys())
+            records, deleting = len(known), len(known - diff.hashes.keys() - diff.kept)
         else:
             records, deleting = len(stored), len(diff.deleted)
         return (
@@ -276,15 +326,33 @@ class Extractor:
         return Extraction(area, False, error=error)
 
     def _report_problems(self, area: str, checked: Checked) -> None:
+        """Store the area's quarantine (status, telemetry), log it, and note it as an error."""
         now = self._clock()
+        self._state.set_quarantine(
+            area,
+            ((q.record_id, q.field, q.problem, q.where) for q in checked.quarantined),
+            now=now,
+        )
+        from_adapter = len(checked.quarantined) - len(checked.invalid) - len(checked.too_large)
+        if from_adapter:
+            shown = "; ".join(q.describe() for q in checked.quarantined[:MAX_PROBLEMS_SHOWN])
+            self._errors.add(
+                f"{area}: {len(checked.quarantined)} record(s) quarantined: {shown}", now
+            )
         for kind, problems in (("invalid", checked.invalid), ("too large", checked.too_large)):
-            if not problems:
-                continue
-            shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
-            self._errors.add(f"{area}: {len(problems)} {kind} record(s) left out: {shown}", now)
+            if problems and not from_adapter:
+                shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
+                self._errors.add(f"{area}: {len(problems)} {kind} record(s) left out: {shown}", now)
+        if checked.quarantined:
             log.warning(
-                f"{kind} records left out",
-                extra={"fields": {"area": area, "problems": problems[:50]}},
+                "records quarantined",
+                extra={
+                    "fields": {
+                        "area": area,
+                        "count": len(checked.quarantined),
+                        "records": [q.as_json() for q in checked.quarantined[:MAX_REPORTED]],
+                    }
+                },
             )
 
 

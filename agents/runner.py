@@ -70,6 +70,7 @@ class Agent:
             errors=self.errors,
             max_batch_bytes=config.upload.max_batch_bytes,
             deletion_limit=config.upload.deletion_limit,
+            invalid_limit=config.mis.invalid_limit,
         )
         self.spool = Spool(
             state,

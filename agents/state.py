@@ -62,6 +62,11 @@ CREATE TABLE IF NOT EXISTS held_deletions (
     area TEXT PRIMARY KEY, records INTEGER NOT NULL, deleting INTEGER NOT NULL,
     held_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS quarantine (
+    area TEXT NOT NULL, seq INTEGER NOT NULL, record_id TEXT, field TEXT NOT NULL,
+    problem TEXT NOT NULL, location TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (area, seq)
+);
 """
 # Added in schema 2: the ids a full batch retires (see `AgentState.spool`).
 _ADDED_COLUMNS: Final = (("outbox", "retired_gz BLOB"), ("dead_letters", "retired_gz BLOB"))
@@ -127,6 +132,18 @@ class HeldArea:
     records: int
     deleting: int
     held_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedRecord:
+    """A record the last read of its area left out as invalid (no value, only the kind)."""
+
+    area: str
+    record_id: str | None
+    field: str
+    problem: str
+    where: str
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,6 +540,38 @@ class AgentState:
             "SELECT area, records, deleting, held_at FROM held_deletions ORDER BY area"
         ).fetchall()
         return [HeldArea(r[0], r[1], r[2], _required(parse_iso(r[3]))) for r in rows]
+
+    # --- quarantined records ------------------------------------------------------------
+
+    def set_quarantine(
+        self, area: str, items: Iterable[tuple[str | None, str, str, str]], *, now: datetime
+    ) -> None:
+        """Replace the area's quarantine with the last read's: (id, field, problem, where)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM quarantine WHERE area = ?", (area,))
+            db.executemany(
+                "INSERT INTO quarantine(area, seq, record_id, field, problem, location, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (area, seq, record_id, field_, problem, where, iso(now))
+                    for seq, (record_id, field_, problem, where) in enumerate(items)
+                ),
+            )
+
+    def quarantine(self, limit: int | None = None) -> list[QuarantinedRecord]:
+        rows = self._db.execute(
+            "SELECT area, record_id, field, problem, location, at FROM quarantine"
+            " ORDER BY area, seq LIMIT ?",
+            (-1 if limit is None else limit,),
+        ).fetchall()
+        return [
+            QuarantinedRecord(r[0], r[1], r[2], r[3], r[4], _required(parse_iso(r[5])))
+            for r in rows
+        ]
+
+    def quarantine_counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT area, count(*) FROM quarantine GROUP BY area").fetchall()
+        return {area: int(count) for area, count in rows}
 
     # --- commands ------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Any, Final
 import psutil
 
 from agents import __version__
+from agents.quarantine import MAX_REPORTED
 from agents.state import AgentState, AreaStatus, iso
 
 MAX_ERRORS: Final = 20
@@ -68,6 +69,8 @@ def collect(
             }
             for h in state.held_deletions()
         ],
+        # Records left out as invalid: id, field and kind of problem, never the value.
+        "quarantined": quarantined(state),
         "python": platform.python_version(),
         "outbox": {
             "batches": len(pending),
@@ -76,6 +79,23 @@ def collect(
             "dead_letters": state.dead_letter_count(),
         },
         **(extra or {}),
+    }
+
+
+def quarantined(state: AgentState) -> dict[str, Any]:
+    """Counts per area and the first records, so a heartbeat stays small."""
+    return {
+        "counts": state.quarantine_counts(),
+        "records": [
+            {
+                "area": q.area,
+                "id": q.record_id,
+                "field": q.field,
+                "problem": q.problem,
+                "where": q.where or None,
+            }
+            for q in state.quarantine(MAX_REPORTED)
+        ],
     }
 
 

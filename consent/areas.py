@@ -361,6 +361,8 @@ AREAS: Final[tuple[Area, ...]] = (
             _f("work_email", S, "Work email"),
             _f("work_phone", S, "Work telephone"),
             _f("group_ids", SL, "Groups taught or tutored"),
+            _f("middle_name", S, "Middle name(s)"),
+            _f("mobile_phone", S, "Mobile telephone (for text messages)"),
         ),
     ),
     Area(

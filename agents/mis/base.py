@@ -7,6 +7,8 @@ so everything downstream of it (diff, spool, upload) is MIS-agnostic.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 Record: TypeAlias = dict[str, Any]
@@ -32,3 +34,55 @@ class MisAdapter(Protocol):
         Raises `AdapterError` for an area outside `areas()` or when the MIS fails.
         """
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A record left out because it is invalid: which one, which field, what kind of problem.
+
+    Never the value: these reach telemetry, and a value may be personal data.  `record_id`
+    is None only when the row has no usable id (it cannot be protected at the broker, but
+    it is still reported by `where`).
+    """
+
+    record_id: str | None
+    field: str
+    problem: str
+    where: str = ""  # file and line, when the adapter knows them
+
+    def describe(self) -> str:
+        shown = self.record_id if self.record_id is not None else "(no id)"
+        place = f" at {self.where}" if self.where else ""
+        return f"{shown} field {self.field!r}: {self.problem}{place}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.record_id,
+            "field": self.field,
+            "problem": self.problem,
+            "where": self.where or None,
+        }
+
+
+@dataclass(slots=True)
+class AreaRead:
+    """One area as read from the MIS: the good records and the quarantined ones."""
+
+    records: list[Record] = dataclass_field(default_factory=list)
+    quarantined: list[Quarantined] = dataclass_field(default_factory=list)
+
+
+@runtime_checkable
+class QuarantiningAdapter(MisAdapter, Protocol):
+    """An adapter that tells invalid records apart instead of failing the whole area."""
+
+    def read(self, area: str) -> AreaRead:
+        """Every record of `area`, valid ones and quarantined ones apart."""
+        ...
+
+
+def read_area(adapter: MisAdapter, area: str) -> AreaRead:
+    """The area's records and quarantine, from any adapter (others quarantine nothing)."""
+    if isinstance(adapter, QuarantiningAdapter):
+        return adapter.read(area)
+    return AreaRead(list(adapter.extract(area)))

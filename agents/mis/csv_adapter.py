@@ -1,8 +1,11 @@
 """The `csv` MIS adapter: a folder of CSV exports, one file per area.
 
 The format and the mapping file are documented in `agents/mis/CSV_FORMAT.md`.  Values are
-converted by the catalogue type of the field they map to; a value that cannot be is an
-`AdapterError` naming the file, line and column (never the value: it may be personal).
+converted by the catalogue type of the field they map to.  A row that cannot be read (a
+value that does not convert, more values than columns, no id) quarantines that record
+only: it is left out and reported by id, field and kind of problem (never the value: it
+may be personal), and `agents.extract` keeps what the broker holds for its id.  A fault of
+the whole file (a header without the id column, bad UTF-8) fails only that file's area.
 """
 
 from __future__ import annotations
@@ -16,16 +19,15 @@ import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
-from agents.mis.base import AdapterError, Record
+from agents.mis.base import AdapterError, AreaRead, Quarantined, Record
+from agents.mis.dates import DEFAULT_DATE_FORMAT, month_first_seen, read_date
 from consent.areas import CATALOGUE, FieldSpec, FieldType, parse_instant
 
 _TRUE: Final = frozenset({"true", "yes", "y", "1", "t"})
 _FALSE: Final = frozenset({"false", "no", "n", "0", "f"})
-_UK_DATE: Final = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
 _TIME: Final = re.compile(r"^(\d{1,2}):(\d{2})(?::\d{2})?$")
 _COMPACT_ITEM: Final = re.compile(r"^\s*([a-z]+)\s*:\s*(.+?)\s*$")
 _ENCODING: Final = "utf-8-sig"  # Excel writes a byte-order mark
@@ -86,54 +88,101 @@ def _area_mapping(path: Path, area: str, table: Any) -> AreaMapping:
     )
 
 
+Column = tuple[int, str, Callable[[str], Any]]  # position, field, converter
+
+
 class CsvMis:
     """`MisAdapter` over a folder of CSV files; an area is available when its file is."""
 
     name: str
 
-    def __init__(self, directory: Path, mapping: Mapping[str, AreaMapping] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        mapping: Mapping[str, AreaMapping] | None = None,
+        *,
+        date_format: str = DEFAULT_DATE_FORMAT,
+    ) -> None:
         self.name = "csv"
         self.directory = directory
+        self.date_format = date_format
         self._mapping = dict(mapping or {})
 
     def mapping(self, area: str) -> AreaMapping:
         return self._mapping.get(area) or default_mapping(area)
 
+    def _path(self, area: str) -> Path | None:
+        """The area's file; its name is matched without case (`Students.Basic.csv`)."""
+        wanted = self.mapping(area).file
+        exact = self.directory / wanted
+        if exact.is_file():
+            return exact
+        if not self.directory.is_dir():
+            return None
+        return next(
+            (
+                p
+                for p in sorted(self.directory.iterdir())
+                if p.name.lower() == wanted.lower() and p.is_file()
+            ),
+            None,
+        )
+
     def areas(self) -> frozenset[str]:
-        return frozenset(a for a in CATALOGUE if (self.directory / self.mapping(a).file).is_file())
+        return frozenset(a for a in CATALOGUE if self._path(a) is not None)
 
     def extract(self, area: str) -> Iterator[Record]:
+        return iter(self.read(area).records)
+
+    def read(self, area: str) -> AreaRead:
         spec = CATALOGUE.get(area)
         if spec is None:
             raise AdapterError(f"area {area!r} is not in the catalogue")
         mapping = self.mapping(area)
-        path = self.directory / mapping.file
-        if not path.is_file():
+        path = self._path(area)
+        if path is None:
             raise AdapterError(f"area {area!r}: no export file {mapping.file}")
-        return iter(list(self._read(path, mapping, spec.field_index)))
+        return self._read(path, mapping, spec.field_index)
 
-    def _read(
-        self, path: Path, mapping: AreaMapping, fields: Mapping[str, FieldSpec]
-    ) -> Iterator[Record]:
+    def _read(self, path: Path, mapping: AreaMapping, fields: Mapping[str, FieldSpec]) -> AreaRead:
         try:
             with path.open(encoding=_ENCODING, newline="") as handle:
                 reader = csv.reader(handle, delimiter=mapping.delimiter)
                 header = next(reader, None)
-                if header is None:
-                    return
-                columns = self._columns(path, header, mapping, fields)
-                for row in reader:
-                    record = self._record(path, reader.line_num, row, columns, header)
-                    if record is not None:
-                        yield record
+                rows = [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
         except UnicodeDecodeError:
             raise AdapterError(f"{path.name}: not UTF-8 text") from None
         except csv.Error as exc:
             raise AdapterError(f"{path.name}: malformed CSV: {exc}") from None
+        out = AreaRead()
+        if header is None:
+            return out
+        columns = self._columns(path, header, mapping, fields, rows)
+        id_position = next(p for p, name, _ in columns if name == "id")
+        for line, row in rows:
+            where = f"{path.name}:{line}"
+            cell = row[id_position].strip() if id_position < len(row) else ""
+            record_id = cell or None
+            if len(row) > len(header):
+                problem = f"{len(row)} values for {len(header)} columns"
+                out.quarantined.append(Quarantined(record_id, "", problem, where))
+            elif record_id is None:
+                out.quarantined.append(Quarantined(None, "id", "empty id", where))
+            else:
+                try:
+                    out.records.append(self._record(row, columns, header))
+                except _BadValue as bad:
+                    out.quarantined.append(Quarantined(record_id, bad.field, bad.problem, where))
+        return out
 
     def _columns(
-        self, path: Path, header: list[str], mapping: AreaMapping, fields: Mapping[str, FieldSpec]
-    ) -> list[tuple[int, str, Callable[[str], Any]]]:
+        self,
+        path: Path,
+        header: list[str],
+        mapping: AreaMapping,
+        fields: Mapping[str, FieldSpec],
+        rows: list[tuple[int, list[str]]],
+    ) -> list[Column]:
         """(position, output name, converter) for each column we keep; extra columns go."""
         names = [h.strip() for h in header]
         duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -141,39 +190,34 @@ class CsvMis:
             raise AdapterError(f"{path.name}: column {duplicated[0]!r} appears twice")
         if mapping.id_column not in names:
             raise AdapterError(f"{path.name}: no id column {mapping.id_column!r}")
-        kept: list[tuple[int, str, Callable[[str], Any]]] = []
+        kept: list[Column] = []
         for position, column in enumerate(names):
             if column == mapping.id_column:
                 kept.append((position, "id", str.strip))
                 continue
             spec = fields.get(mapping.field_for(column))
-            if spec is not None:
+            if spec is None:
+                continue
+            if spec.type is FieldType.DATE:
+                # The whole column tells whether its slashed dates may be US order (auto).
+                cells = (r[position] for _, r in rows if position < len(r))
+                kept.append((position, spec.name, self._date_reader(month_first_seen(cells))))
+            else:
                 kept.append((position, spec.name, self._converter(spec)))
         return kept
 
-    def _record(
-        self,
-        path: Path,
-        line: int,
-        row: list[str],
-        columns: list[tuple[int, str, Callable[[str], Any]]],
-        header: list[str],
-    ) -> Record | None:
-        if not any(cell.strip() for cell in row):
-            return None
-        if len(row) > len(header):
-            raise AdapterError(f"{path.name}:{line}: {len(row)} values for {len(header)} columns")
+    def _date_reader(self, us_column: bool) -> Callable[[str], str]:
+        return lambda text: read_date(text, self.date_format, us_column=us_column)
+
+    @staticmethod
+    def _record(row: list[str], columns: list[Column], header: list[str]) -> Record:
         record: Record = {}
         for position, name, convert in columns:
             text = row[position].strip() if position < len(row) else ""
             try:
                 record[name] = convert(text) if text else None
             except ValueError as exc:
-                raise AdapterError(
-                    f"{path.name}:{line}: column {header[position].strip()!r}: {exc}"
-                ) from None
-        if not record.get("id"):
-            raise AdapterError(f"{path.name}:{line}: empty id")
+                raise _BadValue(name, str(exc)) from None
         return record
 
     def _converter(self, spec: FieldSpec) -> Callable[[str], Any]:
@@ -205,17 +249,15 @@ class CsvMis:
             return None
 
 
+class _BadValue(Exception):
+    def __init__(self, field_: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field, self.problem = field_, problem
+
+
 def to_date(text: str) -> str:
-    uk = _UK_DATE.match(text)
-    try:
-        if uk:
-            day, month, year = (int(g) for g in uk.groups())
-            return date(year, month, day).isoformat()
-        if len(text) == 10:
-            return date.fromisoformat(text).isoformat()
-    except ValueError:
-        pass
-    raise ValueError("expected a date YYYY-MM-DD or DD/MM/YYYY")
+    """A date as the `uk` format reads it: ISO, ISO date-time or day-first."""
+    return read_date(text, "uk")
 
 
 def to_bool(text: str) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 from agents.config import ConfigError, MisSettings
 from agents.mis.base import AdapterError, MisAdapter
+from agents.mis.dates import DATE_FORMATS, DEFAULT_DATE_FORMAT
 
 _OPTIONS = {
     "synthetic": {
@@ -21,8 +22,8 @@ _OPTIONS = {
         "marks_days",
         "advance_days",
     },
-    "csv": {"directory", "mapping_file"},
-    "oneroster": {"directory"},
+    "csv": {"directory", "mapping_file", "date_format"},
+    "oneroster": {"directory", "school", "date_format", "grades"},
 }
 
 
@@ -34,26 +35,45 @@ def build_adapter(settings: MisSettings) -> MisAdapter:
         raise ConfigError(f"mis.{unknown[0]}: unknown option for the {settings.adapter} adapter")
     if settings.adapter == "synthetic":
         return _synthetic(options)
-    directory = _directory(options)
+    date_format = _choice(options, "date_format", DATE_FORMATS, DEFAULT_DATE_FORMAT)
     if settings.adapter == "csv":
         from agents.mis.csv_adapter import CsvMis, load_mapping
 
         mapping_file = options.get("mapping_file")
         mapping = load_mapping(Path(mapping_file)) if mapping_file is not None else None
-        return CsvMis(directory, mapping)
-    from agents.mis.oneroster import OneRosterMis
+        return CsvMis(_directory(options), mapping, date_format=date_format)
+    from agents.mis.oneroster import OneRosterMis, Options
 
-    return OneRosterMis(directory)
+    school = options.get("school")
+    if isinstance(school, int) and not isinstance(school, bool):
+        school = str(school)  # `school = 3024012` written without quotes
+    if school is not None and (not isinstance(school, str) or not school.strip()):
+        raise ConfigError("mis.school: expected the school's DfE number, URN or sourcedId")
+    grades = options.get("grades", {})
+    if not isinstance(grades, Mapping) or not all(isinstance(v, str) for v in grades.values()):
+        raise ConfigError('mis.grades: expected a table of "grade" = "year group" pairs')
+    chosen = Options.with_grades(school, date_format, {str(k): v for k, v in grades.items()})
+    return OneRosterMis(_directory(options, zip_ok=True), chosen)
 
 
-def _directory(options: Mapping[str, Any]) -> Path:
+def _directory(options: Mapping[str, Any], *, zip_ok: bool = False) -> Path:
     value = options.get("directory")
     if not isinstance(value, str | Path):
         raise ConfigError("mis.directory: required (the folder of exported files)")
     path = Path(value)
+    if zip_ok and path.is_file() and path.suffix.lower() == ".zip":
+        return path
     if not path.is_dir():
-        raise ConfigError(f"mis.directory: {path} is not a folder")
+        kind = "a folder or a .zip file" if zip_ok else "a folder"
+        raise ConfigError(f"mis.directory: {path} is not {kind}")
     return path
+
+
+def _choice(options: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = options.get(key, default)
+    if value not in allowed:
+        raise ConfigError(f"mis.{key}: expected one of {', '.join(allowed)}, got {value!r}")
+    return str(value)
 
 
 def _synthetic(options: Mapping[str, Any]) -> MisAdapter:

@@ -102,3 +102,66 @@ def test_run_re_executes_itself_when_the_broker_asks_for_a_restart(
     with pytest.raises(Exec):
         cli.run()
     assert calls == [(sys.executable, [sys.executable, "/venv/bin/misbroker-agent", "run"])]
+
+
+def oneroster_config(tmp_path: Path, directory: Path, extra: str = "") -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        f"""
+broker_url = "http://127.0.0.1:1"
+agent_key = "{KEY}"
+state_dir = "state"
+[mis]
+adapter = "oneroster"
+directory = "{directory.as_posix()}"
+{extra}
+[upload]
+retry_budget_seconds = 0.5
+timeout_seconds = 2
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+BUNDLES = Path(__file__).parent / "bundles"
+
+
+def test_check_parses_the_whole_bundle_and_names_the_schools_when_it_cannot_choose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = oneroster_config(tmp_path, BUNDLES / "bradford_two_schools_1_1")
+    assert cli.main(["--config", str(path), "check"]) == 1
+    out = orjson.loads(capsys.readouterr().out)
+    assert "Heaton Park Primary" in " ".join(out["problems"])
+    assert "Manningham Lane Primary" in " ".join(out["problems"])
+    users = next(f for f in out["source"]["files"] if f["name"] == "Users.csv")
+    assert users["columns"][:6] == [
+        "sourcedId", "status", "dateLastModified", "enabledUser", "orgSourcedIds", "role"
+    ]  # fmt: skip
+    assert out["source"]["version"] == "1.1.0"
+
+
+def test_check_with_the_school_chosen_counts_every_area(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = oneroster_config(tmp_path, BUNDLES / "bradford_two_schools_1_1", 'school = "3804001"')
+    assert cli.main(["--config", str(path), "check"]) == 1  # the broker is unreachable
+    out = orjson.loads(capsys.readouterr().out)
+    assert out["problems"] == []
+    assert out["source"]["school"]["name"] == "Heaton Park Primary"
+    assert out["areas"]["students.basic"]["records"] == 3
+    assert out["areas"]["staff.basic"]["records"] == 1
+    assert "network" in out["broker_error"]
+
+
+def test_check_fails_a_folder_that_holds_no_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "export.zip").write_bytes(b"")  # an export that never finished
+    assert cli.main(["--config", str(oneroster_config(tmp_path, folder)), "check"]) == 1
+    out = orjson.loads(capsys.readouterr().out)
+    assert out["areas"] == {}
+    assert out["problems"]

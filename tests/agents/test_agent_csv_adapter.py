@@ -157,30 +157,48 @@ def test_phones_and_emails_have_a_compact_form_and_photos_can_be_files(tmp_path:
 
 
 @pytest.mark.parametrize(
-    ("text", "message"),
+    ("text", "quarantined"),
     [
         (
             "id,date_of_birth\ns1,2012-01-01\ns2,31/02/2012\n",
-            r"students.basic.csv:3: column 'date_of_birth': expected a date",
+            ("s2", "date_of_birth", "not a real date", "students.basic.csv:3"),
         ),
         (
-            "id,on_roll\ns1,perhaps\n",
-            r"students.basic.csv:2: column 'on_roll': expected true/false",
+            "id,on_roll\ns1,yes\ns2,perhaps\n",
+            ("s2", "on_roll", "expected true/false, yes/no, y/n or 1/0", "students.basic.csv:3"),
         ),
-        ("id,forename\ns1,A\n,B\n", r"students.basic.csv:3: empty id"),
-        ("forename\nA\n", r"no id column 'id'"),
-        ("id,forename,forename\ns1,A,B\n", r"column 'forename' appears twice"),
-        ("id,forename\ns1,A,extra\n", r"students.basic.csv:2: 3 values for 2 columns"),
+        ("id,forename\ns1,A\n,B\n", (None, "id", "empty id", "students.basic.csv:3")),
+        (
+            "id,forename\ns1,A\ns2,B,extra\n",
+            ("s2", "", "3 values for 2 columns", "students.basic.csv:3"),
+        ),
     ],
 )
-def test_bad_data_names_file_line_and_column_but_not_the_value(
-    tmp_path: Path, text: str, message: str
+def test_a_bad_row_is_quarantined_by_id_field_and_kind_never_the_value(
+    tmp_path: Path, text: str, quarantined: tuple[str | None, str, str, str]
 ) -> None:
     (tmp_path / "students.basic.csv").write_text(text)
-    with pytest.raises(AdapterError, match=message) as caught:
+    read = CsvMis(tmp_path).read("students.basic")
+    assert [r["id"] for r in read.records] == ["s1"]
+    [problem] = read.quarantined
+    assert (problem.record_id, problem.field, problem.problem, problem.where) == quarantined
+    shown = problem.describe() + str(problem.as_json())
+    assert "31/02" not in shown
+    assert "perhaps" not in shown
+    assert "extra" not in shown
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("forename\nA\n", r"no id column 'id'"),
+        ("id,forename,forename\ns1,A,B\n", r"column 'forename' appears twice"),
+    ],
+)
+def test_a_bad_header_fails_the_file(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "students.basic.csv").write_text(text)
+    with pytest.raises(AdapterError, match=message):
         list(CsvMis(tmp_path).extract("students.basic"))
-    assert "31/02" not in str(caught.value)
-    assert "perhaps" not in str(caught.value)
 
 
 def test_numbers_times_and_lists(tmp_path: Path) -> None:

@@ -16,7 +16,14 @@ from agents.mis.base import AdapterError
 from agents.mis.oneroster import OneRosterMis
 
 BUNDLE = Path(__file__).parent / "bundles" / "leeds_1_1"
-USERS_DERIVED = ("students.basic", "staff.basic", "contacts", "groups", "students.demographics")
+USERS_DERIVED = (
+    "students.basic",
+    "students.contact_details",
+    "staff.basic",
+    "contacts",
+    "groups",
+    "students.demographics",
+)
 
 
 @pytest.fixture
@@ -45,6 +52,7 @@ def test_the_bundle_reads_whole(folder: Path) -> None:
         "school.details": 1,
         "staff.basic": 2,
         "students.basic": 8,
+        "students.contact_details": 8,
         "students.demographics": 8,
     }
 
@@ -87,7 +95,8 @@ def test_file_names_are_matched_without_case(folder: Path) -> None:
         ([["oneroster.version", "1.1.0"], ["file.users", "Bulk"]], None),
         ([["OneRoster.Version", "1.1"]], None),
         ([["file.users", "Delta"]], r"file\.users is a delta file"),
-        ([["oneroster.version", "1.2"]], "OneRoster 1.2 is not supported"),
+        ([["oneroster.version", "1.2"]], None),
+        ([["oneroster.version", "2.0"]], "OneRoster 2.0 is not supported"),
     ],
 )
 def test_manifest_values_are_matched_without_case(
