@@ -44,7 +44,7 @@ def summary_value(page: Page, key: str) -> Locator:
 
 def decision_row(page: Page, tenant: Tenant, area: str) -> Locator:
     """The decisions table's row for the partner and area."""
-    partner = page.get_by_role("rowheader", name=tenant.partner_name)
+    partner = page.get_by_role("rowheader", name=tenant.partner_name, exact=True)
     rows = page.get_by_role("row").filter(has=partner)
     return rows.filter(has=page.get_by_role("cell", name=area, exact=True))
 
@@ -75,9 +75,8 @@ def test_a_school_admin_grants_suspends_revokes_audits_and_signs_out(
     expect(page.get_by_role("heading", level=1)).to_have_text(tenant.school_name)
     attention = page.get_by_role("heading", name="Needs your attention")
     expect(attention).to_be_visible()
-    expect(
-        page.get_by_role("listitem").filter(has_text="waiting for your decision")
-    ).to_contain_text(tenant.partner_name)
+    waiting = f"{tenant.partner_name} is waiting for your decision"
+    expect(page.get_by_role("listitem").filter(has_text=waiting)).to_be_visible()
     nav = page.get_by_role("navigation", name="Menu")
     for label in ("Home", "Access log", "Decisions", "Agent and data", "Admins"):
         expect(nav.get_by_role("link", name=label, exact=True)).to_be_visible()
@@ -87,7 +86,7 @@ def test_a_school_admin_grants_suspends_revokes_audits_and_signs_out(
     visitor.visit("home with a partner waiting")
 
     # The partner's page: each area expanded to fields, with reasons; sensitive marked.
-    page.get_by_role("table").get_by_role("link", name=tenant.partner_name).click()
+    page.get_by_role("table").get_by_role("link", name=tenant.partner_name, exact=True).click()
     at_path(page, partner_page)
     expect(page.get_by_role("heading", level=1)).to_have_text(tenant.partner_name)
     requests = page.get_by_role("table").filter(has_text="asks for")
