@@ -9,6 +9,7 @@ per-response nonce), no framing, no sniffing, no referrer beyond the origin, and
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, PackageLoader, PrefixLoader, select_autoescape
@@ -27,11 +29,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from broker.admin.consents import to_domain_error
 from broker.clock import rfc3339
 from broker.errors import DomainError
+from broker.logging import request_id_var
 from consent.areas import CATALOGUE
 from consent.errors import ConsentError
 
 HERE = Path(__file__).parent
 CSRF_FIELD = "csrf_token"
+log = logging.getLogger(__name__)
 MAX_FORM_FIELDS = 200
 
 
@@ -174,6 +178,21 @@ class ConsoleRoute(APIRoute):
                 return _error_page(request, to_domain_error(exc))
             except DomainError as exc:
                 return _error_page(request, exc)
+            except (HTTPException, RequestValidationError):
+                raise  # FastAPI's own answers (405, 422 on a malformed query) stand
+            except Exception:
+                # The same page, headers and all, not the bare 500 of the app's last resort.
+                log.exception("console page failed: %s %s", request.method, request.url.path)
+                return render(
+                    request,
+                    "error.html",
+                    {
+                        "title": "Sorry, there is a problem with the service",
+                        "detail": "Nothing was changed. Try again later. If it happens again, "
+                        f"tell your broker's operator this reference: {request_id_var.get()}",
+                    },
+                    status_code=500,
+                )
 
         return handle
 

@@ -33,5 +33,10 @@ class SchoolRepository:
     def agents(self, school_id: str) -> Sequence[Agent]:
         return self.session.exec(select(Agent).where(Agent.school_id == school_id)).all()
 
+    def admins(self, school_id: str) -> Sequence[SchoolAdmin]:
+        """Every admin the school has had, removed ones too (their names stay in histories)."""
+        stmt = select(SchoolAdmin).where(SchoolAdmin.school_id == school_id)
+        return self.session.exec(stmt.order_by(col(SchoolAdmin.created_at))).all()
+
     def admin_by_email(self, email: str) -> SchoolAdmin | None:
         return self.session.exec(select(SchoolAdmin).where(SchoolAdmin.email == email)).first()

@@ -43,10 +43,9 @@ def summary_value(page: Page, key: str) -> Locator:
 
 
 def decision_row(page: Page, tenant: Tenant, area: str) -> Locator:
-    """The decisions table's row for the partner and area."""
-    partner = page.get_by_role("rowheader", name=tenant.partner_name, exact=True)
-    rows = page.get_by_role("row").filter(has=partner)
-    return rows.filter(has=page.get_by_role("cell", name=area, exact=True))
+    """The row for the area in the partner's table of decisions."""
+    table = page.get_by_role("table", name=tenant.partner_name, exact=True)
+    return table.get_by_role("row").filter(has=page.get_by_role("rowheader", name=area, exact=True))
 
 
 def grant(page: Page, seen: Visitor, tenant: Tenant, areas: tuple[str, ...]) -> None:

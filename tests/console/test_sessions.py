@@ -161,3 +161,22 @@ def test_the_root_redirects_to_the_console(world: World) -> None:
     answer = world.client.get("/", follow_redirects=False)
     assert answer.status_code in (302, 303, 307)
     assert answer.headers["location"].endswith("/school")
+
+
+def test_an_unexpected_failure_is_a_page_with_the_headers_and_changes_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sign_in(world)
+    from broker.admin.consents import SchoolConsents
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("the disk is on fire")
+
+    monkeypatch.setattr(SchoolConsents, "overview", broken)
+    page = world.client.get("/school")
+    assert page.status_code == 500
+    assert "Sorry, there is a problem with the service" in page.text
+    assert page.headers["x-request-id"] in page.text  # the reference to quote
+    assert "the disk is on fire" not in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"

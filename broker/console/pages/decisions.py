@@ -33,6 +33,9 @@ REASONS: Mapping[str, str] = {
 }
 
 
+NOTHING = frozenset({"no_consent", "not_yet_granted"})  # no consent existed at that moment
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     partner_id: str
@@ -66,6 +69,20 @@ def read_instant(
     return day, typed_time, datetime.combine(day.value, at_time, tzinfo=UTC), []
 
 
+def by_partner(rows: list[Row]) -> tuple[list[list[Row]], list[str]]:
+    """Partners that had a consent at that moment (a table each), and the names of the rest.
+
+    Every partner on the broker asks every school; most never had an answer from this one,
+    and a table of their refusals would bury the few that matter.
+    """
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.partner_id, []).append(row)
+    consented = [g for g in groups.values() if any(r.decision.reason not in NOTHING for r in g)]
+    others = sorted(g[0].partner for g in groups.values() if g not in consented)
+    return consented, others
+
+
 @router.get("/decisions")
 def decisions(request: Request, ctx: ConsoleDep) -> Response:
     admin = ctx.admin_ctx
@@ -88,6 +105,7 @@ def decisions(request: Request, ctx: ConsoleDep) -> Response:
             "typed_time": typed_time,
             "at": at,
             "rows": rows,
+            "groups": by_partner(rows),
             "reasons": REASONS,
             "errors": errors,
         },

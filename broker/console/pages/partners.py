@@ -20,6 +20,7 @@ from broker.console.dates import DateAnswer, read_date, read_time
 from broker.console.deps import ConsoleContext, ConsoleDep
 from broker.console.web import ConsoleRoute, redirect, render
 from broker.errors import DomainError, InvalidInputError, NotFoundError
+from broker.schools.repository import SchoolRepository
 from consent.engine import revocation_end
 from consent.errors import ConsentError
 
@@ -59,6 +60,7 @@ def _page(request: Request, ctx: ConsoleContext, item: PartnerOverview, **extra:
         "title": item.partner.name,
         "item": item,
         "consent": consent,
+        "who": _people(ctx, consent),
         "live": consent is not None and consent.status in LIVE,
         "requests": sorted(item.requests, key=lambda r: r.area),
         "modes": MODES,
@@ -69,6 +71,16 @@ def _page(request: Request, ctx: ConsoleContext, item: PartnerOverview, **extra:
     }
     values.update(extra)
     return render(request, "partner.html", values, status_code=422 if values["errors"] else 200)
+
+
+def _people(ctx: ConsoleContext, consent: ConsentOut | None) -> dict[str, str]:
+    """Each actor of the history in words: an admin of this school by email."""
+    admins = {
+        f"admin:{a.id}": a.email
+        for a in SchoolRepository(ctx.admin_ctx.session).admins(ctx.admin_ctx.school.id)
+    }
+    actors = {e.actor for e in (consent.events or [])} if consent else set()
+    return {actor: admins.get(actor, actor.replace(":", " ", 1)) for actor in actors}
 
 
 @router.get("/partners/{partner_id}")
