@@ -288,6 +288,9 @@ def staff_basic(world: World) -> Iterator[Record]:
             "roles": list(s.roles),
             "work_email": s.email,
             "work_phone": s.phone,
+            # Ofcom's range for drama (07700 900000-900999): never a real person's mobile.
+            "mobile_phone": f"07700 900{s.num % 1000:03d}",
+            "middle_name": None,  # most MISs hold none for staff
             "group_ids": sorted(s.groups),
         }
 
