@@ -114,7 +114,7 @@ def _reexec() -> None:
 def _agent(config: AgentConfig) -> Agent:
     from agents.mis.registry import build_adapter
 
-    adapter = build_adapter(config.mis)
+    adapter = build_adapter(config.mis, config.state_dir)
     return Agent(config, adapter, AgentState.open(config.state_dir))
 
 

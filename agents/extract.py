@@ -221,6 +221,7 @@ class Extractor:
             result = self._failed(area, message, started)
             return replace(result, quarantined=tuple(checked.quarantined))
         stored = self._state.hashes(area)
+        full = full and not read.from_delta
         diff = compute(checked.good, stored, full=full, keep=checked.kept)
         held = self._guard(area, diff, stored)
         if held is not None and not confirmed:

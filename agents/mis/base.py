@@ -70,6 +70,9 @@ class AreaRead:
 
     records: list[Record] = dataclass_field(default_factory=list)
     quarantined: list[Quarantined] = dataclass_field(default_factory=list)
+    # Rebuilt from a delta export applied to the adapter's copy of the MIS: sent as a delta,
+    # never a full, so the broker loses an id only because the export deleted it.
+    from_delta: bool = False
 
 
 @runtime_checkable

@@ -15,6 +15,9 @@ The input format, the mapping and what is ignored are documented in
   `school`, such an export is refused: another school's pupils must never get in.
 - Enrollments count only between live users and live classes, and only with a role that
   matches the user's own (a teacher enrolled as a student is not a pupil).
+- A delta bundle is applied to the agent's copy of the export (`oneroster_roster`), which
+  is then read like a bulk bundle; its areas are sent as deltas (`AreaRead.from_delta`),
+  so an id is deleted only because the export said so, never because it was absent.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any, Final
 from agents.mis.base import AdapterError, AreaRead, Quarantined, Record
 from agents.mis.dates import DEFAULT_DATE_FORMAT, DateProblem, month_first_seen, read_date
 from agents.mis.identifiers import is_valid_upn
+from agents.mis.oneroster_roster import Roster
 from consent.areas import CATALOGUE
 
 STAFF_ROLES: Final = frozenset({"teacher", "administrator", "aide"})
@@ -191,11 +195,24 @@ class Bundle:
     `school.details` needs nothing but orgs.csv.
     """
 
-    def __init__(self, source: Source, options: Options) -> None:
+    def __init__(
+        self,
+        source: Source,
+        options: Options,
+        *,
+        faults: Mapping[str, str] | None = None,
+        delta: bool = False,
+    ) -> None:
         self._source = source
         self.options = options
+        # Files of a delta bundle that could not be applied: their areas fail, as in bulk.
+        self._faults = dict(faults or {})
+        self.delta = delta
 
     def table(self, name: str, *, required: bool = False) -> Table:
+        fault = self._faults.get(name.lower())
+        if fault is not None:
+            raise AdapterError(fault)
         return read_table(self._source, name, required=required)
 
     # --- the school ----------------------------------------------------------------------
@@ -389,18 +406,27 @@ class Bundle:
 
 
 class OneRosterMis:
-    """`MisAdapter` over a OneRoster 1.1 or 1.2 CSV bundle: a folder, or a zip."""
+    """`MisAdapter` over a OneRoster 1.1 or 1.2 CSV bundle: a folder, or a zip.
+
+    `roster` is where the agent keeps its copy of the export (`oneroster_roster`); without
+    one, a delta bundle is refused.
+    """
 
     name: str
 
-    def __init__(self, directory: Path, options: Options | None = None) -> None:
+    def __init__(
+        self, directory: Path, options: Options | None = None, *, roster: Path | None = None
+    ) -> None:
         self.name = "oneroster"
         self.directory = directory
         self.options = options or Options()
+        self.roster = Roster(roster) if roster is not None else None
 
     def areas(self) -> frozenset[str]:
         try:
             present = set(Source(self.directory).files())
+            if self._is_delta() and self.roster is not None:
+                present |= self.roster.names()  # a delta may leave orgs or users out
         except AdapterError:
             return frozenset()  # an unreadable zip provides nothing; `check` says why
         if not {"orgs.csv", "users.csv"} <= present:
@@ -422,10 +448,14 @@ class OneRosterMis:
 
     def read(self, area: str) -> AreaRead:
         builder = _BUILDERS.get(area)
+        # The bundle first: a delta with no bulk export before provides nothing, and says why.
+        bundle = self._bundle()
         if builder is None or area not in self.areas():
             known = "is not in the catalogue" if area not in CATALOGUE else "is not provided"
             raise AdapterError(f"area {area!r} {known} by this OneRoster bundle")
-        return builder(self._bundle())
+        read = builder(bundle)
+        read.from_delta = bundle.delta
+        return read
 
     def describe(self) -> dict[str, Any]:
         """The bundle as `check` shows it: where, files and columns, version, the schools."""
@@ -447,6 +477,7 @@ class OneRosterMis:
             except AdapterError as exc:
                 out["files"].append({"name": member, "error": str(exc)})
         out["version"] = self._manifest().get("oneroster.version")
+        out["delta_files"] = sorted(n for n, m in self._modes().items() if m == "delta")
         bundle = Bundle(source, self.options)
         try:
             out["schools"] = [_school_summary(o) for o in bundle.schools]
@@ -456,8 +487,30 @@ class OneRosterMis:
         return out
 
     def _bundle(self) -> Bundle:
-        self._check_manifest()
-        return Bundle(Source(self.directory), self.options)
+        modes = self._check_manifest()
+        source = Source(self.directory)
+        if "delta" not in modes.values():
+            if self.roster is not None:
+                self.roster.remember(source)
+            return Bundle(source, self.options)
+        if self.roster is None or not self.roster.ready():
+            raise AdapterError(
+                "manifest.csv: a delta bundle changes the last bulk export, and this agent"
+                " has read none: export bulk files once, then deltas"
+            )
+        faults = self.roster.apply(source, modes)
+        return Bundle(Source(self.roster.folder), self.options, faults=faults, delta=True)
+
+    def _is_delta(self) -> bool:
+        return "delta" in self._modes().values()
+
+    def _modes(self) -> dict[str, str]:
+        """The manifest's `file.*` values by file name (`file.users` is users.csv)."""
+        return {
+            key.removeprefix("file.") + ".csv": value
+            for key, value in self._manifest().items()
+            if key.startswith("file.")
+        }
 
     def _manifest(self) -> dict[str, str]:
         # Exporters differ in case ("file.users,Delta", "OneRoster.Version"): compare lower.
@@ -467,14 +520,12 @@ class OneRosterMis:
             for r in rows
         }
 
-    def _check_manifest(self) -> None:
-        manifest = self._manifest()
-        version = manifest.get("oneroster.version")
+    def _check_manifest(self) -> dict[str, str]:
+        """The version must be one we read; the files' modes (bulk, delta, absent)."""
+        version = self._manifest().get("oneroster.version")
         if version and not re.fullmatch(r"1\.[012](\.0)*", version):
             raise AdapterError(f"manifest.csv: OneRoster {version} is not supported (1.1, 1.2 are)")
-        deltas = sorted(k for k, v in manifest.items() if k.startswith("file.") and v == "delta")
-        if deltas:
-            raise AdapterError(f"manifest.csv: {deltas[0]} is a delta file; export bulk files")
+        return self._modes()
 
 
 def _live(row: Row) -> bool:

@@ -27,8 +27,12 @@ _OPTIONS = {
 }
 
 
-def build_adapter(settings: MisSettings) -> MisAdapter:
-    """The adapter named in the config; a bad option is a `ConfigError` naming it."""
+def build_adapter(settings: MisSettings, state_dir: Path | None = None) -> MisAdapter:
+    """The adapter named in the config; a bad option is a `ConfigError` naming it.
+
+    `state_dir` is the agent's: the OneRoster adapter keeps its copy of the export there,
+    so that it can read delta bundles.
+    """
     options = settings.options
     unknown = sorted(set(options) - _OPTIONS[settings.adapter])
     if unknown:
@@ -53,7 +57,8 @@ def build_adapter(settings: MisSettings) -> MisAdapter:
     if not isinstance(grades, Mapping) or not all(isinstance(v, str) for v in grades.values()):
         raise ConfigError('mis.grades: expected a table of "grade" = "year group" pairs')
     chosen = Options.with_grades(school, date_format, {str(k): v for k, v in grades.items()})
-    return OneRosterMis(_directory(options, zip_ok=True), chosen)
+    roster = state_dir / "oneroster" if state_dir is not None else None
+    return OneRosterMis(_directory(options, zip_ok=True), chosen, roster=roster)
 
 
 def _directory(options: Mapping[str, Any], *, zip_ok: bool = False) -> Path:

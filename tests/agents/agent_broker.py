@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -148,24 +148,36 @@ def broker_records(
     try:
         keyring = KeyRing(resources.key_provider, SqlDataKeyStore(resources.engine))
         service = CacheService(keyring=keyring, blobs=resources.blobs, hot=None)
-        out: dict[str, dict[str, Any]] = {}
-        cursor: str | None = None
-        with Session(resources.engine) as session:
-            while True:
-                page = service.read_page(
-                    session, school_id=school_id, area=area, fields=None,
-                    updated_since=updated_since, limit=1000, cursor=cursor,
-                    now=datetime.now(UTC),
-                )  # fmt: skip
-                body = orjson.loads(page.body)
-                out.update({r["id"]: r for r in body["data"]})
-                cursor = body["meta"]["next_cursor"]
-                if not cursor:
-                    break
-            session.rollback()  # a test reads; it must not count as a partner's read
-        return out
+        return read_records(service, resources.engine, school_id, area, updated_since=updated_since)
     finally:
         resources.close()
+
+
+def read_records(
+    service: CacheService,
+    engine: Engine,
+    school_id: str,
+    area: str,
+    *,
+    updated_since: datetime | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Every record `service` (the broker's cache) holds for the area, page by page."""
+    out: dict[str, dict[str, Any]] = {}
+    cursor: str | None = None
+    with Session(engine) as session:
+        while True:
+            page = service.read_page(
+                session, school_id=school_id, area=area, fields=None,
+                updated_since=updated_since, limit=1000, cursor=cursor,
+                now=datetime.now(UTC),
+            )  # fmt: skip
+            body = orjson.loads(page.body)
+            out.update({r["id"]: r for r in body["data"]})
+            cursor = body["meta"]["next_cursor"]
+            if not cursor:
+                break
+        session.rollback()  # a test reads; it must not count as a partner's read
+    return out
 
 
 def queue_commands(
