@@ -221,8 +221,9 @@ class Extractor:
             result = self._failed(area, message, started)
             return replace(result, quarantined=tuple(checked.quarantined))
         stored = self._state.hashes(area)
-        full = full and not read.from_delta
-        diff = compute(checked.good, stored, full=full, keep=checked.kept)
+        keep = checked.kept | (stored.keys() if read.keep_absent else frozenset())
+        full = full and not (read.from_delta or read.keep_absent)
+        diff = compute(checked.good, stored, full=full, keep=keep)
         held = self._guard(area, diff, stored)
         if held is not None and not confirmed:
             return self._held(held, started)

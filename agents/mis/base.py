@@ -73,6 +73,10 @@ class AreaRead:
     # Rebuilt from a delta export applied to the adapter's copy of the MIS: sent as a delta,
     # never a full, so the broker loses an id only because the export deleted it.
     from_delta: bool = False
+    # Some rows this area is built from were quarantined elsewhere (a pupil with an unknown
+    # grade places in no year group): an id missing now may only be unreadable, so this run
+    # deletes nothing of the area; the next clean export does.
+    keep_absent: bool = False
 
 
 @runtime_checkable

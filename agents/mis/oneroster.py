@@ -800,7 +800,20 @@ def groups(bundle: Bundle) -> AreaRead:
         except _Bad as bad:
             out.quarantined.append(Quarantined(row["sourcedId"], bad.field, bad.problem, bad.where))
     out.records += _year_groups(bundle)
+    # A pupil who cannot be placed (unreadable row, unknown grade) would silently leave their
+    # year group, and a year of one would be deleted at the broker.
+    out.keep_absent = bool(bundle.broken_users("student")) or any(
+        _unplaced(bundle, user) for user in bundle.students.values()
+    )
     return out
+
+
+def _unplaced(bundle: Bundle, user: Row) -> bool:
+    try:
+        bundle.year_group(user.get("grades", ""))
+    except ValueError:
+        return True
+    return False
 
 
 class _Bad(Exception):

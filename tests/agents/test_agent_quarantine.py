@@ -123,6 +123,24 @@ def test_unknown_grade_and_a_broken_row_are_quarantined_and_never_deleted(
     assert "surplus" not in str([q.as_json() for q in result.quarantined])
 
 
+@pytest.mark.parametrize("full", [True, False])
+def test_a_year_group_is_not_deleted_when_its_only_pupil_cannot_be_placed(
+    tmp_path: Path, export: Path, full: bool
+) -> None:
+    users = export / "users.csv"
+    for pupil in ("par-06,08,", "par-07,08,", "par-08,08,"):  # Year 8 is stu-05 alone ...
+        replace_in(users, pupil, pupil.replace("08", "07"))
+    agent, broker, _ = start(tmp_path, OneRosterMis(export), "groups")
+    before = dict(broker.areas["groups"])
+    assert "year-8" in before
+    replace_in(users, "par-05,08,", "par-05,UG,")  # ... until an export loses her grade
+    result = agent.extract("groups", full=full)
+    assert result.ok
+    assert result.deleted == 0
+    assert agent.flush().clean
+    assert broker.areas["groups"].keys() == before.keys()  # Year 8 is still there
+
+
 def test_an_area_with_too_many_invalid_records_is_held_whole(tmp_path: Path, export: Path) -> None:
     agent, broker, _ = start(tmp_path, OneRosterMis(export))
     sent = len(broker.uploads)
