@@ -12,6 +12,7 @@ from broker.cache_wiring import build_cache_service
 from broker.clock import Clock
 from broker.consent_wiring import consent_lifespan, install_consent
 from broker.console.wiring import install_console
+from broker.edge import EdgeMiddleware
 from broker.middleware import RequestContextMiddleware
 from broker.partners.lane import PartnerReadLane
 from broker.partners.ratelimit import PartnerRateLimiter
@@ -20,7 +21,7 @@ from broker.partners.tokens import REVOCATION_CHANNEL, TokenCache
 from broker.problems import install_problem_handlers
 from broker.resources import Resources
 from broker.routers import admin_agent, agent, oauth, partner, service, webhooks
-from broker.settings import Settings, load_settings
+from broker.settings import BrokerSettings, Environment, Settings, load_settings
 from cache.edge import EdgeCache, HotReader
 from cache.hot import CHANNEL as HOT_CHANNEL
 from cache.hot import AsyncHotCache
@@ -79,7 +80,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             await app.state.redis.aclose()
             resources.close()
 
+    # In production the docs pages (which load Swagger UI from a CDN) are off;
+    # `/openapi.json` stays: clients and the conformance tests read it.
+    production = (settings.broker if settings else BrokerSettings()).environment is (
+        Environment.PRODUCTION
+    )
     app = FastAPI(
+        docs_url=None if production else "/docs",
+        redoc_url=None if production else "/redoc",
         title="misbroker",
         version=__version__,
         summary="Consent-enforcing broker for UK school MIS data",
@@ -94,5 +102,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     install_consent(app)
     install_console(app)
     app.add_middleware(PartnerReadLane)  # inside the request-id and metrics middleware
+    app.add_middleware(EdgeMiddleware)  # body limits before the lane, routing or auth
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -12,6 +12,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.logging import request_id_var
+from broker.problems import internal_error_response
 
 _INCOMING_ID = re.compile(r"^[A-Za-z0-9._\-]{8,128}$")
 
@@ -42,15 +43,23 @@ class RequestContextMiddleware:
         status = 500
         started = time.perf_counter()
 
+        responded = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Starlette renders an unhandled error outside every middleware, so its 500 would
+            # carry no id; answer it here, then let the error go on to be logged.
+            if not responded:
+                await internal_error_response()(scope, receive, send_with_id)
+            raise
         finally:
             route = _route_template(scope)
             _requests(scope["method"], route, status).inc()

@@ -107,14 +107,23 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     )
 
 
-async def _unexpected_error(_: Request, exc: Exception) -> Response:
-    log.error("unhandled error", exc_info=exc)
+def internal_error_response() -> Response:
+    """The last-resort 500 problem (the request id middleware sends it, with the id)."""
     return problem_response(
         500,
         slug="internal-error",
         title="Internal server error",
         detail="an unexpected error occurred; quote the request id when reporting it",
+        # Sent outside the edge middleware, so its headers are set here.
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
     )
+
+
+async def _unexpected_error(_: Request, exc: Exception) -> Response:
+    # Called by Starlette's outermost middleware, after the request id middleware has sent
+    # `internal_error_response()` with the id; only its log line reaches anyone.
+    log.error("unhandled error", exc_info=exc)
+    return internal_error_response()
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -62,6 +62,19 @@ class BrokerSettings(BaseSettings):
     # Agent uploads: limit on the body as sent and once inflated (gzip bombs stop here).
     upload_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     upload_max_compressed_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Records plus deleted ids in one upload; a longer upload is refused before validation.
+    upload_max_records: int = Field(default=500_000, ge=1)
+    # JSON values (items, members) in one inflated upload, counted before it is parsed: what
+    # bounds the memory of parsing (~64 bytes a value), as tiny values parse to big objects.
+    upload_max_values: int = Field(default=8_000_000, ge=1000)
+    # Every other request body (API JSON, console forms), enforced before parsing or auth.
+    body_max_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Nesting of any JSON body; ours are at most a few levels deep.
+    json_max_depth: int = Field(default=32, ge=4, le=256)
+    # TLS terminates in front of the broker: send Strict-Transport-Security.
+    hsts: bool = False
+    # In production `/metrics` answers only `Authorization: Bearer <token>`, and 404 without it.
+    metrics_token: SecretStr | None = None
     # An agent with no heartbeat for this long is flagged to operators and the school.
     agent_silent_after_minutes: int = Field(default=15, ge=1)
     # Base URL that partners and admins use, for links in problems and the demo's curl line.

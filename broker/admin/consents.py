@@ -187,6 +187,9 @@ class SchoolConsents:
         return {r.area: r.reason for r in self.partners.requests(partner_id)}
 
 
+PARTNER_VISIBLE_ADMIN = "school admin"
+
+
 def build_receipt(
     service: ConsentService, partners: PartnerRepository, school: School, view: ConsentView
 ) -> dict[str, Any]:
@@ -212,4 +215,9 @@ def partner_receipt(
     view = service.current_for_pair(school.id, partner_id, now)
     if view is None:
         return None
-    return build_receipt(service, PartnerRepository(session), school, view)
+    receipt = build_receipt(service, PartnerRepository(session), school, view)
+    # A partner learns that a school admin acted, never which admin (their internal id).
+    for event in receipt["events"]:
+        if str(event.get("actor", "")).startswith("admin:"):
+            event["actor"] = PARTNER_VISIBLE_ADMIN
+    return receipt

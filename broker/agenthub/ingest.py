@@ -18,7 +18,12 @@ from sqlmodel import Session
 from broker.agenthub import held
 from broker.agenthub.auth import AgentPrincipal
 from broker.agenthub.models import UploadBatch
-from broker.agenthub.uploads import Upload, parse_upload
+from broker.agenthub.uploads import (
+    DEFAULT_MAX_RECORDS,
+    DEFAULT_MAX_VALUES,
+    Upload,
+    parse_upload,
+)
 from broker.clock import rfc3339
 from broker.db import session_scope
 from broker.errors import ConflictError
@@ -38,9 +43,16 @@ def _replay(batch: UploadBatch, principal: AgentPrincipal, digest: str) -> dict[
 
 
 def ingest(
-    engine: Engine, cache: CacheService, principal: AgentPrincipal, body: bytes, now: datetime
+    engine: Engine,
+    cache: CacheService,
+    principal: AgentPrincipal,
+    body: bytes | bytearray,
+    now: datetime,
+    *,
+    max_records: int = DEFAULT_MAX_RECORDS,
+    max_values: int = DEFAULT_MAX_VALUES,
 ) -> dict[str, Any]:
-    upload = parse_upload(body, now)
+    upload = parse_upload(body, now, max_records=max_records, max_values=max_values)
     digest = hashlib.sha256(body).hexdigest()
     try:
         with session_scope(engine) as session:

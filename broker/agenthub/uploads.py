@@ -16,6 +16,7 @@ import orjson
 
 from agents.deletion_guard import DEFAULT_LIMIT, DeletionLimit, parse_limit
 from broker.errors import DomainError, InvalidInputError, PayloadTooLargeError
+from broker.jsonlimits import too_many_values
 from consent.areas import (
     Area,
     FieldError,
@@ -29,6 +30,9 @@ from consent.areas import (
 # An MIS clock a little ahead of ours is normal; more than this is a bug at the school.
 ALLOWED_CLOCK_SKEW = timedelta(minutes=5)
 MAX_REPORTED_ERRORS = 50
+# The defaults of `BrokerSettings.upload_max_records` / `upload_max_values`.
+DEFAULT_MAX_RECORDS = 500_000
+DEFAULT_MAX_VALUES = 8_000_000
 _ENVELOPE = frozenset(
     {"batch_id", "area", "mode", "extracted_at", "records", "deleted", "deletion_limit"}
 )
@@ -58,7 +62,11 @@ class Upload:
     deletion_limit: DeletionLimit = DEFAULT_LIMIT
 
 
-def decode_body(raw: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
+# Inflated a piece at a time into one growing buffer: never more than the limit plus a piece.
+_INFLATE_PIECE = 1024 * 1024
+
+
+def decode_body(raw: bytes, content_encoding: str | None, max_bytes: int) -> bytes | bytearray:
     """Undo gzip if declared, refusing anything that inflates beyond `max_bytes`."""
     encoding = (content_encoding or "identity").strip().lower()
     if encoding == "identity":
@@ -66,13 +74,20 @@ def decode_body(raw: bytes, content_encoding: str | None, max_bytes: int) -> byt
     if encoding not in ("gzip", "x-gzip"):
         raise UnsupportedEncodingError(f"Content-Encoding {encoding!r}: use gzip or none")
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    body = bytearray()
+    pending = raw
     try:
-        # max_length bounds the output, so a gzip bomb stops here, not in memory.
-        body = inflater.decompress(raw, max_bytes + 1)
-        if len(body) > max_bytes or inflater.unconsumed_tail:
-            raise PayloadTooLargeError(
-                f"upload inflates beyond the {max_bytes} byte limit", limit_bytes=max_bytes
-            )
+        while not inflater.eof:
+            # max_length bounds each piece, so a gzip bomb stops here, not in memory.
+            piece = inflater.decompress(pending, _INFLATE_PIECE)
+            pending = inflater.unconsumed_tail
+            if not piece and not pending:
+                break  # the input is spent short of the end: truncated
+            body += piece
+            if len(body) > max_bytes:
+                raise PayloadTooLargeError(
+                    f"upload inflates beyond the {max_bytes} byte limit", limit_bytes=max_bytes
+                )
         if not inflater.eof:
             raise InvalidInputError("gzip body is truncated")
     except zlib.error as exc:
@@ -80,11 +95,13 @@ def decode_body(raw: bytes, content_encoding: str | None, max_bytes: int) -> byt
     return body
 
 
-def _reject(detail: str, errors: list[FieldError] | None = None) -> UploadRejectedError:
+def _reject(
+    detail: str, errors: list[FieldError] | None = None, error_count: int = 0
+) -> UploadRejectedError:
     if errors is None:
         return UploadRejectedError(detail)
     shown = [e.as_dict() for e in errors[:MAX_REPORTED_ERRORS]]
-    return UploadRejectedError(detail, errors=shown, error_count=len(errors))
+    return UploadRejectedError(detail, errors=shown, error_count=max(error_count, len(errors)))
 
 
 def _envelope(
@@ -119,32 +136,61 @@ def _envelope(
     return batch_id, area, mode, extracted_at, records, deleted
 
 
-def parse_upload(body: bytes, now: datetime) -> Upload:
+def parse_upload(
+    body: bytes | bytearray,
+    now: datetime,
+    *,
+    max_records: int = DEFAULT_MAX_RECORDS,
+    max_values: int = DEFAULT_MAX_VALUES,
+) -> Upload:
+    # Counted on the bytes: a body of tiny values would parse to many times its size.
+    if too_many_values(body, max_values):
+        raise PayloadTooLargeError(
+            f"upload holds more than {max_values} JSON values", limit_values=max_values
+        )
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise _reject(f"the body is not JSON: {exc}") from None
     batch_id, area, mode, extracted_at, records, deleted = _envelope(doc, now)
+    if len(records) + len(deleted) > max_records:
+        raise PayloadTooLargeError(
+            f"upload holds {len(records)} records and {len(deleted)} deleted ids; "
+            f"at most {max_records} in all",
+            limit_records=max_records,
+        )
     errors: list[FieldError] = []
+    error_count = 0  # every error is counted; only the first few are kept
     seen: set[str] = set()
     for index, record in enumerate(records):
-        errors.extend(validate_record(area, index, record))
+        for found in validate_record(area, index, record):
+            error_count += 1
+            if len(errors) < MAX_REPORTED_ERRORS:
+                errors.append(found)
         record_id = record.get("id") if isinstance(record, dict) else None
         if isinstance(record_id, str):
             if record_id in seen:
-                errors.append(FieldError(index, record_id, "id", "duplicate id in this upload"))
+                error_count += 1
+                if len(errors) < MAX_REPORTED_ERRORS:
+                    errors.append(FieldError(index, record_id, "id", "duplicate id in this upload"))
             seen.add(record_id)
     for index, record_id in enumerate(deleted):
+        error: FieldError | None = None
         if not is_valid_record_id(record_id):
-            errors.append(FieldError(index, None, "deleted", "not a valid record id"))
+            error = FieldError(index, None, "deleted", "not a valid record id")
         elif record_id in seen:
-            errors.append(FieldError(index, record_id, "deleted", "id is also in records"))
+            error = FieldError(index, record_id, "deleted", "id is also in records")
+        if error is not None:
+            error_count += 1
+            if len(errors) < MAX_REPORTED_ERRORS:
+                errors.append(error)
     if errors:
         first = errors[0]
         where = f"record {first.index}" + (f" ({first.record_id})" if first.record_id else "")
         raise _reject(
-            f"{len(errors)} problem(s); first: {where} field {first.field!r}: {first.message}",
+            f"{error_count} problem(s); first: {where} field {first.field!r}: {first.message}",
             errors,
+            error_count,
         )
     limit = DEFAULT_LIMIT
     if "deletion_limit" in doc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -102,7 +103,18 @@ async def upload(
     body = await run_in_threadpool(
         decode_body, raw, request.headers.get("content-encoding"), settings.upload_max_bytes
     )
-    return await run_in_threadpool(ingest, resources.engine, applier, agent, body, clock.now())
+    return await run_in_threadpool(
+        functools.partial(
+            ingest,
+            max_records=settings.upload_max_records,
+            max_values=settings.upload_max_values,
+        ),
+        resources.engine,
+        applier,
+        agent,
+        body,
+        clock.now(),
+    )
 
 
 @router.post(

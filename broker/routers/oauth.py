@@ -7,7 +7,7 @@ client library parses.
 from __future__ import annotations
 
 import base64
-import binascii
+from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import unquote_plus
@@ -67,7 +67,7 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # binascii.Error, and non-ASCII input
         return None
     client_id, sep, secret = decoded.partition(":")
     return (unquote_plus(client_id), unquote_plus(secret)) if sep else None
@@ -123,6 +123,10 @@ async def token(
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return _error(400, "invalid_request", "send application/x-www-form-urlencoded")
     form = await request.form()
+    counts = Counter(name for name, _ in form.multi_items())
+    repeated = sorted(name for name, n in counts.items() if n > 1)
+    if repeated:  # RFC 6749 §3.2: parameters MUST NOT be included more than once
+        return _error(400, "invalid_request", f"repeated parameter: {', '.join(repeated[:5])}")
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     if fields.get("grant_type") != "client_credentials":
         return _error(400, "unsupported_grant_type", "only client_credentials is supported")

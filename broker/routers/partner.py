@@ -225,7 +225,8 @@ def _limit(raw: str | None) -> int:
             "limit", "Input should be a valid integer, unable to parse string as an integer",
             "int_parsing", raw,
         )  # fmt: skip
-    value = int(text)
+    # Python refuses int() of over 4,300 digits; any number this long is out of range anyway.
+    value = int(text) if len(text) <= 12 else (-1 if text.startswith("-") else MAX_LIMIT + 1)
     if value < 1:
         raise _invalid(
             "limit", "Input should be greater than or equal to 1", "greater_than_equal", raw

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from typing import Annotated, Any
 
 import redis.asyncio as aredis
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Header
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
@@ -70,5 +71,16 @@ async def readyz(
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
-async def metrics() -> Response:
+async def metrics(
+    resources: Annotated[Resources, Depends(get_resources)],
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Response:
+    # In production (or whenever MISBROKER_METRICS_TOKEN is set) only the bearer of the
+    # token sees metrics; anyone else, and everyone when no token is set, gets a 404.
+    token = resources.settings.broker.metrics_token
+    if token is not None or resources.settings.production:
+        expected = b"Bearer " + token.get_secret_value().encode() if token else None
+        given = (authorization or "").encode("latin-1", "replace")
+        if expected is None or not hmac.compare_digest(given, expected):
+            return problem_response(404, slug="not-found", title="Not Found", detail="Not Found")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -281,3 +281,10 @@ def test_rate_limit_answers_429_with_retry_after(world: World, partner: Partner)
     assert codes == [200, 200, 200, 429]
     last = limited.get(f"/schools/{world.school_id}/data/{BASIC}")
     assert int(last.headers["retry-after"]) >= 1
+
+
+def test_the_partners_receipt_names_no_admin(world: World, partner: Partner) -> None:
+    receipt = partner.get(f"/schools/{world.school_id}/consent/receipt").json()
+    actors = {event["actor"] for event in receipt["events"]}
+    assert actors == {"school admin"}
+    assert "adm_" not in str(receipt)

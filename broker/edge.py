@@ -1,0 +1,191 @@
+"""The edge: request bodies bounded before anything reads them, and the headers every
+response carries.
+
+A pure ASGI middleware between the request-id middleware and the partner read lane.  A
+request without a body (every partner read) costs one walk over its headers and a send
+wrapper; no task, no copy.
+
+Bodies.  A request declaring more than its route's limit is answered 413 at once, before
+authentication, parsing or reading a byte of the body.  The agent's upload has its own,
+larger limit (`upload_max_compressed_bytes`) and is streamed to its handler, which
+authenticates the agent first; a chunked upload that streams past the limit is stopped
+in `receive`.  Every other body (`body_max_bytes`, 64 KiB by default) is read here up to
+the limit and handed on whole; a JSON one is parsed here once (orjson) and refused if it
+nests deeper than `json_max_depth` or holds an array longer than `upload_max_records`.
+
+Headers.  `X-Content-Type-Options: nosniff` on every response; `Cache-Control: no-store`
+on every answer to a request that carried credentials and on the token endpoints (a
+route's own Cache-Control wins, e.g. the partner reads' `private, no-cache`); HSTS when
+`MISBROKER_HSTS=true` says TLS terminates in front.  Headers a response already has (the
+console sets its own) are left alone.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker.errors import PayloadTooLargeError
+from broker.jsonlimits import shape_problem
+from broker.problems import problem_response
+from broker.settings import BrokerSettings
+
+UPLOAD_PATH: Final = "/v1/agent/uploads"
+# Responses that carry a token even to a request without credentials.
+TOKEN_PATHS: Final = frozenset({"/oauth/token", "/v1/admin/login"})
+HSTS_VALUE: Final = b"max-age=31536000; includeSubDomains"
+_NOSNIFF: Final = (b"x-content-type-options", b"nosniff")
+_NO_STORE: Final = (b"cache-control", b"no-store")
+# Content-Length of more digits than this is over any limit (and int() of 5,000 digits raises).
+_MAX_LENGTH_DIGITS: Final = 15
+_DEFAULTS: Final = BrokerSettings()
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        settings = _settings(scope)
+        length: bytes | None = None
+        has_body = credentials = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length, has_body = value, value != b"0"
+            elif name == b"transfer-encoding":
+                has_body = True
+            elif name == b"authorization":
+                credentials = True
+        send = _with_headers(send, credentials or scope["path"] in TOKEN_PATHS, settings.hsts)
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        upload = scope["path"] == UPLOAD_PATH
+        limit = settings.upload_max_compressed_bytes if upload else settings.body_max_bytes
+        if length is not None and _over(length, limit):
+            await _too_large(limit)(scope, receive, send)
+            return
+        if upload:
+            await self.app(scope, _counting(receive, limit), send)
+            return
+        body = await _read(receive, limit)
+        if body is None:
+            await _too_large(limit)(scope, receive, send)
+            return
+        problem = _json_problem(scope, body, settings)
+        if problem is not None:
+            await problem_response(
+                422, slug="invalid-input", title="Invalid input", detail=problem
+            )(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
+def _settings(scope: Scope) -> BrokerSettings:
+    resources = getattr(scope["app"].state, "resources", None)
+    return _DEFAULTS if resources is None else resources.settings.broker
+
+
+def _over(length: bytes, limit: int) -> bool:
+    if not length.isdigit() or len(length) > _MAX_LENGTH_DIGITS:
+        return len(length) > _MAX_LENGTH_DIGITS  # malformed: the server refuses it anyway
+    return int(length) > limit
+
+
+def _too_large(limit: int) -> ASGIApp:
+    return problem_response(
+        413,
+        slug="payload-too-large",
+        title="Payload too large",
+        detail=f"request body over {limit} bytes",
+        headers={"Connection": "close"},
+        limit_bytes=limit,
+    )
+
+
+async def _read(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break  # disconnected: the app sees an empty body and the send goes nowhere
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _json_problem(scope: Scope, body: bytes, settings: BrokerSettings) -> str | None:
+    content_type = b""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value.lower()
+            break
+    if b"json" not in content_type:
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc) or "recursion" in str(exc):  # orjson stops at 1024
+            return f"JSON nested deeper than {settings.json_max_depth} levels"
+        return None  # the route says what is wrong with it, as it always has
+    return shape_problem(
+        doc, max_depth=settings.json_max_depth, max_items=settings.upload_max_records
+    )
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    """`receive`, stopping the request with a 413 problem once more than `limit` arrived."""
+    size = 0
+
+    async def counted() -> Message:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise PayloadTooLargeError(f"request body over {limit} bytes", limit_bytes=limit)
+        return message
+
+    return counted
+
+
+def _with_headers(send: Send, no_store: bool, hsts: bool) -> Send:
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            names = {name.lower() for name, _ in headers}
+            if b"x-content-type-options" not in names:
+                headers.append(_NOSNIFF)
+            if no_store and b"cache-control" not in names:
+                headers.append(_NO_STORE)
+            if hsts and b"strict-transport-security" not in names:
+                headers.append((b"strict-transport-security", HSTS_VALUE))
+            message["headers"] = headers
+        await send(message)
+
+    return send_with_headers
