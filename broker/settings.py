@@ -51,6 +51,9 @@ class BrokerSettings(BaseSettings):
     redis_url: SecretStr | None = None
     # Celery's queue; defaults to the Redis above.  At scale, a Redis with `noeviction`.
     celery_broker_url: SecretStr | None = None
+    # Security state: partner tokens, login lockout reservations, rate-limit counters.  Must
+    # be a Redis that never evicts (`noeviction`); defaults to Celery's, which must be too.
+    state_redis_url: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     # Memory bound of the embedded Redis; only keys with a TTL are ever evicted.
@@ -120,6 +123,16 @@ class Settings:
         url = self.redis_url
         # kombu spells a Redis unix socket `redis+socket://`.
         return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+
+    @property
+    def state_redis_url(self) -> str:
+        """Where security state lives: never the cache Redis when that one may evict keys."""
+        if self.broker.state_redis_url is not None:
+            return self.broker.state_redis_url.get_secret_value()
+        if self.broker.celery_broker_url is not None:
+            url = self.broker.celery_broker_url.get_secret_value()
+            return "unix://" + url.removeprefix("redis+socket://") if "+socket://" in url else url
+        return self.redis_url
 
     @property
     def blob_dir(self) -> Path:

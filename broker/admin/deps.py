@@ -107,16 +107,27 @@ def open_admin_context(runtime: ConsentRuntime, admin: AdminIdentity) -> Iterato
 AdminDep = Annotated[AdminContext, Depends(admin_context, scope="function")]
 
 
-def perform_login(runtime: ConsentRuntime, email: str, password: str, code: str) -> LoginOutcome:
-    """One login attempt; a failure is committed (it counts toward the lockout), then raised."""
+def perform_login(
+    runtime: ConsentRuntime, email: str, password: str, code: str, client_ip: str = "unknown"
+) -> LoginOutcome:
+    """One login attempt: rate limits first, then `AdminAuth` (which counts it before the
+    hash, so a failure is recorded even if this request then fails)."""
     resources = runtime.resources
     now = resources.clock.now()
+    if runtime.login_limiter is not None:
+        runtime.login_limiter.hit(client_ip, email, now)
     with session_scope(resources.engine) as session:
         auth = AdminAuth(session, resources.sealer, runtime.admin_settings)
         outcome = auth.attempt(email, password, code, now)
     if outcome.error is not None:
         raise outcome.error
     return outcome
+
+
+def perform_logout(runtime: ConsentRuntime, token: str) -> None:
+    """Revoke one admin token: its session row goes, so the token resolves to nobody."""
+    with session_scope(runtime.resources.engine) as session:
+        AdminAuth(session, runtime.resources.sealer, runtime.admin_settings).revoke(token)
 
 
 def _resolve(runtime: ConsentRuntime, token: str, now: datetime) -> AdminIdentity | None:
