@@ -58,6 +58,8 @@ class ConsentRuntime:
     log_engine: Engine | None = None
     checkpointer: WalCheckpointer | None = None
     login_limiter: LoginRateLimiter | None = None
+    # Security state (rate-limit counters): the Redis that never evicts.
+    state_redis: redis.Redis | None = None
 
     @classmethod
     def build(
@@ -80,8 +82,9 @@ class ConsentRuntime:
             return session_scope(writer_engine)
 
         admin_settings = AdminSettings()
+        state_redis = resources.state_redis_sync()
         login_limiter = LoginRateLimiter(
-            resources.state_redis_sync(),
+            state_redis,
             per_ip=admin_settings.admin_login_per_ip_per_minute,
             per_account=admin_settings.admin_login_per_account_per_minute,
         )
@@ -98,6 +101,7 @@ class ConsentRuntime:
             log_engine=log_engine,
             checkpointer=checkpointer,
             login_limiter=login_limiter,
+            state_redis=state_redis,
         )
 
     def announce(self, pairs: Iterable[tuple[str, str]]) -> None:
@@ -126,8 +130,8 @@ class ConsentRuntime:
         if self.log_engine is not None:
             self.log_engine.dispose()
         self.publisher.close()
-        if self.login_limiter is not None:
-            self.login_limiter.client.close()
+        if self.state_redis is not None:
+            self.state_redis.close()
 
 
 def timeline_loader(resources: Resources) -> Loader:

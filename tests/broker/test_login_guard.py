@@ -18,6 +18,7 @@ from broker import security
 from broker.admin.guard import hash_gate
 from broker.admin.models import AdminLoginFailure, AdminSession
 from broker.clock import FrozenClock
+from consent.models import AuditEvent
 from tests.support.admin import PASSWORD, World, build_world, cheap_argon2
 
 
@@ -144,3 +145,24 @@ def test_logout_revokes_the_token(world: World) -> None:
 
 def test_logout_needs_an_admin_token(world: World) -> None:
     assert world.client.post("/v1/admin/logout").status_code == 401
+
+
+def _refusal_rows(world: World) -> list[AuditEvent]:
+    with Session(world.resources.engine) as session:
+        stmt = select(AuditEvent).where(AuditEvent.action == "admin_api.refused")
+        return list(session.exec(stmt).all())
+
+
+def test_eight_hundred_anonymous_writes_leave_a_bounded_aggregate(world: World) -> None:
+    body = {"partner_id": world.partner_id, "areas": ["students.basic"]}
+    codes = Counter(
+        world.client.post("/v1/admin/consents", json=body).status_code for _ in range(800)
+    )
+    assert codes == {401: 800}
+    rows = _refusal_rows(world)
+    # One minute, one actor, one endpoint: the 1st, 10th and 100th refusals are written.
+    assert [row.detail["count_this_minute"] for row in rows] == [1, 10, 100]
+    assert {row.actor for row in rows} == {"anonymous"}
+    world.clock.advance(timedelta(minutes=1))
+    assert world.client.post("/v1/admin/consents", json=body).status_code == 401
+    assert len(_refusal_rows(world)) == 4
