@@ -27,7 +27,7 @@ from broker.admin.auth import ADMIN_TOKEN_PREFIX, AdminAuth, AdminIdentity, Logi
 from broker.admin.consents import SchoolConsents
 from broker.consent_wiring import ConsentRuntime, RuntimeDep
 from broker.db import session_scope
-from broker.deps import get_redis
+from broker.deps import get_state_redis
 from broker.errors import AuthenticationError, DomainError, ForbiddenError
 from broker.logging import request_id_var
 from broker.partners.tokens import resolve_token
@@ -65,7 +65,7 @@ async def current_admin(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     runtime: RuntimeDep,
-    redis_client: Annotated[aredis.Redis, Depends(get_redis)],
+    redis_client: Annotated[aredis.Redis, Depends(get_state_redis)],
 ) -> AdminIdentity:
     token = credentials.credentials if credentials is not None else None
     now = runtime.resources.clock.now()

@@ -103,6 +103,7 @@ class Supervisor:
         self.port = port
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.redis: EmbeddedRedis | None = None
+        self.state_redis: EmbeddedRedis | None = None
         self.stopping = threading.Event()
         self.reason = ""
 
@@ -129,13 +130,25 @@ class Supervisor:
                 store_dir=s.data_dir / "redis",
                 socket_path=s.embedded_redis_socket,
                 maxmemory=s.broker.embedded_redis_maxmemory,
+                policy="allkeys-lru",
+            )
+            self.state_redis = EmbeddedRedis(
+                run_dir=s.run_dir,
+                store_dir=s.data_dir / "redis-state",
+                socket_path=s.embedded_state_redis_socket,
+                maxmemory=s.broker.embedded_state_redis_maxmemory,
+                policy="noeviction",
+                name="state-redis",
             )
             try:
                 self.redis.start()
+                self.state_redis.start()
             except EmbeddedRedisError as exc:
                 raise CliError(str(exc), exit_code=1) from None
         else:
             _check_external_redis(s.redis_url)
+            if s.state_redis_url != s.redis_url:
+                _check_external_redis(s.state_redis_url)
         load_key_provider(s)  # development creates the key file once, before any child
         engine = make_engine(s.database_url)
         try:
@@ -212,8 +225,9 @@ class Supervisor:
             proc = self.children.pop(name, None)
             if proc is not None:
                 stop(proc, STOP_TIMEOUTS[name])
-        if self.redis is not None:
-            self.redis.stop()
+        for server in (self.state_redis, self.redis):
+            if server is not None:
+                server.stop()
 
 
 def _say(message: str) -> None:
