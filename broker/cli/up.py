@@ -13,6 +13,7 @@ import fcntl
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -235,7 +236,41 @@ def _say(message: str) -> None:
     sys.stdout.flush()
 
 
+def secure_data_dir(data_dir: Path) -> list[Path]:
+    """Make the data directory 0700 and everything in it owner-only; the paths repaired.
+
+    It holds admin emails, password hashes, the access log and the Redis files: no other
+    local user may read them.  Directories become 0700 and regular files 0600 (sockets are
+    created 0700 by Redis; symlinks are left alone).
+    """
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    repaired = []
+    for path in [data_dir, *data_dir.rglob("*")]:
+        if path.is_symlink():
+            continue
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            wanted = 0o700
+        elif stat.S_ISREG(st.st_mode):
+            wanted = stat.S_IMODE(st.st_mode) & 0o700 or 0o600
+        else:
+            continue
+        if stat.S_IMODE(st.st_mode) != wanted and stat.S_IMODE(st.st_mode) & 0o077:
+            path.chmod(wanted)
+            repaired.append(path)
+    return repaired
+
+
 def run_up(settings: Settings, *, host: str | None, port: int | None, demo: bool) -> int:
+    # Everything `up` and its children create (database, WAL, Redis files, run/*) is
+    # owner-only from the start; what an older version left readable is repaired below.
+    os.umask(0o077)
+    repaired = secure_data_dir(settings.data_dir)
+    if repaired:
+        sys.stderr.write(
+            f"warning: {len(repaired)} path(s) in {settings.data_dir} were readable by other "
+            f"users; now owner-only (e.g. {repaired[0]})\n"
+        )
     host = host or settings.broker.host
     port = port or settings.broker.port
     sup = Supervisor(settings, host, port)
