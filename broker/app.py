@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         resources = Resources.build(settings or load_settings(), clock)
         app.state.resources = resources
         app.state.redis = resources.redis_async()
+        # Tokens and rate-limit counters: the Redis that never evicts (may be the same one).
+        app.state.state_redis = resources.state_redis_async()
         cache = app.state.cache = build_cache_service(resources)
         edge = EdgeCache(
             page_ttl_seconds=resources.settings.cache.hot_ttl_seconds,
@@ -64,7 +66,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             cache.namer,
             resources.engine,
         )
-        limiter = app.state.rate_limiter = PartnerRateLimiter(resources.settings.redis_url)
+        limiter = app.state.rate_limiter = PartnerRateLimiter(resources.settings.state_redis_url)
         try:
             async with consent_lifespan(app, subscribers) as consent:
                 app.state.partner_reads = PartnerReads(
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                     await hot_reader.stop()
         finally:
             await app.state.redis.aclose()
+            await app.state.state_redis.aclose()
             resources.close()
 
     # In production the docs pages (which load Swagger UI from a CDN) are off;

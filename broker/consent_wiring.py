@@ -26,6 +26,7 @@ from sqlmodel import Session
 from starlette.responses import Response
 
 from broker.admin.consents import consent_service, to_domain_error
+from broker.admin.guard import LoginRateLimiter
 from broker.admin.settings import AdminSettings
 from broker.db import WalCheckpointer, is_sqlite_file, make_engine, session_scope
 from broker.invalidation import InvalidationListener, Subscriber
@@ -56,6 +57,9 @@ class ConsentRuntime:
     # WAL itself; the checkpointer does it off the read path.
     log_engine: Engine | None = None
     checkpointer: WalCheckpointer | None = None
+    login_limiter: LoginRateLimiter | None = None
+    # Security state (rate-limit counters): the Redis that never evicts.
+    state_redis: redis.Redis | None = None
 
     @classmethod
     def build(
@@ -77,6 +81,13 @@ class ConsentRuntime:
         def log_unit() -> AbstractContextManager[Session]:
             return session_scope(writer_engine)
 
+        admin_settings = AdminSettings()
+        state_redis = resources.state_redis_sync()
+        login_limiter = LoginRateLimiter(
+            state_redis,
+            per_ip=admin_settings.admin_login_per_ip_per_minute,
+            per_account=admin_settings.admin_login_per_account_per_minute,
+        )
         return cls(
             resources=resources,
             cache=cache,
@@ -85,10 +96,12 @@ class ConsentRuntime:
             ),
             access_log=AccessLogWriter(log_unit, keyring.key_for),
             keyring=keyring,
-            admin_settings=AdminSettings(),
+            admin_settings=admin_settings,
             publisher=resources.redis_sync(),
             log_engine=log_engine,
             checkpointer=checkpointer,
+            login_limiter=login_limiter,
+            state_redis=state_redis,
         )
 
     def announce(self, pairs: Iterable[tuple[str, str]]) -> None:
@@ -117,6 +130,8 @@ class ConsentRuntime:
         if self.log_engine is not None:
             self.log_engine.dispose()
         self.publisher.close()
+        if self.state_redis is not None:
+            self.state_redis.close()
 
 
 def timeline_loader(resources: Resources) -> Loader:

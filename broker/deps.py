@@ -31,6 +31,12 @@ async def get_redis(request: Request) -> aredis.Redis:
     return client
 
 
+async def get_state_redis(request: Request) -> aredis.Redis:
+    """The Redis of security state (tokens, counters): never evicted, unlike the cache's."""
+    client: aredis.Redis = request.app.state.state_redis
+    return client
+
+
 async def get_batch_applier(request: Request) -> CacheService:
     """The encrypted cache (built in the lifespan)."""
     cache: CacheService = request.app.state.cache

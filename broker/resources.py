@@ -56,5 +56,16 @@ class Resources:
             self.settings.redis_url, socket_timeout=5, socket_connect_timeout=2
         )
 
+    def state_redis_sync(self) -> redis.Redis:
+        """The Redis of security state (tokens, lockouts, rate limits): never evicted."""
+        return redis.Redis.from_url(
+            self.settings.state_redis_url, socket_timeout=5, socket_connect_timeout=2
+        )
+
+    def state_redis_async(self) -> aredis.Redis:
+        return aredis.Redis.from_url(
+            self.settings.state_redis_url, socket_timeout=5, socket_connect_timeout=2
+        )
+
     def close(self) -> None:
         self.engine.dispose()

@@ -51,10 +51,17 @@ class BrokerSettings(BaseSettings):
     redis_url: SecretStr | None = None
     # Celery's queue; defaults to the Redis above.  At scale, a Redis with `noeviction`.
     celery_broker_url: SecretStr | None = None
+    # Security state: partner tokens, login lockout reservations, rate-limit counters.  Must
+    # be a Redis that never evicts (`noeviction`); defaults to Celery's, which must be too.
+    state_redis_url: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-    # Memory bound of the embedded Redis; only keys with a TTL are ever evicted.
+    # Memory bound of the embedded cache Redis (it evicts: it holds only what can be rebuilt).
     embedded_redis_maxmemory: str = "256mb"
+    # Memory bound of the embedded state Redis (never evicts: full means writes fail).
+    embedded_state_redis_maxmemory: str = "128mb"
+    # Access tokens minted per client per minute; more get 429 with Retry-After.
+    token_mint_per_minute: int = Field(default=30, ge=1)
     worker_concurrency: int = Field(default=2, ge=1, le=64)
     log_level: str = "INFO"
     # "system", or "file:PATH" (an RFC 3339 time in a file; not in production).
@@ -113,12 +120,19 @@ class Settings:
 
     @property
     def embedded_redis_socket(self) -> Path:
-        sock = self.run_dir / "redis.sock"
+        return self._socket("redis.sock")
+
+    @property
+    def embedded_state_redis_socket(self) -> Path:
+        return self._socket("state-redis.sock")
+
+    def _socket(self, name: str) -> Path:
+        sock = self.run_dir / name
         if len(str(sock)) <= _MAX_SOCKET_PATH:
             return sock
         # A deep data directory: a short path that is still unique to it.
         digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
-        return Path(tempfile.gettempdir()) / f"misbroker-{digest}.sock"
+        return Path(tempfile.gettempdir()) / f"misbroker-{digest}-{name}"
 
     @property
     def redis_url(self) -> str:
@@ -130,9 +144,26 @@ class Settings:
     def celery_broker_url(self) -> str:
         if self.broker.celery_broker_url is not None:
             return self.broker.celery_broker_url.get_secret_value()
-        url = self.redis_url
+        url = self.state_redis_url
         # kombu spells a Redis unix socket `redis+socket://`.
         return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+
+    @property
+    def state_redis_url(self) -> str:
+        """Security state (tokens, lockouts, rate limits) and, by default, Celery's queue.
+
+        Never the cache Redis when that one may evict: explicit, else Celery's broker, else
+        (embedded) a second server that never evicts, else the one Redis there is (which an
+        operator must then run with `noeviction`).
+        """
+        if self.broker.state_redis_url is not None:
+            return self.broker.state_redis_url.get_secret_value()
+        if self.broker.celery_broker_url is not None:
+            url = self.broker.celery_broker_url.get_secret_value()
+            return "unix://" + url.removeprefix("redis+socket://") if "+socket://" in url else url
+        if self.embedded_redis:
+            return f"unix://{self.embedded_state_redis_socket}"
+        return self.redis_url
 
     @property
     def blob_dir(self) -> Path:

@@ -1,9 +1,10 @@
 """School-admin login: argon2 password + TOTP, lockout, short-lived bearer tokens.
 
-A failed login is recorded and committed even though the request fails, so `attempt`
-returns the outcome instead of raising; the caller commits, then raises `outcome.error`.
-Unknown emails cost one argon2 verification too, so their answer cannot be told apart by
-its content or its timing.
+Every attempt is counted as a failure, in its own committed transaction, before the
+password is checked (`broker.admin.guard.reserve_attempt`); a success deletes the email's
+failures.  So `attempt` returns the outcome instead of raising; the caller commits, then
+raises `outcome.error`.  Unknown emails cost one argon2 verification too, under the same
+bounded gate, so their answer cannot be told apart by its content or its timing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyotp
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
+from broker.admin.guard import hash_gate, reserve_attempt
 from broker.admin.models import AdminLoginFailure, AdminSession
 from broker.admin.recovery import use_recovery_code
 from broker.admin.settings import AdminSettings
@@ -95,19 +97,20 @@ class AdminAuth:
         Every failure counts toward the lockout, whichever part was wrong.
         """
         email = email.strip().lower()
-        locked_until = self.locked_until(email, now)
-        if locked_until is not None:
-            wait = max(1, math.ceil((locked_until - now).total_seconds()))
-            return None, _locked(wait)
-        admin = self.schools.admin_by_email(email)
-        password_ok = verify_password(password, admin.password_hash if admin else _dummy_hash())
+        with hash_gate().slot(self.settings.admin_login_hash_wait_seconds):
+            locked_until = self._reserve(email, now)
+            if locked_until is not None:
+                return None, _locked(max(1, math.ceil((locked_until - now).total_seconds())))
+            admin = self.schools.admin_by_email(email)
+            password_ok = verify_password(password, admin.password_hash if admin else _dummy_hash())
         if admin is None or admin.disabled_at is not None or not password_ok:
-            return None, self._failed(email, now).error
+            return None, _bad_login()
         if not code.strip() and not code_required and admin.totp_confirmed_at is None:
+            self._clear_failures(email)
             return admin, None
         if not self._second_factor(admin, code, now):
-            return None, self._failed(email, now).error
-        self.session.execute(delete(AdminLoginFailure).where(col(AdminLoginFailure.email) == email))
+            return None, _bad_login()
+        self._clear_failures(email)
         return admin, None
 
     def second_factor_only(
@@ -115,13 +118,26 @@ class AdminAuth:
     ) -> tuple[bool, DomainError | None]:
         """The code alone, for an admin whose password was checked a moment ago (enrolment)."""
         email = admin.email.strip().lower()
-        locked_until = self.locked_until(email, now)
+        locked_until = self._reserve(email, now)
         if locked_until is not None:
-            wait = max(1, math.ceil((locked_until - now).total_seconds()))
-            return False, _locked(wait)
+            return False, _locked(max(1, math.ceil((locked_until - now).total_seconds())))
         if not self._second_factor(admin, code, now):
-            return False, self._failed(email, now).error
+            return False, _bad_login()
+        self._clear_failures(email)
         return True, None
+
+    def _reserve(self, email: str, now: datetime) -> datetime | None:
+        """Count this attempt as a failure before checking it (see `broker.admin.guard`)."""
+        return reserve_attempt(
+            self.session.get_bind().engine,
+            email,
+            now,
+            limit=self.settings.admin_lockout_failures,
+            window=self.settings.lockout_window,
+        )
+
+    def _clear_failures(self, email: str) -> None:
+        self.session.execute(delete(AdminLoginFailure).where(col(AdminLoginFailure.email) == email))
 
     def _second_factor(self, admin: SchoolAdmin, code: str, now: datetime) -> bool:
         step = self._totp_step(admin, code, now)
@@ -141,6 +157,11 @@ class AdminAuth:
         if admin is None or admin.disabled_at is not None:
             return None
         return AdminIdentity(admin.id, admin.school_id, admin.email)
+
+    def revoke(self, token: str) -> None:
+        self.session.execute(
+            delete(AdminSession).where(col(AdminSession.token_hash) == digest_secret(token))
+        )
 
     def locked_until(self, email: str, now: datetime) -> datetime | None:
         """Locked for a window after the Nth failure within one window; None if not locked.
@@ -176,10 +197,6 @@ class AdminAuth:
                 return step
         return None
 
-    def _failed(self, email: str, now: datetime) -> LoginOutcome:
-        self.session.add(AdminLoginFailure(email=email, at=now))
-        return LoginOutcome(error=AuthenticationError(_BAD_LOGIN))
-
     def _issue(self, admin: SchoolAdmin, email: str, now: datetime) -> LoginOutcome:
         self.session.execute(
             delete(AdminSession).where(col(AdminSession.expires_at) < now - _STALE_SESSIONS)
@@ -196,6 +213,10 @@ class AdminAuth:
             )
         )
         return LoginOutcome(token=token, school_id=admin.school_id, expires_at=expires_at)
+
+
+def _bad_login() -> AuthenticationError:
+    return AuthenticationError(_BAD_LOGIN)
 
 
 def _locked(wait_seconds: int) -> LoginLockedError:

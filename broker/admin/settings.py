@@ -14,6 +14,11 @@ class AdminSettings(BaseSettings):
     admin_token_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
     admin_lockout_failures: int = Field(default=5, ge=1)
     admin_lockout_minutes: float = Field(default=15.0, gt=0)
+    # At most one argon2 hash per core at once; a login waits this long for a slot, then 503.
+    admin_login_hash_wait_seconds: float = Field(default=1.0, ge=0, le=30)
+    # Login attempts per one-minute window, per client IP and per account (email).
+    admin_login_per_ip_per_minute: int = Field(default=60, ge=1)
+    admin_login_per_account_per_minute: int = Field(default=20, ge=1)
     console_idle_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
     console_max_hours: float = Field(default=12.0, gt=0, le=7 * 24)
 

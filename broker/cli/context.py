@@ -83,15 +83,17 @@ class CliState:
     def revoke_partner_tokens(self, partner_id: str) -> None:
         """End a partner's live access tokens now (they live in Redis)."""
         settings = self.settings
-        if settings.embedded_redis and not settings.embedded_redis_socket.exists():
+        if settings.embedded_redis and not settings.embedded_state_redis_socket.exists():
             return  # no broker running: its tokens went with its Redis
-        client = aredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+        client = aredis.Redis.from_url(settings.state_redis_url, socket_connect_timeout=3)
+        publisher = aredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
 
         async def revoke() -> None:
             try:
-                await revoke_partner_tokens(client, partner_id)
+                await revoke_partner_tokens(client, partner_id, publisher)
             finally:
                 await client.aclose()
+                await publisher.aclose()
 
         asyncio.run(revoke())
 

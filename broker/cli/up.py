@@ -13,6 +13,7 @@ import fcntl
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -103,6 +104,7 @@ class Supervisor:
         self.port = port
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.redis: EmbeddedRedis | None = None
+        self.state_redis: EmbeddedRedis | None = None
         self.stopping = threading.Event()
         self.reason = ""
 
@@ -129,13 +131,25 @@ class Supervisor:
                 store_dir=s.data_dir / "redis",
                 socket_path=s.embedded_redis_socket,
                 maxmemory=s.broker.embedded_redis_maxmemory,
+                policy="allkeys-lru",
+            )
+            self.state_redis = EmbeddedRedis(
+                run_dir=s.run_dir,
+                store_dir=s.data_dir / "redis-state",
+                socket_path=s.embedded_state_redis_socket,
+                maxmemory=s.broker.embedded_state_redis_maxmemory,
+                policy="noeviction",
+                name="state-redis",
             )
             try:
                 self.redis.start()
+                self.state_redis.start()
             except EmbeddedRedisError as exc:
                 raise CliError(str(exc), exit_code=1) from None
         else:
             _check_external_redis(s.redis_url)
+            if s.state_redis_url != s.redis_url:
+                _check_external_redis(s.state_redis_url)
         load_key_provider(s)  # development creates the key file once, before any child
         engine = make_engine(s.database_url)
         try:
@@ -212,8 +226,9 @@ class Supervisor:
             proc = self.children.pop(name, None)
             if proc is not None:
                 stop(proc, STOP_TIMEOUTS[name])
-        if self.redis is not None:
-            self.redis.stop()
+        for server in (self.state_redis, self.redis):
+            if server is not None:
+                server.stop()
 
 
 def _say(message: str) -> None:
@@ -221,7 +236,41 @@ def _say(message: str) -> None:
     sys.stdout.flush()
 
 
+def secure_data_dir(data_dir: Path) -> list[Path]:
+    """Make the data directory 0700 and everything in it owner-only; the paths repaired.
+
+    It holds admin emails, password hashes, the access log and the Redis files: no other
+    local user may read them.  Directories become 0700 and regular files 0600 (sockets are
+    created 0700 by Redis; symlinks are left alone).
+    """
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    repaired = []
+    for path in [data_dir, *data_dir.rglob("*")]:
+        if path.is_symlink():
+            continue
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            wanted = 0o700
+        elif stat.S_ISREG(st.st_mode):
+            wanted = stat.S_IMODE(st.st_mode) & 0o700 or 0o600
+        else:
+            continue
+        if stat.S_IMODE(st.st_mode) != wanted and stat.S_IMODE(st.st_mode) & 0o077:
+            path.chmod(wanted)
+            repaired.append(path)
+    return repaired
+
+
 def run_up(settings: Settings, *, host: str | None, port: int | None, demo: bool) -> int:
+    # Everything `up` and its children create (database, WAL, Redis files, run/*) is
+    # owner-only from the start; what an older version left readable is repaired below.
+    os.umask(0o077)
+    repaired = secure_data_dir(settings.data_dir)
+    if repaired:
+        sys.stderr.write(
+            f"warning: {len(repaired)} path(s) in {settings.data_dir} were readable by other "
+            f"users; now owner-only (e.g. {repaired[0]})\n"
+        )
     host = host or settings.broker.host
     port = port or settings.broker.port
     sup = Supervisor(settings, host, port)

@@ -8,7 +8,7 @@ import redis.asyncio as aredis
 from fastapi import Depends, Request
 
 from broker.agenthub.auth import bearer_token
-from broker.deps import get_redis
+from broker.deps import get_state_redis
 from broker.errors import AuthenticationError
 from broker.partners.tokens import PartnerPrincipal, TokenCache
 
@@ -17,7 +17,7 @@ _EXPIRED = {"WWW-Authenticate": 'Bearer realm="misbroker", error="invalid_token"
 
 
 async def get_partner(
-    request: Request, redis: Annotated[aredis.Redis, Depends(get_redis)]
+    request: Request, redis: Annotated[aredis.Redis, Depends(get_state_redis)]
 ) -> PartnerPrincipal:
     return await authenticate_partner(request, redis)
 
@@ -33,7 +33,7 @@ async def authenticate_partner(
             headers=_CHALLENGE,
         )
     tokens: TokenCache = request.app.state.token_cache
-    principal = await tokens.resolve(redis or request.app.state.redis, token)
+    principal = await tokens.resolve(redis or request.app.state.state_redis, token)
     if principal is None:
         raise AuthenticationError("the access token is unknown or expired", headers=_EXPIRED)
     return principal

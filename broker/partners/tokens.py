@@ -1,7 +1,11 @@
 """Partner access tokens (OAuth 2.0 client credentials), kept in Redis with their TTL.
 
 Opaque random tokens, stored only as SHA-256 digests: Redis (even a dump of it) holds no
-usable token.  A per-partner set lets rotation or disabling revoke every live token at once.
+usable token.  A per-partner sorted set (by issue time) lets rotation or disabling revoke
+every live token at once, and caps a partner's live tokens: minting one more than
+`MAX_LIVE_TOKENS` revokes the oldest, so a client that mints in a loop holds a bounded
+number of keys.  They live in the state Redis (`Settings.state_redis_url`), which never
+evicts: a full cache cannot sign a partner out.
 
 Each API process keeps the tokens it has resolved in a `TokenCache`, so a partner's
 requests cost no Redis round trip; a revocation is published on `REVOCATION_CHANNEL` and
@@ -11,6 +15,7 @@ every process drops that partner's tokens within milliseconds (`broker.invalidat
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -26,8 +31,10 @@ from broker.security import digest_secret, generate_secret
 log = logging.getLogger(__name__)
 
 TOKEN_TTL_SECONDS = 3600
+MAX_LIVE_TOKENS = 10
 _TOKEN_KEY = "mb:pt:{}"  # noqa: S105 - a Redis key pattern, not a secret
 _PARTNER_SET = "mb:pts:{}"
+_SEQUENCE = "mb:ptseq:{}"
 REVOCATION_CHANNEL: Final = "mb:tokens:revoked"
 EVERY_PARTNER: Final = "*"
 
@@ -48,8 +55,15 @@ class IssuedToken:
 
 
 async def issue_token(
-    redis: aredis.Redis, principal: PartnerPrincipal, now: datetime, ttl: int = TOKEN_TTL_SECONDS
+    redis: aredis.Redis,
+    principal: PartnerPrincipal,
+    now: datetime,
+    ttl: int = TOKEN_TTL_SECONDS,
+    *,
+    max_live: int = MAX_LIVE_TOKENS,
+    publisher: aredis.Redis | None = None,
 ) -> IssuedToken:
+    """A new token; `publisher` is where revocations are heard (default: `redis` itself)."""
     token = generate_secret("mbt")
     digest = digest_secret(token)
     value = orjson.dumps(
@@ -60,12 +74,44 @@ async def issue_token(
             "iat": int(now.timestamp()),
         }
     )
+    live = _PARTNER_SET.format(principal.partner_id)
+    # Ranked by a per-partner sequence, not by time: tokens minted in one clock tick still
+    # have an order.  Expired members rank oldest and are the first dropped.
+    seq = await redis.incr(_SEQUENCE.format(principal.partner_id))
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(_TOKEN_KEY.format(digest), value, ex=ttl)
-        pipe.sadd(_PARTNER_SET.format(principal.partner_id), digest)
-        pipe.expire(_PARTNER_SET.format(principal.partner_id), ttl)
-        await pipe.execute()
+        pipe.zadd(live, {digest: seq})
+        pipe.expire(live, ttl)
+        pipe.expire(_SEQUENCE.format(principal.partner_id), ttl)
+        pipe.zcard(live)
+        *_, count = await pipe.execute()
+    if count > max_live:
+        # Not atomic with the mint: racing mints may drop one too many, never keep too many.
+        oldest = await redis.zpopmin(live, count - max_live)
+        if oldest:
+            await redis.delete(*(_TOKEN_KEY.format(_text(pair[0])) for pair in oldest))
+            await (publisher or redis).publish(REVOCATION_CHANNEL, principal.partner_id)
     return IssuedToken(access_token=token, expires_in=ttl)
+
+
+def _text(member: object) -> str:
+    return member.decode() if isinstance(member, bytes) else str(member)
+
+
+async def mint_wait(
+    redis: aredis.Redis, partner_id: str, now: datetime, per_minute: int
+) -> int | None:
+    """Count one mint in the partner's one-minute window (the broker's clock); None if it
+    fits, else the seconds until the next window."""
+    bucket = int(now.timestamp() // 60)
+    key = f"mb:mint:{partner_id}:{bucket}"
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        count, _ = await pipe.execute()
+    if int(count) <= per_minute:
+        return None
+    return max(1, math.ceil((bucket + 1) * 60 - now.timestamp()))
 
 
 async def resolve_token(redis: aredis.Redis, token: str) -> PartnerPrincipal | None:
@@ -89,13 +135,15 @@ async def _lookup(redis: aredis.Redis, digest: str) -> tuple[PartnerPrincipal, f
     return principal, (TOKEN_TTL_SECONDS if pttl < 0 else pttl / 1000)
 
 
-async def revoke_partner_tokens(redis: aredis.Redis, partner_id: str) -> int:
-    members = await redis.smembers(_PARTNER_SET.format(partner_id))
-    keys = [_TOKEN_KEY.format(m.decode() if isinstance(m, bytes) else m) for m in members]
+async def revoke_partner_tokens(
+    redis: aredis.Redis, partner_id: str, publisher: aredis.Redis | None = None
+) -> int:
+    members = await redis.zrange(_PARTNER_SET.format(partner_id), 0, -1)
+    keys = [_TOKEN_KEY.format(_text(m)) for m in members]
     removed = int(await redis.delete(*keys)) if keys else 0
     await redis.delete(_PARTNER_SET.format(partner_id))
     # After the delete: a process that reloads on hearing this finds the token gone.
-    await redis.publish(REVOCATION_CHANNEL, partner_id)
+    await (publisher or redis).publish(REVOCATION_CHANNEL, partner_id)
     return removed
 
 

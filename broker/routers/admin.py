@@ -5,10 +5,18 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
-from broker.admin.deps import AdminDep, perform_login
+from broker.admin.deps import (
+    AdminDep,
+    CurrentAdminDep,
+    bearer,
+    perform_login,
+    perform_logout,
+)
 from broker.admin.schemas import (
     AccessLogEntryOut,
     AccessLogMeta,
@@ -69,15 +77,33 @@ AwareDatetimeQuery = Annotated[
     responses={
         401: _problem("Wrong email, password or code"),
         422: _problem("Invalid input"),
-        429: _problem("Locked after too many failures; see Retry-After"),
+        429: _problem("Locked after too many failures, or too many attempts; see Retry-After"),
+        503: _problem("Too many sign-ins at once; see Retry-After"),
     },
 )
-def login(body: LoginIn, runtime: RuntimeDep) -> LoginOut:
-    outcome = perform_login(runtime, body.email, body.password, body.totp)
+def login(body: LoginIn, runtime: RuntimeDep, request: Request) -> LoginOut:
+    client_ip = request.client.host if request.client is not None else "unknown"
+    outcome = perform_login(runtime, body.email, body.password, body.totp, client_ip)
     assert outcome.token is not None
     assert outcome.school_id is not None
     assert outcome.expires_at is not None
     return LoginOut(token=outcome.token, school_id=outcome.school_id, expires_at=outcome.expires_at)
+
+
+@router.post(
+    "/logout",
+    status_code=204,
+    summary="Sign out: the bearer token stops working at once",
+    responses=AUTH,
+)
+async def logout(
+    _admin: CurrentAdminDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    runtime: RuntimeDep,
+) -> Response:
+    assert credentials is not None  # current_admin let a live admin token through
+    await run_in_threadpool(perform_logout, runtime, credentials.credentials)
+    return Response(status_code=204)
 
 
 @router.get(

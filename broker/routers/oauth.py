@@ -20,11 +20,11 @@ from starlette.responses import JSONResponse
 
 from broker.clock import Clock
 from broker.db import session_scope
-from broker.deps import get_clock, get_redis, get_resources
+from broker.deps import get_clock, get_redis, get_resources, get_state_redis
 from broker.partners.models import PartnerStatus
 from broker.partners.repository import PartnerRepository
 from broker.partners.service import client_secret_valid
-from broker.partners.tokens import PartnerPrincipal, issue_token
+from broker.partners.tokens import PartnerPrincipal, issue_token, mint_wait
 from broker.resources import Resources
 
 router = APIRouter(tags=["oauth"])
@@ -112,12 +112,13 @@ def _check_client(
             },
         }
     },
-    responses={400: _OAUTH_ERROR, 401: _OAUTH_ERROR},
+    responses={400: _OAUTH_ERROR, 401: _OAUTH_ERROR, 429: _OAUTH_ERROR},
 )
 async def token(
     request: Request,
     resources: Annotated[Resources, Depends(get_resources)],
     redis: Annotated[aredis.Redis, Depends(get_redis)],
+    state: Annotated[aredis.Redis, Depends(get_state_redis)],
     clock: Annotated[Clock, Depends(get_clock)],
 ) -> Any:
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
@@ -142,7 +143,17 @@ async def token(
         )
     if principal is None:
         return _error(401, "invalid_client", "unknown client or wrong secret", basic=True)
-    issued = await issue_token(redis, principal, clock.now())
+    now = clock.now()
+    per_minute = resources.settings.broker.token_mint_per_minute
+    wait = await mint_wait(state, principal.partner_id, now, per_minute)
+    if wait is not None:
+        response = _error(
+            429, "slow_down", f"at most {per_minute} tokens a minute: reuse the one you have"
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
+    # Tokens in the state Redis, revocations announced where every process listens.
+    issued = await issue_token(state, principal, now, publisher=redis)
     return JSONResponse(
         TokenResponse(access_token=issued.access_token, expires_in=issued.expires_in).model_dump(),
         headers=_NO_STORE,

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from broker.admin.guard import hash_gate
 from broker.db import ping
 from broker.deps import get_redis, get_resources
 from broker.problems import problem_response
@@ -62,7 +63,10 @@ async def readyz(
             detail="down: " + ", ".join(f"{n} ({results[n].removeprefix('down: ')})" for n in down),
             checks=results,
         )
-    return JSONResponse({"status": "ready", "checks": results})
+    # Saturation is reported, not a reason to leave the pool: a full gate already sheds load.
+    gate = hash_gate()
+    login = {"hashes_in_flight": gate.in_flight, "hash_slots": gate.slots}
+    return JSONResponse({"status": "ready", "checks": results, "login": login})
 
 
 @router.get(

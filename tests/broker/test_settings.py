@@ -14,7 +14,9 @@ def test_embedded_defaults_derive_from_the_data_dir(tmp_path: Path) -> None:
     settings = load_settings(tmp_path)
     assert settings.database_url == f"sqlite:///{tmp_path}/misbroker.db"
     assert settings.redis_url == f"unix://{tmp_path}/run/redis.sock"
-    assert settings.celery_broker_url == f"redis+socket://{tmp_path}/run/redis.sock"
+    # Celery's queue and the security state share the server that never evicts.
+    assert settings.state_redis_url == f"unix://{tmp_path}/run/state-redis.sock"
+    assert settings.celery_broker_url == f"redis+socket://{tmp_path}/run/state-redis.sock"
     assert settings.blob_dir == tmp_path / "blobs"
     assert settings.embedded_redis
     assert settings.consent.revocation_grace.total_seconds() == 72 * 3600

@@ -178,3 +178,34 @@ def psutil_listener() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield sock.getsockname()[1]
+
+
+def _loose(data_dir: Path) -> list[str]:
+    """Paths in the data dir that another local user could read."""
+    return [
+        f"{p} {oct(p.stat().st_mode & 0o777)}"
+        for p in [data_dir, *data_dir.rglob("*")]
+        if not p.is_symlink() and p.stat().st_mode & 0o077
+    ]
+
+
+def test_up_keeps_the_data_dir_owner_only_and_repairs_it_with_a_warning(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    (data_dir / "run").mkdir(parents=True)
+    data_dir.chmod(0o755)
+    (data_dir / "run").chmod(0o755)
+    stray = data_dir / "run" / "left-by-an-old-version"
+    stray.write_text("x")
+    stray.chmod(0o644)
+    with running_up(tmp_path) as (proc, _port, _data_dir):
+        created = [data_dir / "misbroker.db", data_dir / "misbroker.db-wal"]
+        assert all(p.exists() for p in created)
+        assert list((data_dir / "redis").rglob("*.aof")), "no append-only file yet"
+        assert _loose(data_dir) == []
+        assert oct(data_dir.stat().st_mode & 0o777) == "0o700"
+        assert oct(stray.stat().st_mode & 0o777) == "0o600"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    log = (tmp_path / "up.log").read_text()
+    assert "warning: 3 path(s)" in log
+    assert _loose(data_dir) == []
