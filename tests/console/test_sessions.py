@@ -180,3 +180,15 @@ def test_an_unexpected_failure_is_a_page_with_the_headers_and_changes_nothing(
     assert "the disk is on fire" not in page.text
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["cache-control"] == "no-store"
+
+
+def test_sign_in_has_the_api_logins_per_account_limit(world: World) -> None:
+    limit = world.runtime.admin_settings.admin_login_per_account_per_minute
+    for _ in range(limit):
+        answer = post_sign_in(world, "000000")
+        assert answer.status_code in (401, 429)  # 429 once the lockout (5) has set in
+    refused = post_sign_in(world, world.admin.code(world.now()))
+    assert refused.status_code == 429
+    assert "There is a problem" in refused.text
+    assert "too many sign-in attempts" in refused.text.lower()
+    assert "misbroker_console" not in refused.headers.get("set-cookie", "")

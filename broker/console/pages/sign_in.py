@@ -31,7 +31,7 @@ from broker.console.web import (
     safe_next,
 )
 from broker.db import session_scope
-from broker.errors import AuthenticationError
+from broker.errors import AuthenticationError, DomainError
 
 router = APIRouter(prefix="/school", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -102,6 +102,17 @@ async def sign_in_submit(request: Request, runtime: RuntimeDep) -> Response:
     if errors:
         return _page(request, values={"email": values["email"]}, errors=errors, status_code=422)
     resources = runtime.resources
+    if runtime.login_limiter is not None:  # the API login's per-IP and per-account limits
+        client_ip = request.client.host if request.client is not None else "unknown"
+        try:
+            runtime.login_limiter.hit(client_ip, values["email"], resources.clock.now())
+        except DomainError as exc:
+            return _page(
+                request,
+                values={"email": values["email"]},
+                errors=[{"text": _sentence(exc.detail), "href": "#email"}],
+                status_code=exc.status,
+            )
     with session_scope(resources.engine) as session:  # a failure is committed: it counts
         result = sign_in(
             session,
@@ -117,7 +128,7 @@ async def sign_in_submit(request: Request, runtime: RuntimeDep) -> Response:
         text = (
             "Your email address, password or code is wrong"
             if isinstance(error, AuthenticationError)
-            else error.detail[:1].upper() + error.detail[1:]
+            else _sentence(error.detail)
         )
         return _page(
             request,
@@ -252,6 +263,10 @@ async def sign_out(request: Request, ctx: ConsoleDep) -> Response:
     response = redirect("/school/sign-in?signed-out=1")
     response.delete_cookie(COOKIE, path="/school")
     return response
+
+
+def _sentence(detail: str) -> str:
+    return detail[:1].upper() + detail[1:]
 
 
 def _text(form: FormData, name: str, limit: int = 1000) -> str:
