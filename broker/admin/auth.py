@@ -113,6 +113,21 @@ class AdminAuth:
         self._clear_failures(email)
         return admin, None
 
+    def confirm_password(
+        self, admin: SchoolAdmin, password: str, now: datetime
+    ) -> DomainError | None:
+        """The admin's own password again (to change it): gated and counted like a sign-in."""
+        email = admin.email.strip().lower()
+        with hash_gate().slot(self.settings.admin_login_hash_wait_seconds):
+            locked_until = self._reserve(email, now)
+            if locked_until is not None:
+                return _locked(max(1, math.ceil((locked_until - now).total_seconds())))
+            password_ok = verify_password(password, admin.password_hash)
+        if not password_ok:
+            return _bad_login()
+        self._clear_failures(email)
+        return None
+
     def second_factor_only(
         self, admin: SchoolAdmin, code: str, now: datetime
     ) -> tuple[bool, DomainError | None]:

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
-from broker.admin.auth import AdminAuth, AdminIdentity
-from broker.admin.models import AdminLoginFailure, AdminSession
+from broker.admin.auth import AdminAuth, AdminIdentity, LoginLockedError
+from broker.admin.models import AdminSession
 from broker.admin.settings import AdminSettings
 from broker.console.models import AdminInvitation
 from broker.console.sessions import end_sessions_of
@@ -31,7 +31,6 @@ from broker.security import (
     generate_secret,
     hash_password,
     password_policy_problems,
-    verify_password,
 )
 from consent.models import AuditEvent
 from consent.repository import ConsentRepository
@@ -241,16 +240,15 @@ def change_password(
     """
     admin = admin_of_school(session, by.school_id, by.admin_id)
     problems: dict[str, list[str]] = {}
-    auth = AdminAuth(session, sealer, settings)
-    locked_until = auth.locked_until(admin.email, now)
     if not current:
         problems["current"] = ["Enter your current password"]
-    elif locked_until is not None:
-        minutes = math.ceil((locked_until - now).total_seconds() / 60)
-        problems["current"] = [f"Too many wrong passwords: try again in {minutes} minutes"]
-    elif not verify_password(current, admin.password_hash):
-        session.add(AdminLoginFailure(email=admin.email, at=now))
-        problems["current"] = ["Your current password is wrong"]
+    else:
+        error = AdminAuth(session, sealer, settings).confirm_password(admin, current, now)
+        if isinstance(error, LoginLockedError):
+            minutes = math.ceil(int(error.extra.get("retry_after", 60)) / 60)
+            problems["current"] = [f"Too many wrong passwords: try again in {minutes} minutes"]
+        elif error is not None:
+            problems["current"] = ["Your current password is wrong"]
     if not new:
         problems["new"] = ["Enter a new password"]
     else:
