@@ -88,6 +88,7 @@ class Seeded:
     spare_partner_id: str  # requests the same areas, holds no consent yet
     partner_token: str
     admin_token: str
+    logout_token: str  # another admin's: signing it out must not sign the run's admin out
     agent_key: str
     consent_id: str
     other_consent_id: str
@@ -103,6 +104,8 @@ class Seeded:
 
     def credentials(self, path: str) -> dict[str, str]:
         """The credential each path group takes."""
+        if path == "/v1/admin/logout":
+            return {"Authorization": f"Bearer {self.logout_token}"}
         if path.startswith("/v1/admin/") and path != "/v1/admin/login":
             return {"Authorization": f"Bearer {self.admin_token}"}
         if path.startswith("/v1/agent/"):
@@ -248,13 +251,16 @@ def _seed(
         spare_partner_id=spare.partner.id,
         partner_token=partner_token,
         admin_token=admin_token,
+        logout_token=other_token,
         agent_key=school.agent_key,
         consent_id=consent_ids[0],
         other_consent_id=consent_ids[1],
         command_id=command["id"],
         delivery_id=delivery_id,
-        client_id=partner.partner.client_id,
-        client_secret=partner.client_secret,
+        # The fuzzer mints tokens with these: a spare client's, since minting more than ten
+        # revokes the oldest, and the run's partner token must outlive the run.
+        client_id=spare.partner.client_id,
+        client_secret=spare.client_secret,
         admin_email=admins[0].admin.email,
         totp_secret=admins[0].totp_secret,
     )
