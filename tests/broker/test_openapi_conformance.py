@@ -17,12 +17,18 @@ documented as a 200 anyway.  No operation can end the seeded tokens or the agent
 Hand-made cases then put what random generation seldom reaches through the same checks:
 content encodings, ETags, the CSV export, and instants at the very ends of time (each of
 those was a 500 before).
+
+Last, stateful sequences along the document's links, with negative data generation: no 5xx
+(issue 12).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
+import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,8 +40,10 @@ import pyotp
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Flaky
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -515,3 +523,192 @@ def test_hand_made_requests_are_documented(seeded: Seeded, name: str) -> None:
     case = operation.Case(path_parameters=used, headers=headers, query=query)
     case.validate_response(response, checks=CHECKS)
     _problem_ok(response)
+
+
+# Stateful: sequences of calls along the document's links, with data that breaks the schema
+# (negative generation) as well as data that fits it.  Schemathesis infers links between the
+# consent, partner, school, delivery and command operations; the links added below make
+# every other operation reachable too (to and from `GET /healthz`, seeded ids in paths).
+STATEFUL_STEPS = 10
+STATEFUL_RESTARTS = 10
+# Mixed sequences send valid data mostly (one step in ten is negative, so chains go deep);
+# the negative-only sequences break the schema at every step.
+STATEFUL_RUNS = (
+    ([GenerationMode.POSITIVE, GenerationMode.NEGATIVE], 150),
+    ([GenerationMode.NEGATIVE], 100),
+)
+TOP_UP_EXAMPLES = 10  # per mode, for an operation that no sequence happened to reach
+
+
+@dataclass(frozen=True)
+class ServerError:
+    method: str
+    path: str
+    status: int
+    query: Any
+    body: Any
+    error: str  # the exception the server logged: type and message
+
+    def __str__(self) -> str:
+        return (
+            f"{self.status} {self.method} {self.path} query={self.query!r} "
+            f"body={self.body!r:.300} -> {self.error}"
+        )
+
+
+class _LoggedErrors(logging.Handler):
+    """The exceptions behind 500s, as the problem handler logs them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            self.last = f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+@dataclass
+class Exerciser:
+    """Sends a case with its path group's credential and collects every distinct 5xx."""
+
+    seeded: Seeded
+    logged: _LoggedErrors
+    found: dict[tuple[str, str, int, str], ServerError] = field(default_factory=dict)
+    reached: set[str] = field(default_factory=set)
+    scenarios: int = 0
+
+    def prepare(self, case: Any) -> None:
+        headers = dict(case.headers or {})
+        headers.pop("Authorization", None)
+        case.headers = headers | self.seeded.credentials(case.path)
+
+    def record(self, case: Any, response: Any) -> None:
+        self.reached.add(f"{case.method} {case.path}")
+        if response.status_code >= 500:
+            error = self.logged.last or _header(response, "content-type")
+            key = (case.method, case.path, response.status_code, error)
+            self.found.setdefault(
+                key,
+                ServerError(
+                    case.method, case.path, response.status_code, case.query, case.body, error
+                ),
+            )
+        self.logged.last = ""
+
+    def send(self, case: Any) -> None:
+        self.prepare(case)
+        response = case.call(base_url=self.seeded.base_url, session=self.seeded.http)
+        self.record(case, response)
+
+
+def _linked_document(seeded: Seeded) -> dict[str, Any]:
+    """The served document, plus links from `GET /healthz` to every operation and back."""
+    doc: dict[str, Any] = copy.deepcopy(schema.raw_schema)
+    ids = {
+        "school_id": seeded.school_id,
+        "area": BASIC,
+        "consent_id": seeded.consent_id,
+        "command_id": seeded.command_id,
+        "delivery_id": seeded.delivery_id,
+    }
+    healthz = doc["paths"]["/healthz"]["get"]
+    links = {}
+    for path, operations in doc["paths"].items():
+        for operation in operations.values():
+            names = re.findall(r"{(\w+)}", path)
+            links[f"to_{operation['operationId']}"] = {
+                "operationId": operation["operationId"],
+                "parameters": {f"path.{name}": ids[name] for name in names},
+            }
+            # ... and back: a sequence may start at any operation that is a link's source.
+            status = min(code for code in operation["responses"] if code.startswith("2"))
+            back = operation["responses"][status].setdefault("links", {})
+            back["to_healthz"] = {"operationId": healthz["operationId"]}
+    healthz["responses"]["200"]["links"] = links
+    return doc
+
+
+def _run_sequences(stateful: Any, exerciser: Exerciser, examples: int) -> None:
+    class Machine(stateful.as_state_machine()):  # type: ignore[misc]
+        def setup(self) -> None:
+            exerciser.scenarios += 1
+
+        def before_call(self, case: Any) -> None:
+            exerciser.prepare(case)
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"base_url": exerciser.seeded.base_url, "session": exerciser.seeded.http}
+
+        def validate_response(self, response: Any, case: Any, *_: Any, **__: Any) -> None:
+            exerciser.record(case, response)
+
+    start = exerciser.scenarios
+    # Which links a step may follow depends on what the server answered before, so a
+    # replay can diverge (hypothesis' Flaky): start again, as schemathesis' own runner does.
+    for _ in range(STATEFUL_RESTARTS):
+        left = examples - (exerciser.scenarios - start)
+        if left <= 0:
+            return
+        try:
+            Machine.run(
+                settings=settings(
+                    max_examples=left,
+                    stateful_step_count=STATEFUL_STEPS,
+                    phases=[Phase.generate],
+                    database=None,
+                    deadline=None,
+                    suppress_health_check=list(HealthCheck),
+                )
+            )
+            return
+        except Flaky:
+            continue
+
+
+def _top_up(stateful: Any, exerciser: Exerciser, label: str) -> None:
+    """A few single calls, both modes, to an operation no sequence happened to reach."""
+    method, path = label.split(" ", 1)
+    operation = stateful[path][method]
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=TOP_UP_EXAMPLES,
+            phases=[Phase.generate],
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def call(case: Any) -> None:
+            exerciser.send(case)
+
+        call()
+
+
+def test_stateful_sequences_with_negative_data_never_get_a_5xx(seeded: Seeded) -> None:
+    """Every operation, reached along links, with positive and negative data: no 5xx.
+
+    A 5xx does not stop the run: every distinct one is collected, so that one run lists
+    them all (operation, input and the exception the server logged)."""
+    stateful = schemathesis.openapi.from_dict(_linked_document(seeded))
+    logged = _LoggedErrors()
+    exerciser = Exerciser(seeded, logged)
+    problems_log = logging.getLogger("broker.problems")
+    problems_log.addHandler(logged)
+    try:
+        for modes, examples in STATEFUL_RUNS:
+            stateful.config.generation.update(modes=modes, max_examples=examples)
+            _run_sequences(stateful, exerciser, examples)
+        operations = {
+            f"{m.upper()} {p}" for p, ops in schema.raw_schema["paths"].items() for m in ops
+        }
+        for label in sorted(operations - exerciser.reached):
+            _top_up(stateful, exerciser, label)
+    finally:
+        problems_log.removeHandler(logged)
+    assert not exerciser.found, "\n".join(str(e) for e in exerciser.found.values())
+    total = sum(examples for _, examples in STATEFUL_RUNS)
+    assert exerciser.scenarios >= total / 2, f"only {exerciser.scenarios} sequences ran"
+    assert exerciser.reached == operations, sorted(operations - exerciser.reached)
