@@ -17,8 +17,7 @@ from consent.repository import ConsentRepository
 
 def refresh_now(ctx: AdminContext, areas: Sequence[str]) -> AgentCommand:
     """Ask the school's agent to extract `areas` now; a closed school has no agent to ask."""
-    if ctx.school.status is not SchoolStatus.ACTIVE:
-        raise ConflictError("this school is closed")
+    _require_open(ctx)
     command = commands.request_extract(
         ctx.session,
         school_id=ctx.school.id,
@@ -26,32 +25,27 @@ def refresh_now(ctx: AdminContext, areas: Sequence[str]) -> AgentCommand:
         reason=f"{ctx.admin.actor} asked for a refresh",
         now=ctx.now,
     )
-    ConsentRepository(ctx.session).add_audit(
-        AuditEvent(
-            at=ctx.now,
-            actor=ctx.admin.actor,
-            action="agent.refresh_requested",
-            target=ctx.school.id,
-            detail={"command_id": command.id, "areas": sorted(set(areas))},
-        )
-    )
+    _audit(ctx, "agent.refresh_requested", command_id=command.id, areas=sorted(set(areas)))
     return command
 
 
 def confirm_held_deletion(ctx: AdminContext, area: str) -> dict[str, Any]:
     """Let the area's held mass deletion go through, once (at the broker and at the agent)."""
-    if ctx.school.status is not SchoolStatus.ACTIVE:
-        raise ConflictError("this school is closed")
+    _require_open(ctx)
     result = held.confirm(
         ctx.session, school_id=ctx.school.id, area=area, actor=ctx.admin.actor, now=ctx.now
     )
-    ConsentRepository(ctx.session).add_audit(
-        AuditEvent(
-            at=ctx.now,
-            actor=ctx.admin.actor,
-            action="agent.deletion_confirmed",
-            target=ctx.school.id,
-            detail={"area": area},
-        )
-    )
+    _audit(ctx, "agent.deletion_confirmed", area=area)
     return result
+
+
+def _require_open(ctx: AdminContext) -> None:
+    if ctx.school.status is not SchoolStatus.ACTIVE:
+        raise ConflictError("this school is closed")
+
+
+def _audit(ctx: AdminContext, action: str, **detail: Any) -> None:
+    event = AuditEvent(
+        at=ctx.now, actor=ctx.admin.actor, action=action, target=ctx.school.id, detail=detail
+    )
+    ConsentRepository(ctx.session).add_audit(event)

@@ -1,5 +1,10 @@
-"""Fixtures of the console's browser tests: one live broker and one Chromium per session, a
-fresh school (with its admin and a partner) and a fresh browser context per test."""
+"""Fixtures of the console's tests.
+
+Browser tests: one live broker and one Chromium per session, a fresh school (with its admin
+and a partner) and a fresh browser context per test.  Page tests without a browser: the
+admin API's `World` (two schools, their admins, two partners) on the in-process app, and
+`signed_in`, the same world with its first admin signed in to the console.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,15 @@ from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
 
 import pytest
+from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
+from broker.clock import FrozenClock
 from tests.agents.agent_broker import LiveBroker
 from tests.console.browser import CHROMIUM, DESKTOP, LAUNCH_ARGS, Visitor
 from tests.console.world import BrokerClock, Console, Tenant, start_of_minute
+from tests.support.admin import World, build_world, cheap_argon2
+from tests.support.console import sign_in
 
 
 @pytest.fixture(scope="session")
@@ -100,3 +109,15 @@ def pytest_runtest_makereport(
         if isinstance(seen, Visitor) and seen.problems:
             report.sections.append(("page problems found before", "\n".join(seen.problems)))
     return report
+
+
+@pytest.fixture
+def world(client: TestClient, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> World:
+    cheap_argon2(monkeypatch)
+    return build_world(client, clock)
+
+
+@pytest.fixture
+def signed_in(world: World) -> World:
+    sign_in(world)
+    return world

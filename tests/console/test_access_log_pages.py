@@ -7,9 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from broker.clock import FrozenClock
 from broker.console.pages import access_log
 from broker.console.web import format_instant
 from consent.access_log import LogEntry
@@ -18,19 +16,11 @@ from tests.support.admin import (
     CONTACTS,
     DEMOGRAPHICS,
     World,
-    build_world,
-    cheap_argon2,
 )
 from tests.support.console import sign_in
 
 S = timedelta(seconds=1)
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@pytest.fixture
-def world(client: TestClient, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> World:
-    cheap_argon2(monkeypatch)
-    return build_world(client, clock)
 
 
 def log_read(world: World, n: int, **kw: Any) -> int:
@@ -54,12 +44,6 @@ def log_read(world: World, n: int, **kw: Any) -> int:
 def rows(html: str) -> list[str]:
     """The entry numbers of the access-log table, in order."""
     return re.findall(r'<th scope="row" class="govuk-table__header">(\d+)</th>', html)
-
-
-@pytest.fixture
-def signed_in(world: World) -> World:
-    sign_in(world)
-    return world
 
 
 def test_a_stranger_is_sent_to_sign_in(world: World) -> None:

@@ -11,25 +11,20 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from broker.admin.models import AdminLoginFailure
-from broker.clock import FrozenClock
 from broker.console.models import AdminInvitation, ConsoleSession
 from broker.db import session_scope
 from broker.schools.models import SchoolAdmin
 from broker.security import verify_password
 from consent.models import AuditEvent
-from tests.support.admin import PASSWORD, Admin, World, build_world, cheap_argon2
+from tests.support.admin import PASSWORD, Admin, World
 from tests.support.console import code_for, csrf_of, post, sign_in, submit
 
 NEW_PASSWORD = "N3w!staple-battery"
 NEWCOMER = "bursar@hilltop.sch.uk"
 
 
-@pytest.fixture
-def world(client: TestClient, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> World:
-    cheap_argon2(monkeypatch)
-    world = build_world(client, clock)
-    sign_in(world)
-    return world
+# Every test here starts with the admin signed in (`world` is the same object).
+pytestmark = pytest.mark.usefixtures("signed_in")
 
 
 def admin_row(world: World, email: str) -> SchoolAdmin | None:

@@ -6,25 +6,19 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from broker.agenthub.models import AgentCommand
-from broker.clock import FrozenClock, rfc3339
+from broker.clock import rfc3339
 from broker.db import session_scope
 from broker.schools.repository import SchoolRepository
 from broker.schools.service import close_school
 from consent.models import AuditEvent
-from tests.support.admin import World, build_world, cheap_argon2
-from tests.support.console import csrf_of, post, sign_in, submit
+from tests.support.admin import World
+from tests.support.console import csrf_of, post, submit
 
-
-@pytest.fixture
-def world(client: TestClient, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> World:
-    cheap_argon2(monkeypatch)
-    world = build_world(client, clock)
-    sign_in(world)
-    return world
+# Every test here starts with the admin signed in (`world` is the same object).
+pytestmark = pytest.mark.usefixtures("signed_in")
 
 
 def commands(world: World) -> list[AgentCommand]:

@@ -5,20 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 from httpx import Response
 
-from broker.clock import FrozenClock, rfc3339
-from tests.support.admin import BASIC, CONTACTS, DEMOGRAPHICS, World, build_world, cheap_argon2
-from tests.support.console import csrf_of, sign_in
+from broker.clock import rfc3339
+from tests.support.admin import BASIC, CONTACTS, DEMOGRAPHICS, World
+from tests.support.console import csrf_of
 
-
-@pytest.fixture
-def world(client: TestClient, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> World:
-    cheap_argon2(monkeypatch)
-    world = build_world(client, clock)
-    sign_in(world)
-    return world
+# Every test here starts with the admin signed in (`world` is the same object).
+pytestmark = pytest.mark.usefixtures("signed_in")
 
 
 def page(world: World) -> str:

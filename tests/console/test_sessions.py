@@ -11,15 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from broker.clock import FrozenClock
-from tests.support.admin import PASSWORD, World, build_world, cheap_argon2
+from tests.support.admin import PASSWORD, World
 from tests.support.console import csrf_of, sign_in
-
-
-@pytest.fixture
-def world(client: TestClient, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> World:
-    cheap_argon2(monkeypatch)
-    return build_world(client, clock)
 
 
 def post_sign_in(world: World, code: str, *, email: str | None = None) -> Response:

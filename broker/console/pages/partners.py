@@ -23,6 +23,7 @@ from broker.errors import DomainError, InvalidInputError, NotFoundError
 from broker.schools.repository import SchoolRepository
 from consent.engine import revocation_end
 from consent.errors import ConsentError
+from consent.service import ConsentView
 
 router = APIRouter(prefix="/school", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -44,10 +45,12 @@ def _partner(ctx: ConsoleContext, partner_id: str) -> PartnerOverview:
     raise NotFoundError("there is no such partner")
 
 
-def _live_consent_id(item: PartnerOverview) -> str:
+def _live(ctx: ConsoleContext, partner_id: str) -> tuple[PartnerOverview, ConsentView]:
+    """The partner and its consent with this school, which must still be live to change."""
+    item = _partner(ctx, partner_id)
     if item.consent is None or item.consent.status not in LIVE:
         raise NotFoundError(f"{item.partner.name} has no consent with your school to change")
-    return item.consent.consent.id
+    return item, item.consent
 
 
 def _page(request: Request, ctx: ConsoleContext, item: PartnerOverview, **extra: Any) -> Response:
@@ -137,16 +140,14 @@ async def grant(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
 
 @router.get("/partners/{partner_id}/areas")
 def change_areas_page(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
-    item = _partner(ctx, partner_id)
-    _live_consent_id(item)
-    assert item.consent is not None
+    item, live = _live(ctx, partner_id)
     return render(
         request,
         "change_areas.html",
         {
             "title": f"Change the data {item.partner.name} may read",
             "item": item,
-            "chosen": sorted(item.consent.snapshot.areas),
+            "chosen": sorted(live.snapshot.areas),
             "requests": sorted(item.requests, key=lambda r: r.area),
             "errors": [],
         },
@@ -156,11 +157,9 @@ def change_areas_page(request: Request, partner_id: str, ctx: ConsoleDep) -> Res
 @router.post("/partners/{partner_id}/areas")
 async def change_areas_check(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
     form = await ctx.form(request)
-    item = _partner(ctx, partner_id)
-    _live_consent_id(item)
-    assert item.consent is not None
+    item, live = _live(ctx, partner_id)
     areas = _chosen_areas(form, item)
-    current = set(item.consent.snapshot.areas)
+    current = set(live.snapshot.areas)
     if not areas:
         return render(
             request, "change_areas.html",
@@ -181,16 +180,14 @@ async def change_areas_check(request: Request, partner_id: str, ctx: ConsoleDep)
 @router.post("/partners/{partner_id}/areas/confirm")
 async def change_areas(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
     form = await ctx.form(request)
-    item = _partner(ctx, partner_id)
-    consent_id = _live_consent_id(item)
-    ctx.admin_ctx.consents.change_areas(consent_id, _chosen_areas(form, item))
+    item, live = _live(ctx, partner_id)
+    ctx.admin_ctx.consents.change_areas(live.consent.id, _chosen_areas(form, item))
     return redirect(f"/school/partners/{partner_id}?done=changed")
 
 
 @router.get("/partners/{partner_id}/revoke")
 def revoke_page(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
-    item = _partner(ctx, partner_id)
-    _live_consent_id(item)
+    item, _ = _live(ctx, partner_id)
     return _revoke_form(request, item, None, [])
 
 
@@ -237,8 +234,7 @@ class EndAnswer:
 async def revoke_check(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
     """Step 1: the end instant that will result, stated before it is confirmed."""
     form = await ctx.form(request)
-    item = _partner(ctx, partner_id)
-    _live_consent_id(item)
+    item, _ = _live(ctx, partner_id)
     end_at, answer, errors = parse_end(form)
     if end_at is None:
         return _revoke_form(request, item, answer, errors)
@@ -256,8 +252,7 @@ async def revoke_check(request: Request, partner_id: str, ctx: ConsoleDep) -> Re
 @router.post("/partners/{partner_id}/revoke/confirm")
 async def revoke(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
     form = await ctx.form(request)
-    item = _partner(ctx, partner_id)
-    consent_id = _live_consent_id(item)
+    _, live = _live(ctx, partner_id)
     try:
         end_at = datetime.fromisoformat(str(form.get("end_at") or ""))
     except ValueError:
@@ -265,14 +260,13 @@ async def revoke(request: Request, partner_id: str, ctx: ConsoleDep) -> Response
     if end_at.utcoffset() is None:
         raise InvalidInputError("the end date was lost: start the revocation again")
     reason = str(form.get("reason") or "").strip()[:1000] or None
-    ctx.admin_ctx.consents.revoke(consent_id, end_at, reason)
+    ctx.admin_ctx.consents.revoke(live.consent.id, end_at, reason)
     return redirect(f"/school/partners/{partner_id}?done=revoked")
 
 
 @router.get("/partners/{partner_id}/suspend")
 def suspend_page(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
-    item = _partner(ctx, partner_id)
-    _live_consent_id(item)
+    item, _ = _live(ctx, partner_id)
     return render(
         request, "suspend.html",
         {"title": f"Suspend access for {item.partner.name}", "item": item, "errors": []},
@@ -282,8 +276,7 @@ def suspend_page(request: Request, partner_id: str, ctx: ConsoleDep) -> Response
 @router.post("/partners/{partner_id}/suspend")
 async def suspend(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
     form = await ctx.form(request)
-    item = _partner(ctx, partner_id)
-    consent_id = _live_consent_id(item)
+    item, live = _live(ctx, partner_id)
     reason = str(form.get("reason") or "").strip()[:1000]
     if not reason:
         return render(
@@ -292,15 +285,15 @@ async def suspend(request: Request, partner_id: str, ctx: ConsoleDep) -> Respons
              "errors": [{"text": "Enter why you are suspending access", "href": "#reason"}]},
             status_code=422,
         )  # fmt: skip
-    ctx.admin_ctx.consents.suspend(consent_id, reason)
+    ctx.admin_ctx.consents.suspend(live.consent.id, reason)
     return redirect(f"/school/partners/{partner_id}?done=suspended")
 
 
 @router.post("/partners/{partner_id}/resume")
 async def resume(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
     await ctx.form(request)
-    item = _partner(ctx, partner_id)
-    ctx.admin_ctx.consents.resume(_live_consent_id(item), None)
+    _, live = _live(ctx, partner_id)
+    ctx.admin_ctx.consents.resume(live.consent.id, None)
     return redirect(f"/school/partners/{partner_id}?done=resumed")
 
 

@@ -146,25 +146,37 @@ async def sign_in_submit(request: Request, runtime: RuntimeDep) -> Response:
     return response
 
 
-def _pending(
-    request: Request, runtime: ConsentRuntime, stage: SessionStage
-) -> tuple[LiveSession | None, str | None]:
-    token = request.cookies.get(COOKIE)
+def _pending(request: Request, runtime: ConsentRuntime, stage: SessionStage) -> LiveSession | None:
+    """The browser's half-finished sign-in, if it is at `stage` (enrolment, recovery codes)."""
     resources = runtime.resources
     with session_scope(resources.engine) as session:
+        token = request.cookies.get(COOKIE)
         live = resolve_session(session, token, resources.clock.now(), limits(runtime))
         if live is not None:
             session.expunge(live.row)
             session.expunge(live.admin)
     if live is None or live.row.stage is not stage:
-        return None, token
+        return None
     request.state.csrf_token = live.row.csrf_token
-    return live, token
+    return live
+
+
+async def _pending_form(
+    request: Request, runtime: ConsentRuntime, stage: SessionStage
+) -> tuple[LiveSession, FormData] | None:
+    """The half-finished sign-in and its posted form, refused without its CSRF token."""
+    live = _pending(request, runtime, stage)
+    if live is None:
+        return None
+    form = await read_form(request)
+    if not csrf_ok(form, live.row.csrf_token):
+        raise CsrfRefused
+    return live, form
 
 
 @router.get("/sign-in/authenticator")
 def authenticator_page(request: Request, runtime: RuntimeDep) -> Response:
-    live, _ = _pending(request, runtime, SessionStage.ENROL)
+    live = _pending(request, runtime, SessionStage.ENROL)
     if live is None:
         return redirect("/school/sign-in")
     return _authenticator(request, runtime, live)
@@ -193,12 +205,10 @@ def _authenticator(
 
 @router.post("/sign-in/authenticator")
 async def authenticator_submit(request: Request, runtime: RuntimeDep) -> Response:
-    live, _ = _pending(request, runtime, SessionStage.ENROL)
-    if live is None:
+    pending = await _pending_form(request, runtime, SessionStage.ENROL)
+    if pending is None:
         return redirect("/school/sign-in")
-    form = await read_form(request)
-    if not csrf_ok(form, live.row.csrf_token):
-        raise CsrfRefused
+    live, form = pending
     code = _text(form, "code")
     if not code.strip():
         errors = [{"text": "Enter the 6-digit code from your authenticator app", "href": "#code"}]
@@ -226,7 +236,7 @@ async def authenticator_submit(request: Request, runtime: RuntimeDep) -> Respons
 @router.get("/sign-in/recovery-codes")
 def recovery_codes_page(request: Request, runtime: RuntimeDep) -> Response:
     """Ten fresh codes on every view: a reload replaces those shown before, never shows them."""
-    live, _ = _pending(request, runtime, SessionStage.RECOVERY_CODES)
+    live = _pending(request, runtime, SessionStage.RECOVERY_CODES)
     if live is None:
         return redirect("/school/sign-in")
     resources = runtime.resources
@@ -239,12 +249,10 @@ def recovery_codes_page(request: Request, runtime: RuntimeDep) -> Response:
 
 @router.post("/sign-in/recovery-codes")
 async def recovery_codes_done(request: Request, runtime: RuntimeDep) -> Response:
-    live, _ = _pending(request, runtime, SessionStage.RECOVERY_CODES)
-    if live is None:
+    pending = await _pending_form(request, runtime, SessionStage.RECOVERY_CODES)
+    if pending is None:
         return redirect("/school/sign-in")
-    form = await read_form(request)
-    if not csrf_ok(form, live.row.csrf_token):
-        raise CsrfRefused
+    live, _ = pending
     resources = runtime.resources
     now = resources.clock.now()
     with session_scope(resources.engine) as session:
