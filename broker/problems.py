@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -81,6 +83,19 @@ async def _cache_error(_: Request, exc: Exception) -> Response:
     return problem_response(exc.status, slug=exc.slug, title=exc.title, detail=str(exc))
 
 
+async def _backing_service_down(_: Request, exc: Exception) -> Response:
+    # Redis restarting or unreachable: the client may try again in a moment, and gets a
+    # problem it can act on instead of a 500.
+    log.warning("backing service unavailable: %s", type(exc).__name__)
+    return problem_response(
+        503,
+        slug="unavailable",
+        title="Service unavailable",
+        detail="a service the broker needs is not answering: try again shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [
@@ -129,6 +144,8 @@ async def _unexpected_error(_: Request, exc: Exception) -> Response:
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(CacheError, _cache_error)
+    app.add_exception_handler(RedisConnectionError, _backing_service_down)
+    app.add_exception_handler(RedisTimeoutError, _backing_service_down)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -57,3 +57,23 @@ def test_an_unexpected_error_is_a_500_problem_with_the_request_id(
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["request_id"] == "req-12345678"
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_redis_that_is_not_answering_is_503_with_retry_after(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from broker.partners.tokens import TokenCache
+
+    async def down(*_: object, **__: object) -> None:
+        raise RedisConnectionError("Error 2 connecting to redis.sock")
+
+    monkeypatch.setattr(TokenCache, "resolve", down)
+    response = client.get(
+        "/v1/schools/sch_1/data/students.basic", headers={"Authorization": "Bearer mbt_x"}
+    )
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "redis.sock" not in response.text
