@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -9,7 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from broker.app import create_app
@@ -74,3 +77,26 @@ def test_concurrent_patch_suspend_and_resume_on_one_consent_give_200_or_409_neve
         seqs = list(session.exec(stmt.order_by(col(ConsentEventRow.seq))).all())
     assert seqs == list(range(1, len(seqs) + 1)), "one event per sequence number, no gaps"
     assert len(seqs) > 1  # the calls did change the consent
+
+
+def test_a_database_busy_past_the_timeout_is_503_with_retry_after_not_500(
+    app: FastAPI, client: TestClient
+) -> None:
+    @app.get("/locked-for-test")
+    def locked() -> None:
+        raise OperationalError(
+            "BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked")
+        )
+
+    @app.get("/broken-for-test")
+    def broken() -> None:
+        raise OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: x"))
+
+    response = client.get("/locked-for-test", headers={"X-Request-Id": "req-busy0001"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["type"] == "/problems/unavailable"
+    assert "locked" not in response.text
+    other = client.get("/broken-for-test", headers={"X-Request-Id": "req-broken01"})
+    assert other.status_code == 500
+    assert other.headers["x-request-id"] == "req-broken01"
