@@ -48,8 +48,7 @@ class UrlPolicy:
     allowed_networks: tuple[IPNetwork, ...] = ()
 
     def refuses(self, address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        address = _embedded_ipv4(address)
         if address in METADATA:
             return True
         if any(address in network for network in self.allowed_networks):
@@ -57,6 +56,22 @@ class UrlPolicy:
         # is_global is false for private, loopback, link-local, unique-local, unspecified,
         # reserved and shared (100.64/10) space; multicast can be "global", so it is named.
         return not address.is_global or address.is_multicast
+
+
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _embedded_ipv4(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 one reaches (mapped, 6to4, NAT64), which is what is judged."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return address
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
 
 
 def parse_networks(text: str) -> tuple[IPNetwork, ...]:

@@ -115,6 +115,8 @@ def spy() -> SpyBackend:
         "http://example.org/",
         "https://[fd00:ec2::254]/",
         "https://[::ffff:10.0.0.1]/",
+        "https://[2002:a9fe:a9fe::]/",
+        "https://[64:ff9b::a00:1]/",
         "https://127.0.0.1/",
         "https://[::1]/",
         "https://0.0.0.0/",
