@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -134,6 +135,28 @@ def internal_error_response() -> Response:
     )
 
 
+def is_database_busy(exc: OperationalError) -> bool:
+    """SQLite's "database is locked" (or busy): a writer outlasted the busy timeout."""
+    text = str(exc.orig).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+async def _database_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OperationalError)
+    if not is_database_busy(exc):
+        raise exc  # on to the request id middleware and the 500 it answers, as before
+    # Writers queue on SQLite's lock for the busy timeout; past it the client is told to
+    # come back rather than shown a 500 (the load is the problem, not its request).
+    log.warning("database busy past the timeout: answered 503")
+    return problem_response(
+        503,
+        slug="unavailable",
+        title="Service unavailable",
+        detail="the database is busy: try again in a moment",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unexpected_error(_: Request, exc: Exception) -> Response:
     # Called by Starlette's outermost middleware, after the request id middleware has sent
     # `internal_error_response()` with the id; only its log line reaches anyone.
@@ -146,6 +169,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CacheError, _cache_error)
     app.add_exception_handler(RedisConnectionError, _backing_service_down)
     app.add_exception_handler(RedisTimeoutError, _backing_service_down)
+    app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

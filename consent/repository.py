@@ -25,8 +25,26 @@ class ConsentRepository:
     def get(self, consent_id: str, *, for_update: bool = False) -> Consent | None:
         stmt = select(Consent).where(Consent.id == consent_id)
         if for_update:
-            stmt = stmt.with_for_update()  # PostgreSQL row lock; SQLite's write lock serialises
+            self._write_lock()
+            # PostgreSQL's row lock (SQLite's is taken above); the row as it is now, even if
+            # this session loaded it before the lock.
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return self.session.exec(stmt).first()
+
+    def _write_lock(self) -> None:
+        """On SQLite, take the database's write lock now, before the reads a change rests on.
+
+        pysqlite opens a transaction only at the first write, so two changes would both read
+        the same last sequence number and the second would fail on the duplicate (or on a
+        stale WAL snapshot, "database is locked", which no busy timeout waits out).
+        `BEGIN IMMEDIATE` waits (busy_timeout) for the other writer and then reads its
+        result.  A unit of work that has written already holds the lock.
+        """
+        conn = self.session.connection()
+        if conn.dialect.name != "sqlite":
+            return
+        if not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     def for_school(self, school_id: str) -> Sequence[Consent]:
         stmt = (
@@ -45,6 +63,7 @@ class ConsentRepository:
         return self.session.exec(stmt).all()
 
     def live_for_pair(self, school_id: str, partner_id: str) -> Consent | None:
+        self._write_lock()
         stmt = select(Consent).where(Consent.live_key == live_key(school_id, partner_id))
         return self.session.exec(stmt.with_for_update()).first()
 

@@ -321,11 +321,12 @@ class ConsentService:
         self, consent: Consent, view: ConsentView, event: ConsentEvent, kind: str, now: datetime
     ) -> ConsentView:
         timeline = _fold([*view.timeline.events, event], self.grace)
+        consent_id = consent.id  # a failed flush expires `consent`: reading it then would fail
         try:
             self.repo.append(consent, event)
         except IntegrityError as exc:
             raise ConsentConflictError(
-                f"consent {consent.id} was changed at the same time; retry"
+                f"consent {consent_id} was changed at the same time; retry"
             ) from exc
         new_view = self._refresh(consent, timeline, now)
         self._announce(kind, new_view, now, event)

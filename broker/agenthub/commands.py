@@ -133,11 +133,17 @@ def record_result(
     return command
 
 
-def command_history(session: Session, school_id: str, limit: int = 50) -> Sequence[AgentCommand]:
+HISTORY_PAGE = 50
+HISTORY_MAX = 500
+
+
+def command_history(
+    session: Session, school_id: str, limit: int = HISTORY_PAGE
+) -> Sequence[AgentCommand]:
     stmt = (
         select(AgentCommand)
         .where(AgentCommand.school_id == school_id)
         .order_by(col(AgentCommand.created_at).desc())
-        .limit(limit)
+        .limit(max(1, min(limit, HISTORY_MAX)))
     )
     return session.exec(stmt).all()

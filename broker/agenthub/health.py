@@ -6,14 +6,20 @@ from datetime import timedelta
 from typing import Any
 
 from broker.admin.deps import AdminContext
+from broker.agenthub.commands import HISTORY_PAGE
 from broker.agenthub.heartbeat import agent_health
 from broker.clock import rfc3339
 from broker.resources import Resources
 from cache.service import AreaView, CacheService
 
 
-def school_health(ctx: AdminContext, cache: CacheService, resources: Resources) -> dict[str, Any]:
-    """Every agent's heartbeat and errors, every cached area's freshness, queued commands."""
+def school_health(
+    ctx: AdminContext,
+    cache: CacheService,
+    resources: Resources,
+    command_limit: int = HISTORY_PAGE,
+) -> dict[str, Any]:
+    """Every agent's heartbeat and errors, every cached area's freshness, the latest commands."""
     areas = [area_view(v) for v in cache.area_states(ctx.session, ctx.school.id, ctx.now)]
     minutes = resources.settings.broker.agent_silent_after_minutes
     return agent_health(
@@ -22,6 +28,7 @@ def school_health(ctx: AdminContext, cache: CacheService, resources: Resources) 
         now=ctx.now,
         silent_after=timedelta(minutes=minutes),
         area_states=areas,
+        command_limit=command_limit,
     )
 
 

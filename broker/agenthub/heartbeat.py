@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from broker.agenthub import commands, held
 from broker.agenthub.models import AgentCommand
+from broker.agenthub.telemetry import bound_telemetry
 from broker.clock import rfc3339
 from broker.schools.models import Agent
 from broker.schools.repository import SchoolRepository
@@ -22,22 +23,26 @@ class AreaExtraction(BaseModel):
     ok: bool | None = None
     records: int | None = Field(default=None, ge=0)
     duration_seconds: float | None = Field(default=None, ge=0)
-    error: str | None = Field(default=None, max_length=1000)
+    error: str | None = None
 
 
 class Telemetry(BaseModel):
-    """What an agent reports each minute; unknown keys are kept (newer agents report more)."""
+    """What an agent reports each minute; unknown keys are kept (newer agents report more).
+
+    Sizes are not limited here but cut by `bound_telemetry` before storing: an oversized
+    report is shortened with a marker, never refused, so the agent is never cut off.
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    agent_version: str | None = Field(default=None, max_length=64)
-    os: str | None = Field(default=None, max_length=200)
-    mis: str | None = Field(default=None, max_length=64)
+    agent_version: str | None = None
+    os: str | None = None
+    mis: str | None = None
     cpu_percent: float | None = Field(default=None, ge=0)
     memory: dict[str, float] | None = None
     disk: dict[str, float] | None = None
-    last_extraction: dict[str, AreaExtraction] = Field(default_factory=dict, max_length=64)
-    errors: list[str] = Field(default_factory=list, max_length=50)
+    last_extraction: dict[str, AreaExtraction] = Field(default_factory=dict)
+    errors: list[str] = Field(default_factory=list)
 
 
 class CommandOut(BaseModel):
@@ -57,7 +62,7 @@ def record_heartbeat(
     agent = session.get(Agent, agent_id)
     assert agent is not None
     agent.last_heartbeat_at = now
-    agent.telemetry = telemetry.model_dump(mode="json")
+    agent.telemetry = bound_telemetry(telemetry.model_dump(mode="json"))
     session.add(agent)
     out = commands.hand_out(session, school_id=school_id, now=now)
     return HeartbeatReply(
@@ -87,6 +92,7 @@ def agent_health(
     now: datetime,
     silent_after: timedelta,
     area_states: list[dict[str, Any]] | None = None,
+    command_limit: int = commands.HISTORY_PAGE,
 ) -> dict[str, Any]:
     """Every agent of the school: last heartbeat, telemetry, silence flag; areas; commands."""
     agents = []
@@ -113,5 +119,7 @@ def agent_health(
         "agents": agents,
         "areas": area_states or [],
         "held_deletions": held.held_view(session, school_id),
-        "commands": [_command_view(c) for c in commands.command_history(session, school_id)],
+        "commands": [
+            _command_view(c) for c in commands.command_history(session, school_id, command_limit)
+        ],
     }

@@ -27,6 +27,7 @@ from broker.partners.service import register_partner, rotate_client_secret
 from broker.schools.repository import SchoolRepository
 from broker.schools.service import add_admin, close_school, register_school
 from broker.settings import SettingsError
+from broker.webhooks.settings import WebhookSettings
 from consent.areas import AREAS, UnknownAreaError, catalogue_as_dict, parse_area_list
 
 app = typer.Typer(
@@ -270,6 +271,7 @@ def partner_add(
             reasons=_parse_reasons(reason or []),
             webhook_url=webhook_url,
             now=res.clock.now(),
+            url_policy=WebhookSettings().url_policy(res.settings.broker.environment),
         )
     out = {
         "partner_id": created.partner.id,

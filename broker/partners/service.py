@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import base64
-import ipaddress
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 from sqlalchemy.exc import IntegrityError
 
@@ -17,6 +15,7 @@ from broker.ids import new_id
 from broker.partners.models import Partner, PartnerAreaRequest
 from broker.partners.repository import PartnerRepository
 from broker.security import SecretSealer, digest_secret, generate_secret, secret_matches
+from broker.webhooks.addresses import UrlPolicy, check_webhook_url
 from consent.areas import CATALOGUE, SENSITIVE_AREAS
 
 MAX_REASON_LENGTH = 1000
@@ -36,26 +35,6 @@ def webhook_context(partner_id: str) -> bytes:
 def new_webhook_secret() -> str:
     """A Standard Webhooks secret: `whsec_` and base64 of 24 random bytes."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
-def validate_webhook_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidInputError(f"invalid webhook URL {url!r}: expected https://host/path")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise InvalidInputError(
-            f"webhook URL {url!r} must use https (plain http only for loopback)"
-        )
-    return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def validate_requests(
@@ -90,13 +69,15 @@ def register_partner(
     reasons: Mapping[str, str],
     webhook_url: str | None,
     now: datetime,
+    url_policy: UrlPolicy | None = None,
 ) -> NewPartner:
+    """Register a partner; `url_policy` defaults to production's (https to public hosts)."""
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidInputError("partner name must be 1-200 characters")
     requests = validate_requests(areas, reasons)
     if webhook_url is not None:
-        validate_webhook_url(webhook_url)
+        check_webhook_url(webhook_url, url_policy or UrlPolicy())
     if repo.by_name(name) is not None:
         raise ConflictError(f"a partner named {name!r} already exists")
     partner_id = new_id("prt")

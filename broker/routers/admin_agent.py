@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from broker.admin.deps import AdminDep
 from broker.agenthub import admin_actions
+from broker.agenthub.commands import HISTORY_MAX, HISTORY_PAGE
 from broker.agenthub.health import school_health
 from broker.deps import get_batch_applier, get_resources
 from broker.resources import Resources
@@ -35,8 +36,11 @@ def get_agent_health(
     ctx: AdminDep,
     cache: Annotated[CacheService, Depends(get_batch_applier)],
     resources: Annotated[Resources, Depends(get_resources)],
+    limit: Annotated[
+        int, Query(ge=1, le=HISTORY_MAX, description="How many of the latest commands")
+    ] = HISTORY_PAGE,
 ) -> dict[str, Any]:
-    return school_health(ctx, cache, resources)
+    return school_health(ctx, cache, resources, limit)
 
 
 @router.post(

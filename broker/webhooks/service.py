@@ -34,6 +34,7 @@ from broker.ids import new_id
 from broker.partners.models import Partner, PartnerStatus
 from broker.partners.service import webhook_context
 from broker.security import SecretSealer
+from broker.webhooks.addresses import WebhookUrlError
 from broker.webhooks.models import DeliveryStatus, WebhookDelivery
 from broker.webhooks.policy import DEFAULT_WINDOW, RetryPolicy
 from broker.webhooks.repository import WebhookRepository
@@ -261,6 +262,9 @@ def _post(
             code = response.status_code
     except httpx.TimeoutException:
         return None, "timeout"
+    except WebhookUrlError:
+        # Retried: a partner can fix its DNS within the window; nothing was connected to.
+        return None, "refused: address not allowed"
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         # The class name only: the message may quote the URL, which can carry a token.
         return None, f"request failed: {type(exc).__name__}"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broker.settings import Environment
+from broker.webhooks.addresses import UrlPolicy, parse_networks
 from broker.webhooks.policy import RetryPolicy
 
 
@@ -20,6 +22,21 @@ class WebhookSettings(BaseSettings):
     # Per task run: outbox events fanned out, deliveries attempted.
     fan_out_batch: int = Field(default=100, ge=1, le=1000)
     deliver_batch: int = Field(default=20, ge=1, le=1000)
+    # Comma list of CIDRs partners may be on although not public (`10.20.0.0/16,fd12::/48`).
+    # Metadata addresses stay refused whatever this says.
+    allowed_networks: str = ""
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        parse_networks(value)  # a ValueError here names the setting at start, not at delivery
+        return value
+
+    def url_policy(self, environment: Environment) -> UrlPolicy:
+        return UrlPolicy(
+            loopback_http=environment in (Environment.DEVELOPMENT, Environment.TEST),
+            allowed_networks=parse_networks(self.allowed_networks),
+        )
 
     def policy(self) -> RetryPolicy:
         return RetryPolicy(

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import httpx
 from sqlalchemy.exc import OperationalError
 
 from broker.db import session_scope
 from broker.webhooks.recipients import consent_recipients
 from broker.webhooks.service import deliver_due, fan_out
 from broker.webhooks.settings import WebhookSettings
+from broker.webhooks.transport import webhook_client
 from broker.worker import celery_app, resources
 
 FAN_OUT: Final = "webhooks.fan_out"
@@ -57,7 +57,8 @@ def deliver_due_task() -> int:
     """Attempt the deliveries that are due; returns how many were attempted."""
     res = resources()
     settings = WebhookSettings()
-    with httpx.Client(follow_redirects=False) as http:
+    policy = settings.url_policy(res.settings.broker.environment)
+    with webhook_client(policy) as http:
         attempts = deliver_due(
             res.engine, res.sealer, http, res.clock, settings.policy(), settings.deliver_batch
         )

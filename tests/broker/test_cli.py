@@ -192,6 +192,8 @@ def test_partner_add_prints_credentials_and_keeps_reasons(cli: Cli) -> None:
         (["--areas", "students.basic", "--reason", "no-equals-sign"], "AREA="),
         (["--areas", "students.basic", "--webhook-url", "http://example.com/h"], "https"),
         (["--areas", "students.basic", "--webhook-url", "ftp://x"], "invalid webhook URL"),
+        (["--areas", "students.basic", "--webhook-url", "https://169.254.169.254/x"], "metadata"),
+        (["--areas", "students.basic", "--webhook-url", "http://localhost:6379/"], "private"),
     ],
 )
 def test_partner_add_bad_input(cli: Cli, args: list[str], expected: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from broker.partners.service import webhook_context as context
 from broker.resources import Resources
 from broker.schools.repository import SchoolRepository
 from broker.schools.service import register_school
+from broker.webhooks import addresses
+from broker.webhooks.addresses import UrlPolicy, parse_networks
 from broker.webhooks.models import DeliveryStatus, WebhookDelivery
 from broker.webhooks.policy import RetryPolicy
 from broker.webhooks.recipients import consent_recipients
@@ -50,13 +53,27 @@ from broker.webhooks.service import (
     redeliver,
 )
 from broker.webhooks.tasks import deliver_due_task, fan_out_task
+from broker.webhooks.transport import webhook_client
 from consent.service import ConsentService
 from tests.conftest import T0, make_settings
 from tests.support.live import live_server
 from tests.support.servers import free_port
 
 POLICY = RetryPolicy(timeout=2.0, jitter=0.0)
+# The receiver is on 127.0.0.1 over http: the test environment allows loopback http, and
+# loopback is allowed as a partner network on purpose (production refuses both).
+LOCAL = UrlPolicy(loopback_http=True, allowed_networks=parse_networks("127.0.0.0/8"))
 SCHOOL = "sch_webhooktest"
+
+
+@pytest.fixture(autouse=True)
+def _no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Partners' `*.example` names never reach a real resolver; the receiver is a literal."""
+
+    def resolve(host: str, _port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, f"{host} is not resolved in tests")
+
+    monkeypatch.setattr(addresses, "system_resolver", resolve)
 
 
 # -- the receiver -----------------------------------------------------------------------
@@ -168,7 +185,7 @@ def sqlite_resources(tmp_path: Path, clock: FrozenClock) -> Iterator[Resources]:
 
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
-    with httpx.Client() as client:
+    with webhook_client(LOCAL) as client:
         yield client
 
 
@@ -184,6 +201,7 @@ def add_partner(
             reasons={},
             webhook_url=url,
             now=clock.now(),
+            url_policy=LOCAL,
         )
     if receiver is not None:
         receiver.secrets[name] = created.webhook_secret
@@ -481,7 +499,7 @@ def test_concurrent_workers_send_each_delivery_once(
 
     def worker() -> None:
         try:
-            with httpx.Client() as client:
+            with webhook_client(LOCAL) as client:
                 run_deliver(resources, clock, client)
         except BaseException as exc:  # surfaced below, not lost in the thread
             errors.append(exc)
@@ -760,6 +778,7 @@ def test_celery_tasks_fan_out_and_deliver(
 ) -> None:
     monkeypatch.setattr(broker.worker, "_resources", resources)
     monkeypatch.setenv("MISBROKER_WEBHOOK_TIMEOUT_SECONDS", "3")
+    monkeypatch.setenv("MISBROKER_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
     partner = hooked(resources, clock, receiver, script=[500, 204])
     emit_consent(resources, clock, partner.partner.id)
     assert fan_out_task.name == "webhooks.fan_out"

@@ -12,7 +12,9 @@ from fastapi.testclient import TestClient
 
 from broker.clock import FrozenClock, rfc3339
 from broker.resources import Resources
+from broker.webhooks.transport import webhook_client
 from tests.broker.test_webhooks import (
+    LOCAL,
     POLICY,
     Receiver,
     add_partner,
@@ -86,7 +88,7 @@ def test_a_partner_lists_only_its_deliveries_page_by_page(
         emit_consent(resources, clock, theirs.partner.id)
         clock.advance(timedelta(seconds=1))
     run_fan_out(resources, clock)
-    with httpx.Client() as http:
+    with webhook_client(LOCAL) as http:
         statuses = run_deliver(resources, clock, http)
     assert sorted(statuses) == ["delivered"] * 5 + ["failed"]
     auth = login(client, mine)
@@ -141,7 +143,7 @@ def test_redelivery_over_http(
     stranger = add_partner(resources, clock, "Stranger", "https://stranger.example/", None)
     emit_consent(resources, clock, mine.partner.id)
     run_fan_out(resources, clock)
-    with httpx.Client() as http:
+    with webhook_client(LOCAL) as http:
         assert run_deliver(resources, clock, http, POLICY) == ["failed"]
     [delivery] = deliveries(resources)
     path = f"{LIST}/{delivery.id}/redeliver"
@@ -158,7 +160,7 @@ def test_redelivery_over_http(
     assert (body["id"], body["status"], body["attempts"]) == (delivery.id, "pending", 0)
     assert body["next_attempt_at"] == rfc3339(clock.now())
 
-    with httpx.Client() as http:
+    with webhook_client(LOCAL) as http:
         assert run_deliver(resources, clock, http, POLICY) == ["delivered"]
     assert [r.headers["webhook-id"] for r in receiver.for_key("ExamPro")] == [delivery.id] * 2
     assert all(r.error is None for r in receiver.for_key("ExamPro"))
