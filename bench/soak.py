@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import orjson
@@ -560,15 +561,23 @@ def wait_for(predicate: Any, timeout: float) -> bool:
 
 
 def worker_task_runs(world: World) -> bool:
-    """A task sent now is done by a worker: the heartbeat task writes its key again."""
+    """A task sent now is done by a worker: the heartbeat task writes its key again.
+
+    Sent through the broker's own queue, named explicitly: this process's Celery app was
+    configured from this process's environment, not the soak's deployment.
+    """
     import redis
 
+    from broker.settings import load_settings
     from broker.worker import HEARTBEAT_KEY, celery_app
 
+    with mock.patch.dict(os.environ, world.env):
+        queue_url = load_settings().celery_broker_url
     client = redis.Redis.from_url(world.env["MISBROKER_REDIS_URL"])
     try:
         client.delete(HEARTBEAT_KEY)
-        celery_app.send_task("broker.heartbeat")
+        with celery_app.connection_for_write(queue_url) as connection:
+            celery_app.send_task("broker.heartbeat", connection=connection)
         return wait_for(lambda: client.get(HEARTBEAT_KEY) is not None, 60)
     finally:
         client.close()

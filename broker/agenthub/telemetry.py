@@ -41,10 +41,15 @@ def bound_list(items: list[Any], limit: int) -> list[Any]:
     return [*items[: limit - 1], f"{MARKER} {dropped} more"]
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def bound_value(value: Any, depth: int = 0) -> Any:
     """Every string, list and object inside `value` cut to its bound."""
     if isinstance(value, str):
         return bound_string(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        return bound_string(str(value), 64)  # JSON stores it; 64-bit encoders would not
     if depth >= MAX_DEPTH and isinstance(value, list | dict):
         return MARKER
     if isinstance(value, list):

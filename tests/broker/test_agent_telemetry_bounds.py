@@ -120,3 +120,12 @@ def test_the_admin_view_shows_the_latest_commands_a_page_at_a_time(world: World)
     assert len(world.call("GET", "/agent?limit=500").json()["commands"]) == 60
     assert world.call("GET", "/agent?limit=501").status_code == 422
     assert world.call("GET", "/agent?limit=0").status_code == 422
+
+
+def test_an_integer_past_64_bits_is_kept_as_text() -> None:
+    from broker.agenthub.telemetry import bound_telemetry
+
+    huge = 2**70
+    out = bound_telemetry({"memory": {"rss": huge, "ok": 5}, "x": [-(2**64)]})
+    assert out["memory"] == {"rss": str(huge), "ok": 5}
+    assert out["x"] == [str(-(2**64))]
