@@ -20,10 +20,10 @@ from fastapi import FastAPI
 from broker.clock import FrozenClock
 from broker.db import session_scope, upgrade
 from broker.partners.repository import PartnerRepository
-from broker.partners.service import register_partner
 from broker.resources import Resources
 from broker.security import digest_secret
 from tests.support.live import live_server
+from tests.support.partners import exampro_credentials
 
 
 @pytest.fixture
@@ -36,17 +36,8 @@ def server(app: FastAPI) -> Iterator[str]:
 def partner(server: str, app: FastAPI, clock: FrozenClock) -> dict[str, str]:
     resources: Resources = app.state.resources
     upgrade(resources.engine)
-    with session_scope(resources.engine) as session:
-        created = register_partner(
-            PartnerRepository(session),
-            resources.sealer,
-            name="ExamPro",
-            areas=["students.basic"],
-            reasons={},
-            webhook_url=None,
-            now=clock.now(),
-        )
-    return {"client_id": created.partner.client_id, "client_secret": created.client_secret}
+    client_id, client_secret = exampro_credentials(resources, clock.now())
+    return {"client_id": client_id, "client_secret": client_secret}
 
 
 def test_authlib_client_with_basic_auth(server: str, partner: dict[str, str]) -> None:

@@ -26,11 +26,10 @@ from hypothesis import strategies as st
 
 from broker.clock import FrozenClock, rfc3339
 from broker.db import session_scope
-from broker.partners.repository import PartnerRepository
-from broker.partners.service import register_partner
 from broker.resources import Resources
 from broker.schools.repository import SchoolRepository
 from broker.schools.service import register_school
+from tests.support.partners import exampro_credentials
 
 EXAMPLES = 400
 FUZZ = settings(
@@ -77,17 +76,7 @@ def agent_key(resources: Resources, clock: FrozenClock) -> str:
 
 @pytest.fixture
 def partner(resources: Resources, clock: FrozenClock) -> tuple[str, str]:
-    with session_scope(resources.engine) as session:
-        created = register_partner(
-            PartnerRepository(session),
-            resources.sealer,
-            name="ExamPro",
-            areas=["students.basic"],
-            reasons={},
-            webhook_url=None,
-            now=clock.now(),
-        )
-    return created.partner.client_id, created.client_secret
+    return exampro_credentials(resources, clock.now())
 
 
 def _valid_upload(clock: FrozenClock, n: int) -> dict[str, Any]:

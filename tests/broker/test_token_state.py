@@ -13,29 +13,18 @@ from fastapi.testclient import TestClient
 from broker.app import create_app
 from broker.cli.up import Supervisor
 from broker.clock import FrozenClock
-from broker.db import session_scope, upgrade
-from broker.partners.repository import PartnerRepository
-from broker.partners.service import register_partner
+from broker.db import upgrade
 from broker.partners.tokens import EVERY_PARTNER, MAX_LIVE_TOKENS, TokenCache
 from broker.resources import Resources
 from broker.settings import Settings
 from tests.conftest import make_settings
+from tests.support.partners import exampro_credentials
 
 
 def _partner(client: TestClient, now_clock: FrozenClock) -> tuple[str, str]:
     resources: Resources = client.app.state.resources  # type: ignore[attr-defined]
     upgrade(resources.engine)
-    with session_scope(resources.engine) as session:
-        created = register_partner(
-            PartnerRepository(session),
-            resources.sealer,
-            name="ExamPro",
-            areas=["students.basic"],
-            reasons={},
-            webhook_url=None,
-            now=now_clock.now(),
-        )
-    return created.partner.client_id, created.client_secret
+    return exampro_credentials(resources, now_clock.now())
 
 
 def _mint(client: TestClient, credentials: tuple[str, str]) -> tuple[int, dict[str, str]]:
