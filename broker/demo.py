@@ -23,6 +23,7 @@ import pyotp
 import segno
 
 from agents.mis.synthetic import SyntheticMis
+from agents.progress import progress
 from broker.admin.consents import SchoolConsents
 from broker.clock import rfc3339
 from broker.db import session_scope
@@ -164,10 +165,14 @@ def _upload_school(client: httpx.Client, creds: DemoCredentials, resources: Reso
         day=now.date(),
     )
     total = 0
-    for area in sorted(mis.areas()):
-        records = list(mis.extract(area))
-        upload_full(client, creds.agent_key, area, records, now)
-        total += len(records)
+    areas = sorted(mis.areas())
+    with progress(len(areas), "demo load", "area") as bar:
+        for area in areas:
+            bar.set_postfix_str(area, refresh=False)
+            records = list(mis.extract(area))
+            upload_full(client, creds.agent_key, area, records, now)
+            total += len(records)
+            bar.update()
     return total
 
 
