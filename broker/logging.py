@@ -48,14 +48,17 @@ class JsonFormatter(logging.Formatter):
 class HumanFormatter(logging.Formatter):
     """`19:24:33 worker  message`: what a person starting `misbroker up` needs to read."""
 
-    def __init__(self, process_name: str = "broker") -> None:
+    def __init__(self, process_name: str = "broker", *, terminal: bool = False) -> None:
         super().__init__()
         self.process_name = process_name
+        # On a terminal a progress bar (another process's) may hold the current line without
+        # a newline: start at its beginning and erase it, so the log line reads whole.
+        self.prefix = "\r\x1b[K" if terminal else ""
 
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")  # noqa: DTZ006 - a person's local time
         level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        line = f"{when} {self.process_name:<7} {level}{record.getMessage()}"
+        line = f"{self.prefix}{when} {self.process_name:<7} {level}{record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -73,8 +76,10 @@ def configure_logging(
     level: str = "INFO", process_name: str = "broker", fmt: LogFormat = LogFormat.JSON
 ) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    human = wants_human(fmt, sys.stderr)
-    handler.setFormatter(HumanFormatter(process_name) if human else JsonFormatter(process_name))
+    if wants_human(fmt, sys.stderr):
+        handler.setFormatter(HumanFormatter(process_name, terminal=sys.stderr.isatty()))
+    else:
+        handler.setFormatter(JsonFormatter(process_name))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -86,6 +91,8 @@ def configure_logging(
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     # httpx logs whole URLs at INFO; a partner's webhook URL may carry a token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # alembic announces each of its plugins at INFO whenever a process imports it.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # Celery tells of every task received, sent and succeeded at INFO: with beat's 5-second
     # ticks that is a screenful a minute of periodic work that mostly found nothing.  Those
     # lines are debug; a task that did something says so itself, and failures stay errors.
