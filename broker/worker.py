@@ -15,6 +15,7 @@ import redis
 from celery import Celery, signals
 
 from broker.logging import configure_logging
+from broker.ops import summary
 from broker.resources import Resources
 from broker.settings import load_settings
 
@@ -30,7 +31,7 @@ celery_app.config_from_object("broker.celeryconfig")
 
 _resources: Resources | None = None
 
-HEARTBEAT_KEY = "misbroker:worker:heartbeat"
+HEARTBEAT_KEY = summary.HEARTBEAT_KEY
 
 
 def resources() -> Resources:

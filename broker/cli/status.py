@@ -85,11 +85,9 @@ def _redis(url: str) -> redis.Redis:
 def _heartbeat(settings: Settings, now: datetime) -> dict[str, Any]:
     if settings.embedded_redis and not settings.embedded_redis_socket.exists():
         return {"alive": False, "seconds_since_heartbeat": None}
-    from broker.worker import HEARTBEAT_KEY
-
     client = _redis(settings.redis_url)
     try:
-        raw = client.get(HEARTBEAT_KEY)
+        raw = client.get(summary.HEARTBEAT_KEY)
     except redis.RedisError:
         raw = None
     finally:

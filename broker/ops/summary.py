@@ -19,6 +19,8 @@ from cache.models import CachedArea
 from consent.areas import AREAS
 from consent.models import AccessLogRow
 
+# Set by the `broker.heartbeat` task (beat schedules it, a worker runs it) in the cache Redis.
+HEARTBEAT_KEY = "misbroker:worker:heartbeat"
 # Celery's default queue: a Redis list of waiting task messages.
 CELERY_QUEUE = "celery"
 ACCESS_RATE_WINDOW = timedelta(minutes=5)
