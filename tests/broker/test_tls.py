@@ -7,6 +7,8 @@ negotiated; 1.2 is the floor.  Bad certificate or key paths: one line and exit 2
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -32,7 +34,7 @@ from tests.agents.agent_broker import (
     broker_records,
     live_broker,
 )
-from tests.support.servers import free_port
+from tests.support.servers import free_port, wait_until
 from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.slow
@@ -224,3 +226,36 @@ def test_a_real_agent_uploads_over_https_with_the_ca_pinned(
     assert agent.state.pending() == [], broker.log_tail()
     held = broker_records(broker.settings(), school_id, "students.basic")
     assert held.keys() == {r["id"] for r in mis.extract("students.basic")}
+
+
+def test_up_serves_https_and_says_so(tmp_path: Path, pem: tuple[Path, Path]) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MISBROKER_")}
+    env.update(MISBROKER_TLS_CERT_FILE=str(pem[0]), MISBROKER_TLS_KEY_FILE=str(pem[1]))
+    argv = [sys.executable, "-m", "broker.cli.main", "--data-dir", str(tmp_path / "data")]
+    trusted = ssl.create_default_context(cafile=pem[0])
+
+    def ready() -> bool:
+        try:
+            url = f"https://127.0.0.1:{port}/readyz"
+            return httpx.get(url, verify=trusted, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    with (tmp_path / "up.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [*argv, "up", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+    try:
+        assert wait_until(lambda: ready() or proc.poll() is not None, 120)
+        assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+        assert _handshake(port, trusted) == "TLSv1.3"
+        health = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=trusted, timeout=30)
+        assert "strict-transport-security" in health.headers
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert f"misbroker is up at https://127.0.0.1:{port}" in (tmp_path / "up.log").read_text()
