@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import httpx
 import psutil
-import redis
 import typer
 
 from broker.cli.context import CliState, emit
@@ -76,43 +75,21 @@ def _ready(url: str, settings: Settings) -> bool:
         return False
 
 
-def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=PROBE_SECONDS, socket_timeout=PROBE_SECONDS
-    )
-
-
 def _heartbeat(settings: Settings, now: datetime) -> dict[str, Any]:
-    if settings.embedded_redis and not settings.embedded_redis_socket.exists():
-        return {"alive": False, "seconds_since_heartbeat": None}
-    client = _redis(settings.redis_url)
-    try:
-        raw = client.get(summary.HEARTBEAT_KEY)
-    except redis.RedisError:
-        raw = None
-    finally:
-        client.close()
-    if raw is None:
-        return {"alive": False, "seconds_since_heartbeat": None}
-    age = int(
-        (
-            now - datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
-        ).total_seconds()
-    )
+    age = None
+    if not settings.embedded_redis or settings.embedded_redis_socket.exists():
+        age = summary.probe(settings.redis_url, lambda c: summary.heartbeat_age(c, now))
     # The heartbeat is scheduled every 30 s and lives 300 s: two missed beats is dead.
-    return {"alive": age < 90, "seconds_since_heartbeat": age}
+    return {
+        "alive": age is not None and age < 90,
+        "seconds_since_heartbeat": None if age is None else int(age),
+    }
 
 
 def _queue_depth(settings: Settings) -> int | None:
     if settings.embedded_redis and not settings.embedded_state_redis_socket.exists():
         return None
-    client = _redis(summary.queue_redis_url(settings.celery_broker_url))
-    try:
-        return summary.queue_depth(client)
-    except redis.RedisError:
-        return None
-    finally:
-        client.close()
+    return summary.probe(summary.queue_redis_url(settings.celery_broker_url), summary.queue_depth)
 
 
 def _human(out: dict[str, Any], silent_after: timedelta) -> str:

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from datetime import datetime
 from functools import lru_cache
 
-import redis
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -56,13 +55,10 @@ def read_counter(tier: str) -> Counter:
 class DeploymentCollector(Collector):
     """Gauges of the whole deployment, read from the database and Redis at scrape time."""
 
-    def __init__(
-        self, engine: Engine, queue_url: str, cache_url: str, heartbeat_key: str, now: datetime
-    ) -> None:
+    def __init__(self, engine: Engine, queue_url: str, cache_url: str, now: datetime) -> None:
         self.engine = engine
         self.queue_url = queue_url
         self.cache_url = cache_url
-        self.heartbeat_key = heartbeat_key
         self.now = now
 
     def collect(self) -> Iterator[Metric]:
@@ -101,29 +97,9 @@ class DeploymentCollector(Collector):
             "misbroker_worker_heartbeat_age_seconds",
             "Seconds since beat and a worker last ran the heartbeat task (-1: none seen)",
         )
-        depth.add_metric([], self._queue_depth())
-        age.add_metric([], self._heartbeat_age())
+        waiting = summary.probe(self.queue_url, summary.queue_depth)
+        seconds = summary.probe(self.cache_url, lambda c: summary.heartbeat_age(c, self.now))
+        depth.add_metric([], -1 if waiting is None else waiting)
+        age.add_metric([], -1 if seconds is None else seconds)
         yield depth
         yield age
-
-    def _queue_depth(self) -> int:
-        client = redis.Redis.from_url(self.queue_url, socket_connect_timeout=2, socket_timeout=2)
-        try:
-            return summary.queue_depth(client)
-        except redis.RedisError:
-            return -1
-        finally:
-            client.close()
-
-    def _heartbeat_age(self) -> float:
-        client = redis.Redis.from_url(self.cache_url, socket_connect_timeout=2, socket_timeout=2)
-        try:
-            raw = client.get(self.heartbeat_key)
-        except redis.RedisError:
-            raw = None
-        finally:
-            client.close()
-        if raw is None:
-            return -1
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        return max(0.0, (self.now - datetime.fromisoformat(text)).total_seconds())

@@ -6,8 +6,10 @@ screen and the dashboard never disagree about what "failing" or "silent" means.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import redis
 from sqlalchemy import Connection, func, or_, select
@@ -32,9 +34,35 @@ class WebhookHealth:
     failed_last_day: int  # deliveries that gave up in the last 24 h
 
 
+PROBE_SECONDS = 2.0
+T = TypeVar("T")
+
+
+def probe(url: str, read: Callable[[redis.Redis], T]) -> T | None:
+    """`read` on a short-lived client of the Redis at `url`; None if it does not answer."""
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=PROBE_SECONDS, socket_timeout=PROBE_SECONDS
+    )
+    try:
+        return read(client)
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
 def queue_depth(client: redis.Redis) -> int:
     """Tasks waiting in Celery's queue (not those a worker holds)."""
     return int(client.llen(CELERY_QUEUE))
+
+
+def heartbeat_age(client: redis.Redis, now: datetime) -> float | None:
+    """Seconds since the heartbeat task last ran (beat and a worker both alive), if ever."""
+    raw = client.get(HEARTBEAT_KEY)
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return max(0.0, (now - datetime.fromisoformat(text)).total_seconds())
 
 
 def schools_by_status(conn: Connection) -> dict[str, int]:

@@ -16,7 +16,7 @@ from broker.admin.guard import hash_gate
 from broker.db import ping
 from broker.deps import get_redis, get_resources
 from broker.ops.metrics import DeploymentCollector
-from broker.ops.summary import HEARTBEAT_KEY, queue_redis_url
+from broker.ops.summary import queue_redis_url
 from broker.problems import problem_response
 from broker.resources import Resources
 
@@ -102,7 +102,6 @@ def _exposition(resources: Resources) -> bytes:
             resources.engine,
             queue_url=queue_redis_url(settings.celery_broker_url),
             cache_url=settings.redis_url,
-            heartbeat_key=HEARTBEAT_KEY,
             now=resources.clock.now(),
         )
     )
