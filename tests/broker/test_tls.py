@@ -35,6 +35,7 @@ from tests.agents.agent_broker import (
     live_broker,
 )
 from tests.support.servers import free_port, wait_until
+from tests.support.terminal import Terminal
 from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.slow
@@ -259,3 +260,54 @@ def test_up_serves_https_and_says_so(tmp_path: Path, pem: tuple[Path, Path]) -> 
             proc.kill()
             proc.wait(30)
     assert f"misbroker is up at https://127.0.0.1:{port}" in (tmp_path / "up.log").read_text()
+
+
+def _agent_config(tmp_path: Path, broker: LiveBroker, key: str, ca: Path) -> Path:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'broker_url = "{broker.url}"\n'
+        f'agent_key = "{key}"\n'
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f'[tls]\nca_file = "{ca}"\n'
+        '[mis]\nadapter = "synthetic"\npupils = 60\nphase = "primary"\nday = "2025-11-19"\n'
+    )
+    return config
+
+
+def test_the_agent_cli_over_https_draws_bars_on_a_terminal_only(
+    tmp_path: Path, broker: LiveBroker, pem: tuple[Path, Path]
+) -> None:
+    _, key = add_school(broker.data_dir, broker.redis_url, "Barred Academy", "3830004")
+    config = _agent_config(tmp_path, broker, key, pem[0])
+    argv = [sys.executable, "-m", "agents", "--config", str(config), "extract"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MISBROKER_")}
+
+    terminal = Terminal()
+    proc = subprocess.Popen(
+        [*argv, "students.basic", "staff.basic", "--full"],
+        cwd=ROOT,
+        env=env,
+        stdin=terminal.slave,
+        stdout=terminal.slave,
+        stderr=terminal.slave,
+    )
+    try:
+        assert proc.wait(300) == 0, terminal.text[-3000:]
+    finally:
+        terminal.close()
+    assert "extract:" in terminal.text
+    assert "upload:" in terminal.text
+
+    piped = subprocess.run(
+        [*argv, "groups", "--full"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert "extract:" not in piped.stderr
+    assert "upload:" not in piped.stderr
+    assert "\r" not in piped.stderr
