@@ -21,6 +21,7 @@ from agents.commands import CommandRunner
 from agents.config import AgentConfig, merge, parse_config, read_overrides, write_overrides
 from agents.extract import Extraction, Extractor
 from agents.mis.base import MisAdapter
+from agents.progress import on_terminal, progress
 from agents.scheduler import Due, due, wants_full
 from agents.spool import FlushReport, Spool
 from agents.state import AgentState, AreaStatus, parse_iso
@@ -113,8 +114,12 @@ class Agent:
         now = self._clock()
         if self._heartbeat_due(now):
             self.heartbeat()
-        for item in self.due_now():
-            self.extract(item.area, full=item.full)
+        due_now = self.due_now()
+        with progress(len(due_now), "extract", "area") as bar:
+            for item in due_now:
+                bar.set_postfix_str(item.area, refresh=False)
+                self.extract(item.area, full=item.full)
+                bar.update()
         self.flush(flush_deadline)
         return RESTART if self._restart else None
 
@@ -161,7 +166,10 @@ class Agent:
         return self.extractor.extract(area, full=full, confirmed=confirmed)
 
     def flush(self, deadline: datetime | None = None) -> FlushReport:
-        report = self.spool.flush(deadline)
+        # The outbox is counted only for a bar someone will see.
+        total = len(self.state.pending()) if on_terminal() else None
+        with progress(total, "upload", "batch") as bar:
+            report = self.spool.flush(deadline, on_settled=bar.update)
         if report.stopped:
             log.warning("outbox not emptied", extra={"fields": {"reason": report.stopped}})
         return report
@@ -207,7 +215,12 @@ class Agent:
     def extract_areas(
         self, areas: Sequence[str], *, full: bool, confirm_deletion: bool = False
     ) -> tuple[bool, str]:
-        results = [self.extract(area, full=full, confirmed=confirm_deletion) for area in areas]
+        results = []
+        with progress(len(areas), "extract", "area") as bar:
+            for area in areas:
+                bar.set_postfix_str(area, refresh=False)
+                results.append(self.extract(area, full=full, confirmed=confirm_deletion))
+                bar.update()
         report = self.flush()
         sent = "uploaded" if report.clean else f"upload pending ({report.stopped or 'retrying'})"
         summary = "; ".join(r.describe() for r in results) + f"; {sent}"

@@ -87,8 +87,13 @@ class Spool:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
         self._cancelled = cancelled  # the agent is stopping: no more tries, keep the rest
 
-    def flush(self, deadline: datetime | None = None) -> FlushReport:
-        """Send what is due, oldest first, until the outbox is empty or the deadline passes."""
+    def flush(
+        self, deadline: datetime | None = None, on_settled: Callable[[], object] | None = None
+    ) -> FlushReport:
+        """Send what is due, oldest first, until the outbox is empty or the deadline passes.
+
+        `on_settled` is called after each batch is sent and answered (a progress bar).
+        """
         report = FlushReport()
         waiting: set[str] = set()  # areas whose next batch waits: so does the rest of each
         end = deadline or self._clock() + timedelta(seconds=self._settings.retry_budget_seconds)
@@ -110,6 +115,8 @@ class Spool:
                     report.stopped = "deadline" if now >= end else "stopping"
                     break
                 result = self._send(entry, end)
+                if on_settled is not None:
+                    on_settled()
                 if result.outcome is Outcome.REFUSED and result.status == TOO_LARGE:
                     if self._too_large(entry, result, report):
                         resplit.add(entry.area)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import secrets
+import ssl
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,7 @@ import pyotp
 import segno
 
 from agents.mis.synthetic import SyntheticMis
+from agents.progress import progress
 from broker.admin.consents import SchoolConsents
 from broker.clock import rfc3339
 from broker.db import session_scope
@@ -163,18 +165,23 @@ def _upload_school(client: httpx.Client, creds: DemoCredentials, resources: Reso
         day=now.date(),
     )
     total = 0
-    for area in sorted(mis.areas()):
-        records = list(mis.extract(area))
-        upload_full(client, creds.agent_key, area, records, now)
-        total += len(records)
+    areas = sorted(mis.areas())
+    with progress(len(areas), "demo load", "area") as bar:
+        for area in areas:
+            bar.set_postfix_str(area, refresh=False)
+            records = list(mis.extract(area))
+            upload_full(client, creds.agent_key, area, records, now)
+            total += len(records)
+            bar.update()
     return total
 
 
-def run_demo(settings: Settings, base_url: str) -> str:
+def run_demo(settings: Settings, base_url: str, verify: ssl.SSLContext | bool = True) -> str:
+    """Load the demo through the API at `base_url`; `verify` as `up` probes its own child."""
     resources = Resources.build(settings)
     try:
         creds = _ensure_world(resources)
-        with httpx.Client(base_url=base_url, timeout=60) as client:
+        with httpx.Client(base_url=base_url, timeout=60, verify=verify) as client:
             uploaded = _upload_school(client, creds, resources)
             token = client.post(
                 "/oauth/token",
@@ -185,6 +192,8 @@ def run_demo(settings: Settings, base_url: str) -> str:
         resources.close()
     sid = creds.school.id
     url = f"{base_url}/v1/schools/{sid}/data/students.basic?limit=5"
+    cert = settings.broker.tls_cert_file
+    cacert = f"--cacert {cert} " if cert is not None else ""
     return "\n".join(
         [
             f"demo: {DEMO_SCHOOL} {sid}: {DEMO_PUPILS} synthetic pupils, {uploaded} records",
@@ -193,7 +202,7 @@ def run_demo(settings: Settings, base_url: str) -> str:
             f"                client_secret {creds.client_secret}",
             f"  consented     {', '.join(GRANTED)}",
             "read pupils (the token lasts an hour; POST /oauth/token gives another):",
-            f'  curl -s -H "Authorization: Bearer {token}" "{url}"',
+            f'  curl -s {cacert}-H "Authorization: Bearer {token}" "{url}"',
             "",
             f"school console  {base_url}/school",
             f"  sign in as    {DEMO_ADMIN}",

@@ -18,8 +18,8 @@ nests deeper than `json_max_depth` or holds an array longer than `upload_max_rec
 Headers.  `X-Content-Type-Options: nosniff` on every response; `Cache-Control: no-store`
 on every answer to a request that carried credentials and on the token endpoints (a
 route's own Cache-Control wins, e.g. the partner reads' `private, no-cache`); HSTS when
-`MISBROKER_HSTS=true` says TLS terminates in front.  Headers a response already has (the
-console sets its own) are left alone.
+the broker serves TLS itself or `MISBROKER_HSTS=true` says TLS terminates in front.
+Headers a response already has (the console sets its own) are left alone.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class EdgeMiddleware:
                 has_body = True
             elif name == b"authorization":
                 credentials = True
-        send = _with_headers(send, credentials or scope["path"] in TOKEN_PATHS, settings.hsts)
+        send = _with_headers(send, credentials or scope["path"] in TOKEN_PATHS, settings.sends_hsts)
         if not has_body:
             await self.app(scope, receive, send)
             return

@@ -38,6 +38,12 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    HUMAN = "human"
+    JSON = "json"
+
+
 class SettingsError(ValueError):
     """The configuration cannot be used; the message says which setting and why."""
 
@@ -78,14 +84,36 @@ class BrokerSettings(BaseSettings):
     body_max_bytes: int = Field(default=64 * 1024, ge=1024)
     # Nesting of any JSON body; ours are at most a few levels deep.
     json_max_depth: int = Field(default=32, ge=4, le=256)
-    # TLS terminates in front of the broker: send Strict-Transport-Security.
-    hsts: bool = False
+    # Send Strict-Transport-Security.  Unset: on exactly when the broker serves TLS itself;
+    # set it true when TLS terminates in front (an ingress), false to never send it.
+    hsts: bool | None = None
+    # TLS served by the API process itself (PEM certificate chain and its private key).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Log lines: `human` (time, process, message), `json` (one object a line) or `auto`:
+    # human when standard error is a terminal, JSON for files, pipes and production.
+    log_format: LogFormat = LogFormat.AUTO
     # In production `/metrics` answers only `Authorization: Bearer <token>`, and 404 without it.
     metrics_token: SecretStr | None = None
     # An agent with no heartbeat for this long is flagged to operators and the school.
     agent_silent_after_minutes: int = Field(default=15, ge=1)
     # Base URL that partners and admins use, for links in problems and the demo's curl line.
     public_url: str | None = None
+
+    @property
+    def effective_log_format(self) -> LogFormat:
+        """`auto` is JSON in production, whatever the terminal: log collectors parse it."""
+        if self.log_format is LogFormat.AUTO and self.environment is Environment.PRODUCTION:
+            return LogFormat.JSON
+        return self.log_format
+
+    @property
+    def serves_tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @property
+    def sends_hsts(self) -> bool:
+        return self.serves_tls if self.hsts is None else self.hsts
 
 
 @dataclass(frozen=True)
@@ -175,7 +203,8 @@ class Settings:
 
     @property
     def public_url(self) -> str:
-        return self.broker.public_url or f"http://{self.broker.host}:{self.broker.port}"
+        scheme = "https" if self.broker.serves_tls else "http"
+        return self.broker.public_url or f"{scheme}://{self.broker.host}:{self.broker.port}"
 
     def check(self) -> None:
         """Refuse configurations that must never run; in production, refuse placeholders."""

@@ -7,23 +7,31 @@ Clients (database engine, Redis, keys) are built once per worker process in
 from __future__ import annotations
 
 import logging
+import sys
+import warnings
 from typing import Any
 
 import redis
 from celery import Celery, signals
 
 from broker.logging import configure_logging
+from broker.ops import summary
 from broker.resources import Resources
 from broker.settings import load_settings
 
 log = logging.getLogger(__name__)
+
+# Celery warns at length when started as root, because a root worker that accepts pickle
+# runs whatever the queue sends; ours accepts JSON only (celeryconfig.accept_content), and
+# deployments run it as a non-root user.  The warning would bury `misbroker up`'s output.
+warnings.filterwarnings("ignore", message="You're running the worker with superuser")
 
 celery_app = Celery("misbroker")
 celery_app.config_from_object("broker.celeryconfig")
 
 _resources: Resources | None = None
 
-HEARTBEAT_KEY = "misbroker:worker:heartbeat"
+HEARTBEAT_KEY = summary.HEARTBEAT_KEY
 
 
 def resources() -> Resources:
@@ -35,7 +43,9 @@ def resources() -> Resources:
 
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
-    configure_logging(load_settings().broker.log_level, process_name="worker")
+    broker = load_settings().broker
+    name = "beat" if "beat" in sys.argv[1:] else "worker"
+    configure_logging(broker.log_level, process_name=name, fmt=broker.effective_log_format)
 
 
 @signals.worker_process_init.connect

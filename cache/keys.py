@@ -463,8 +463,16 @@ class KeyRing:
         """Rewrap the school's data keys under the current KEK; return how many changed."""
         return sum(self._rewrap(key) for key in self._store.versions(school_id))
 
-    def rewrap_all(self, new_kek_id: str, *, batch_size: int = 500) -> int:
+    def rewrap_all(
+        self,
+        new_kek_id: str,
+        *,
+        batch_size: int = 500,
+        on_rewrapped: Callable[[int], object] | None = None,
+    ) -> int:
         """Rewrap every data key not yet under `new_kek_id`; idempotent, data untouched.
+
+        `on_rewrapped` hears how many keys each batch rewrapped (the CLI's progress bar).
 
         `new_kek_id` must be the provider's current KEK, so that a worker still configured
         with the old KEK refuses the job instead of "rotating" back to it.
@@ -482,6 +490,8 @@ class KeyRing:
                     raise KeyringError(f"store did not keep the rewrap of {key.school_id!r}")
                 self._rewrap(key)
                 done.add((key.school_id, key.version))
+            if on_rewrapped is not None:
+                on_rewrapped(len(batch))
         return len(done)
 
     def shred(self, school_id: str) -> None:

@@ -144,9 +144,16 @@ def purge_expired(deps: CacheDeps, *, dry_run: bool = False) -> purge.PurgeRepor
 
 
 def run_purge(
-    deps: CacheDeps, *, now: datetime, dry_run: bool, drop_hot: bool = True
+    deps: CacheDeps,
+    *,
+    now: datetime,
+    dry_run: bool,
+    drop_hot: bool = True,
+    on_batch: Callable[[int], object] | None = None,
 ) -> purge.PurgeReport:
     """Purge in batches, one transaction each; the CLI calls this directly.
+
+    `on_batch` hears how many areas each batch removed (the CLI's progress bar).
 
     `drop_hot=False` when no Redis is running: hot pages are keyed by data version and
     expire with their TTL, so skipping their deletion never serves purged data.
@@ -161,6 +168,8 @@ def run_purge(
             )
         areas += report.areas
         rows += report.rows
+        if on_batch is not None:
+            on_batch(len(report.areas))
         if dry_run or not report.areas:
             return purge.PurgeReport(now, dry_run, tuple(areas), rows)
 

@@ -17,7 +17,9 @@ from typer.main import get_command
 from broker.cli import agent as agent_cli
 from broker.cli import audit
 from broker.cli import consent as consent_cli
+from broker.cli import keys as keys_cli
 from broker.cli import purge as purge_cli
+from broker.cli import status as status_cli
 from broker.cli.context import CliError, CliState, emit, fail
 from broker.clock import rfc3339
 from broker.db import current_revision, head_revision, upgrade
@@ -46,8 +48,10 @@ app.add_typer(partner_app, name="partner")
 app.add_typer(db_app, name="db")
 app.add_typer(agent_cli.app, name="agent")
 app.command("purge")(purge_cli.purge)
+app.command("status")(status_cli.status)
 app.add_typer(consent_cli.app, name="consent")
 app.add_typer(audit.app, name="audit")
+app.add_typer(keys_cli.app, name="keys")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from agents.progress import progress
 from broker.cache_tasks import cache_deps
 from broker.cli.context import CliState, emit, fail
 from cache.purge import format_report
@@ -39,9 +40,14 @@ def purge(
     cli.require_redis()
     settings = cli.settings
     broker_running = not settings.embedded_redis or settings.embedded_redis_socket.exists()
-    report = run_purge(
-        cache_deps(res), now=when or res.clock.now(), dry_run=dry_run, drop_hot=broker_running
-    )
+    with progress(None, "purge", "area") as bar:
+        report = run_purge(
+            cache_deps(res),
+            now=when or res.clock.now(),
+            dry_run=dry_run,
+            drop_hot=broker_running,
+            on_batch=bar.update,
+        )
     out = format_report(report)
     verb = "would remove" if dry_run else "removed"
     lines = [f"{verb} {out['areas']} area(s), {out['records']} record(s) as of {out['as_of']}"]

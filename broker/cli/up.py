@@ -13,6 +13,7 @@ import fcntl
 import os
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -31,7 +32,8 @@ from broker.db import make_engine, upgrade
 from broker.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from broker.keyring import load_key_provider
 from broker.processes import spawn, stop
-from broker.settings import Settings
+from broker.settings import Settings, SettingsError
+from broker.tls import configured_context
 
 READY_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUTS = {"api": 10.0, "beat": 5.0, "worker": 20.0}
@@ -107,13 +109,29 @@ class Supervisor:
         self.state_redis: EmbeddedRedis | None = None
         self.stopping = threading.Event()
         self.reason = ""
+        self.tls = settings.broker.serves_tls
 
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         if self.host in ("0.0.0.0", "::"):  # noqa: S104 - reporting the bind, not binding
             host = "127.0.0.1"
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    def probe_tls(self) -> ssl.SSLContext | bool:
+        """How the readiness probe talks to our own API child on this machine.
+
+        The certificate names the public host, not the bind address, and may come from a
+        private CA: the probe reads only `/readyz` of the process we started, so it checks
+        that TLS answers without judging the name or the chain.
+        """
+        if not self.tls:
+            return True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -161,7 +179,8 @@ class Supervisor:
     def start_children(self) -> None:
         py, s, env = sys.executable, self.settings, self._env()
         level = s.broker.log_level.upper()
-        celery = [py, "-m", "celery", "-A", "broker.worker"]
+        # `--quiet`: no banner; the lines that matter come through our logging.
+        celery = [py, "-m", "celery", "-A", "broker.worker", "--quiet"]
         self.children["api"] = spawn(
             [py, "-m", "broker.serve", "--host", self.host, "--port", str(self.port)], env=env
         )
@@ -195,7 +214,7 @@ class Supervisor:
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        with httpx.Client(timeout=2.0) as client:
+        with httpx.Client(timeout=2.0, verify=self.probe_tls()) as client:
             while time.monotonic() < deadline and not self.stopping.is_set():
                 self._check_children()
                 try:
@@ -273,6 +292,10 @@ def run_up(settings: Settings, *, host: str | None, port: int | None, demo: bool
         )
     host = host or settings.broker.host
     port = port or settings.broker.port
+    try:
+        configured_context(settings.broker)  # bad certificate or key: one line, nothing started
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
     sup = Supervisor(settings, host, port)
     lock = DataDirLock(settings.run_dir / "up.lock")
     lock.acquire(f"pid {os.getpid()}, {sup.base_url}")
@@ -289,12 +312,17 @@ def run_up(settings: Settings, *, host: str | None, port: int | None, demo: bool
         _say(
             f"misbroker is up at {sup.base_url} (data dir {settings.data_dir})\n"
             f"  readiness {sup.base_url}/readyz   API docs {sup.base_url}/docs\n"
-            "  Ctrl-C stops everything."
+            + (
+                "  TLS 1.3 (1.2 at least) with the certificate in MISBROKER_TLS_CERT_FILE\n"
+                if sup.tls
+                else ""
+            )
+            + "  Ctrl-C stops everything."
         )
         if demo:
             from broker.demo import run_demo
 
-            _say(run_demo(settings, sup.base_url))
+            _say(run_demo(settings, sup.base_url, verify=sup.probe_tls()))
         sup.supervise()
         _say(f"stopping ({sup.reason or 'requested'}) ...")
         return 0

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from broker.agenthub.auth import bearer_of
 from broker.logging import request_id_var
 from broker.middleware import scope_header
+from broker.ops.metrics import read_counter
 from broker.partners.ratelimit import PartnerRateLimiter
 from broker.partners.reads import PartnerReads
 from broker.partners.tokens import TokenCache
@@ -95,6 +96,7 @@ class PartnerReadLane:
             await send({"type": "http.response.start", "status": 304, "headers": raw})
             await send({"type": "http.response.body", "body": b""})
             return True
+        read_counter("edge").inc()
         await send({"type": "http.response.start", "status": 200, "headers": raw})
         await send({"type": "http.response.body", "body": page.body})
         return True

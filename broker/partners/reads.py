@@ -19,6 +19,7 @@ from broker.agenthub import commands
 from broker.clock import rfc3339
 from broker.db import session_scope
 from broker.errors import DomainError, NotFoundError
+from broker.ops.metrics import decision_counter
 from broker.schools.models import School, SchoolStatus
 from cache.edge import HotReader
 from cache.errors import NotCachedError
@@ -121,6 +122,7 @@ class PartnerReads:
         request_id: str,
         now: datetime,
     ) -> None:
+        decision_counter(decision.allowed, decision.reason).inc()
         await self.access_log.append(
             LogEntry(
                 school_id=query.school_id,

@@ -11,13 +11,14 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from broker.agenthub import commands
-from broker.agenthub.auth import AgentDep
+from broker.agenthub.auth import AgentDep, AgentPrincipal
 from broker.agenthub.heartbeat import HeartbeatReply, Telemetry, record_heartbeat
 from broker.agenthub.ingest import ingest
 from broker.agenthub.uploads import decode_body
 from broker.clock import Clock
 from broker.deps import get_batch_applier, get_clock, get_resources, get_session
 from broker.errors import PayloadTooLargeError
+from broker.ops.metrics import AGENT_UPLOAD_RECORDS, AGENT_UPLOADS
 from broker.resources import Resources
 from cache.service import CacheService
 
@@ -96,6 +97,23 @@ async def upload(
     resources: Annotated[Resources, Depends(get_resources)],
     clock: Annotated[Clock, Depends(get_clock)],
     applier: Annotated[CacheService, Depends(get_batch_applier)],
+) -> dict[str, Any]:
+    try:
+        response = await _ingest(request, resources, clock, applier, agent)
+    except Exception:
+        AGENT_UPLOADS.labels("refused").inc()
+        raise
+    AGENT_UPLOADS.labels("applied").inc()
+    AGENT_UPLOAD_RECORDS.inc(int(response.get("applied", 0)) + int(response.get("deleted", 0)))
+    return response
+
+
+async def _ingest(
+    request: Request,
+    resources: Resources,
+    clock: Clock,
+    applier: CacheService,
+    agent: AgentPrincipal,
 ) -> dict[str, Any]:
     settings = resources.settings.broker
     raw = await _read_capped(request, settings.upload_max_compressed_bytes)

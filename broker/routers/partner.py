@@ -18,6 +18,7 @@ from broker.db import session_scope
 from broker.deps import get_clock, get_resources
 from broker.errors import DomainError, NotFoundError
 from broker.logging import request_id_var
+from broker.ops.metrics import read_counter
 from broker.partners.auth import PartnerDep, authenticate_partner
 from broker.partners.ratelimit import PartnerRateLimiter
 from broker.partners.reads import PartnerReads, my_consent, my_schools
@@ -288,6 +289,7 @@ async def read_area(request: Request) -> Response:
         return Response(status_code=304, headers=headers)
     # The entry is committed before the body is handed to the server: no log, no data.
     await reads.log(partner.partner_id, query, decision, page.record_count, rid, now)
+    read_counter(page.source).inc()
     return Response(page.body, media_type="application/json", headers=headers)
 
 

@@ -8,13 +8,15 @@ from typing import Annotated, Any
 
 import redis.asyncio as aredis
 from fastapi import APIRouter, Depends, Header
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from broker.admin.guard import hash_gate
 from broker.db import ping
 from broker.deps import get_redis, get_resources
+from broker.ops.metrics import DeploymentCollector
+from broker.ops.summary import queue_redis_url
 from broker.problems import problem_response
 from broker.resources import Resources
 
@@ -87,4 +89,20 @@ async def metrics(
         given = (authorization or "").encode("latin-1", "replace")
         if expected is None or not hmac.compare_digest(given, expected):
             return problem_response(404, slug="not-found", title="Not Found", detail="Not Found")
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    # The deployment's gauges read the database and Redis: off the event loop.
+    body = await run_in_threadpool(_exposition, resources)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def _exposition(resources: Resources) -> bytes:
+    deployment = CollectorRegistry(auto_describe=False)
+    settings = resources.settings
+    deployment.register(
+        DeploymentCollector(
+            resources.engine,
+            queue_url=queue_redis_url(settings.celery_broker_url),
+            cache_url=settings.redis_url,
+            now=resources.clock.now(),
+        )
+    )
+    return generate_latest() + generate_latest(deployment)

@@ -103,7 +103,14 @@ def fan_out(
         rows = [_delivery_row(event, p, now, window) for p in partner_ids]
         created = repo.add_deliveries(rows)
         repo.mark_dispatched(event.id, now)
-        log.info("event %s (%s): %d new webhook deliveries", event.id, event.type, created)
+        # An event no partner subscribes to is routine (most are): debug, not a line a minute.
+        log.log(
+            logging.INFO if created else logging.DEBUG,
+            "event %s (%s): %d new webhook deliveries",
+            event.id,
+            event.type,
+            created,
+        )
     return len(events)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -75,7 +76,18 @@ class LiveBroker:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ca_file is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The certificate it serves TLS with (self-signed: its own CA), if it does."""
+        cert = self.env.get("MISBROKER_TLS_CERT_FILE")
+        return Path(cert) if cert else None
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        return True if self.ca_file is None else ssl.create_default_context(cafile=self.ca_file)
 
     @property
     def log_path(self) -> Path:
@@ -97,7 +109,9 @@ class LiveBroker:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"broker exited: {self.log_tail()}")
         try:
-            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            return (
+                httpx.get(self.url + "/healthz", timeout=1, verify=self.verify).status_code == 200
+            )
         except httpx.HTTPError:
             return False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import orjson
 import psutil
 import pytest
 import redis
@@ -114,7 +116,13 @@ def test_up_is_ready_refuses_a_second_up_and_stops_clean_on_ctrl_c(tmp_path: Pat
         ]
         assert not _listening(port)
         assert not (data_dir / "run" / "redis.sock").exists()
-        assert "misbroker is up at" in (tmp_path / "up.log").read_text()
+        log = (tmp_path / "up.log").read_text()
+        assert "misbroker is up at" in log
+        # Piped, the processes log JSON lines (a terminal gets human ones: test_up_console).
+        records = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
+        assert {r["process"] for r in records} >= {"api", "worker"}, log[-3000:]
+        assert not re.search(r"^\d\d:\d\d:\d\d (api|worker|beat) ", log, re.MULTILINE)
+        assert "celery@" not in log  # no banner
 
 
 def test_sigterm_stops_everything(tmp_path: Path) -> None:

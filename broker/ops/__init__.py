@@ -1,0 +1,1 @@
+"""Operating a deployment: the one-screen status summary and the metrics read at scrape time."""
