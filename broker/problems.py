@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from broker.errors import DomainError
 from broker.logging import request_id_var
+from cache.blobs import BlobStoreError
 from cache.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,8 @@ async def _cache_error(_: Request, exc: Exception) -> Response:
 
 
 async def _backing_service_down(_: Request, exc: Exception) -> Response:
-    # Redis restarting or unreachable: the client may try again in a moment, and gets a
-    # problem it can act on instead of a 500.
+    # Redis or the blob store restarting or unreachable: the client may try again in a
+    # moment, and gets a problem it can act on instead of a 500.
     log.warning("backing service unavailable: %s", type(exc).__name__)
     return problem_response(
         503,
@@ -169,6 +170,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CacheError, _cache_error)
     app.add_exception_handler(RedisConnectionError, _backing_service_down)
     app.add_exception_handler(RedisTimeoutError, _backing_service_down)
+    app.add_exception_handler(BlobStoreError, _backing_service_down)
     app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

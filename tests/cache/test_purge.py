@@ -14,7 +14,7 @@ from sqlalchemy import Engine, func, select
 from broker.clock import FrozenClock
 from broker.db import session_scope
 from cache import tasks
-from cache.blobs import DirectoryBlobStore
+from cache.blobs import BlobStore
 from cache.crypto import open_sealed
 from cache.key_store import SqlDataKeyStore
 from cache.keys import KeyRing, KeyShreddedError, LocalKeyProvider
@@ -45,6 +45,12 @@ def read(engine: Engine, service: CacheService, area: str, school: str = SCHOOL)
     return orjson.loads(page.body)["data"]
 
 
+@pytest.fixture
+def blobs(blob_store: BlobStore) -> BlobStore:
+    """This module's tests run on every cold-tier adapter (directory, S3)."""
+    return blob_store
+
+
 def cached(engine: Engine) -> set[tuple[str, str]]:
     with engine.connect() as conn:
         return {(r.school_id, r.area) for r in conn.execute(select(cached_areas))}
@@ -69,7 +75,7 @@ def test_purge_keeps_an_area_until_30_days_out_of_date_then_removes_it_everywher
     engine: Engine,
     deps: tasks.CacheDeps,
     clock: FrozenClock,
-    blobs: DirectoryBlobStore,
+    blobs: BlobStore,
     redis_client: redis.Redis,
 ) -> None:
     clock.set(BASIC_PURGE - SECOND)
@@ -127,7 +133,7 @@ def test_shred_at_day_31_then_nothing_decrypts_and_rows_are_gone(
     service: CacheService,
     deps: tasks.CacheDeps,
     clock: FrozenClock,
-    blobs: DirectoryBlobStore,
+    blobs: BlobStore,
     key_store: SqlDataKeyStore,
     provider: LocalKeyProvider,
 ) -> None:
