@@ -8,6 +8,7 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -142,8 +143,22 @@ def is_database_busy(exc: OperationalError) -> bool:
     return "database is locked" in text or "database is busy" in text
 
 
+def is_database_unreachable(exc: OperationalError) -> bool:
+    """PostgreSQL refusing, dropping or shutting down connections (a restart, a failover)."""
+    return exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError)
+
+
 async def _database_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, OperationalError)
+    if is_database_unreachable(exc):
+        log.warning("database not answering: answered 503")
+        return problem_response(
+            503,
+            slug="unavailable",
+            title="Service unavailable",
+            detail="the database is not answering: try again shortly",
+            headers={"Retry-After": "1"},
+        )
     if not is_database_busy(exc):
         raise exc  # on to the request id middleware and the 500 it answers, as before
     # Writers queue on SQLite's lock for the busy timeout; past it the client is told to

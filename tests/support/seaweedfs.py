@@ -36,11 +36,23 @@ def weed_binary() -> Path:
 
 
 class SeaweedFS:
-    def __init__(self, root: Path, bucket: str = "misbroker-test") -> None:
+    """`flags`: the `weed mini` flags of a deployment (deploy/compose.yaml) instead of ours;
+    its address flags are replaced, and the credentials go in its environment as there."""
+
+    def __init__(
+        self,
+        root: Path,
+        bucket: str = "misbroker-test",
+        flags: list[str] | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.bucket = bucket
-        self.access_key = "mb" + secrets.token_hex(8)
-        self.secret_key = secrets.token_urlsafe(30)
+        self._flags = flags
+        self.access_key, self.secret_key = credentials or (
+            "mb" + secrets.token_hex(8),
+            secrets.token_urlsafe(30),
+        )
         # Every server of `weed mini` gets its HTTP and gRPC ports here: the defaults (and
         # gRPC's default of HTTP + 10000) would collide with another session's server.
         self._http = {name: free_port() for name in _SERVERS}
@@ -58,14 +70,9 @@ class SeaweedFS:
         self._config.chmod(0o600)
 
     def argv(self) -> list[str]:
-        return [
-            str(weed_binary()),
+        address = ("-dir=", "-ip=", "-ip.bind=")
+        flags = [
             "mini",
-            f"-dir={self.root / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            *(f"-{name}.port={port}" for name, port in self._http.items()),
-            *(f"-{name}.port.grpc={port}" for name, port in self._grpc.items()),
             # Only S3 is wanted: the other front ends would take more ports and memory.
             "-admin.ui=false",
             "-webdav=false",
@@ -73,6 +80,17 @@ class SeaweedFS:
             "-s3.port.lance=0",
             f"-s3.config={self._config}",
             f"-bucket={self.bucket}",
+        ]
+        if self._flags is not None:
+            flags = [flag for flag in self._flags if not flag.startswith(address)]
+        return [
+            str(weed_binary()),
+            *flags,
+            f"-dir={self.root / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            *(f"-{name}.port={port}" for name, port in self._http.items()),
+            *(f"-{name}.port.grpc={port}" for name, port in self._grpc.items()),
         ]
 
     def settings(self, prefix: str = "", **changes: object) -> CacheSettings:
@@ -113,8 +131,12 @@ class SeaweedFS:
     def start(self) -> None:
         assert self._process is None, "already running"
         log = (self.root / "weed.log").open("ab")
+        env = os.environ.copy()
+        if self._flags is not None:
+            env |= {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
         self._process = subprocess.Popen(
             self.argv(),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
