@@ -8,6 +8,9 @@ API 1, the partner reads through API 2, and faults are injected one after anothe
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -16,8 +19,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import psutil
 import pyotp
 import pytest
+from sqlalchemy import Connection, text
 
 from tests.support.servers import wait_until
 from tests.support.topology import Topology
@@ -129,6 +134,8 @@ def world(topology: Topology) -> World:
             partner = PartnerRepository(session).by_name(DEMO_PARTNER)
             assert partner is not None
             partner.rate_limit_per_minute = 1_000_000
+            # Consent events then become webhook deliveries: the work the workers do.
+            partner.webhook_url = "https://partner.topology.test/hooks"
             session.add(partner)
     finally:
         resources.close()
@@ -295,6 +302,87 @@ def last_allowed_sent(reads: Reads, moment: float) -> float:
     """How long after `moment` the last read that API 2 still served was sent."""
     allowed = [a.sent for a in answers_after(reads, moment) if a.status == 200]
     return max(allowed, default=moment) - moment
+
+
+def worker_holding(topology: Topology, client_port: int) -> str | None:
+    """The name of the worker whose process (main or pool child) owns this local port."""
+    for name, process in topology.processes.items():
+        if not name.startswith("worker") or process.poll() is not None:
+            continue
+        main = psutil.Process(process.pid)
+        for proc in [main, *main.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                if any(c.laddr.port == client_port for c in proc.net_connections("tcp")):
+                    return name
+    return None
+
+
+def blocked_fan_out_port(conn: Connection) -> int | None:
+    """A worker's database connection waiting on our lock inside webhooks.fan_out's insert."""
+    row = conn.execute(
+        text(
+            "SELECT client_port FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query ILIKE 'INSERT INTO webhook_deliveries%' ORDER BY query_start LIMIT 1"
+        )
+    ).first()
+    conn.rollback()  # pg_stat_activity is a snapshot per transaction: take a new one each time
+    return None if row is None else int(row[0])
+
+
+def test_kill_9_of_a_worker_mid_task_the_other_finishes_it_once(
+    topology: Topology, world: World
+) -> None:
+    from broker.db import make_engine
+
+    engine = make_engine(topology.database_url())
+    consent = consent_id(topology, world)
+    try:
+        with engine.connect() as holder, engine.connect() as watcher:
+            # Deliveries cannot be written while we hold this: a fan-out stops mid-task,
+            # having read its event, inside its insert.
+            holder.execute(text("LOCK TABLE webhook_deliveries IN EXCLUSIVE MODE"))
+            admin_post(
+                topology, world, f"/v1/admin/consents/{consent}/suspend", {"reason": "kill -9"}
+            )
+            (event_id,) = watcher.execute(
+                text(
+                    "SELECT id FROM events_outbox WHERE type = 'consent.suspended' "
+                    "AND dispatched_at IS NULL"
+                )
+            ).one()
+            assert wait_until(lambda: blocked_fan_out_port(watcher) is not None, 120)
+            port = blocked_fan_out_port(watcher)
+            assert port is not None
+            victim = worker_holding(topology, port)
+            assert victim is not None
+            process = topology.processes[victim]
+            os.killpg(process.pid, signal.SIGKILL)  # the worker and its pool, mid-task
+            process.wait(timeout=60)
+            holder.rollback()  # the lock goes; the dead worker's transaction never commits
+        survivor = next(n for n in topology.processes if n.startswith("worker") and n != victim)
+
+        def delivered() -> list[Any]:
+            with engine.connect() as conn:
+                return list(
+                    conn.execute(
+                        text("SELECT partner_id FROM webhook_deliveries WHERE event_id = :e"),
+                        {"e": event_id},
+                    )
+                )
+
+        assert wait_until(lambda: len(delivered()) > 0, 120), topology.logs()
+        with engine.connect() as conn:
+            dispatched = conn.execute(
+                text("SELECT dispatched_at FROM events_outbox WHERE id = :e"), {"e": event_id}
+            ).scalar_one()
+        assert dispatched is not None
+        assert len(delivered()) == 1  # one delivery to the one partner: nothing twice
+        assert event_id in (topology.root / f"{survivor}.log").read_text(errors="replace")
+        print(f"kill -9 of {victim} (pid {process.pid}) inside fan-out; {survivor} finished it")
+    finally:
+        engine.dispose()
+        admin_post(topology, world, f"/v1/admin/consents/{consent}/resume", {})
+        topology.spawn("worker-restarted", topology.command("worker"))  # two again
 
 
 def test_a_suspension_and_a_revocation_through_api_1_are_enforced_by_api_2(
