@@ -90,11 +90,16 @@ async def _backing_service_down(_: Request, exc: Exception) -> Response:
     # Redis or the blob store restarting or unreachable: the client may try again in a
     # moment, and gets a problem it can act on instead of a 500.
     log.warning("backing service unavailable: %s", type(exc).__name__)
+    return unavailable_response("a service the broker needs is not answering: try again shortly")
+
+
+def unavailable_response(detail: str) -> Response:
+    """503 with Retry-After: the client may try again in a moment."""
     return problem_response(
         503,
         slug="unavailable",
         title="Service unavailable",
-        detail="a service the broker needs is not answering: try again shortly",
+        detail=detail,
         headers={"Retry-After": "1"},
     )
 
@@ -152,25 +157,13 @@ async def _database_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, OperationalError)
     if is_database_unreachable(exc):
         log.warning("database not answering: answered 503")
-        return problem_response(
-            503,
-            slug="unavailable",
-            title="Service unavailable",
-            detail="the database is not answering: try again shortly",
-            headers={"Retry-After": "1"},
-        )
+        return unavailable_response("the database is not answering: try again shortly")
     if not is_database_busy(exc):
         raise exc  # on to the request id middleware and the 500 it answers, as before
     # Writers queue on SQLite's lock for the busy timeout; past it the client is told to
     # come back rather than shown a 500 (the load is the problem, not its request).
     log.warning("database busy past the timeout: answered 503")
-    return problem_response(
-        503,
-        slug="unavailable",
-        title="Service unavailable",
-        detail="the database is busy: try again in a moment",
-        headers={"Retry-After": "1"},
-    )
+    return unavailable_response("the database is busy: try again in a moment")
 
 
 async def _unexpected_error(_: Request, exc: Exception) -> Response:

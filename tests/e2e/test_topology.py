@@ -20,10 +20,11 @@ from typing import Any
 
 import httpx
 import psutil
-import pyotp
 import pytest
 from sqlalchemy import Connection, text
 
+from bench.soak import World as SoakWorld
+from bench.soak import sign_in
 from tests.support.servers import wait_until
 from tests.support.topology import Topology
 
@@ -35,17 +36,10 @@ TIMEOUT = 30.0
 
 
 @dataclass
-class World:
-    school_id: str
-    agent_key: str
-    client_id: str
-    client_secret: str
-    admin_email: str
-    admin_password: str
-    totp_secret: str
+class World(SoakWorld):
+    """The soak's world (school, agent, partner, admin and their credentials), uploaded to."""
+
     records: int = 0
-    partner_token: str = ""
-    admin_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,7 +73,7 @@ class Reads:
 
     def _run(self) -> None:
         path = f"/v1/schools/{self.world.school_id}/data/{AREA}"
-        auth = {"Authorization": f"Bearer {self.world.partner_token}"}
+        auth = {"Authorization": f"Bearer {self.world.token}"}
         with httpx.Client(base_url=self.url, timeout=TIMEOUT) as client:
             while not self._stop.is_set():
                 sent = time.monotonic()
@@ -140,6 +134,9 @@ def world(topology: Topology) -> World:
     finally:
         resources.close()
     world = World(
+        base_url=topology.url(1),
+        data_dir=topology.root,
+        env=topology.env,
         school_id=creds.school.id,
         agent_key=creds.agent_key,
         client_id=creds.client_id,
@@ -154,25 +151,7 @@ def world(topology: Topology) -> World:
         records = list(mis.extract(AREA))
         upload_full(api1, world.agent_key, AREA, records, now)
         world.records = len(records)
-    with httpx.Client(base_url=topology.url(2), timeout=TIMEOUT) as api2:  # the partner's
-        token = api2.post(
-            "/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=(world.client_id, world.client_secret),
-        )
-        assert token.status_code == 200, token.text
-        world.partner_token = token.json()["access_token"]
-    with httpx.Client(base_url=topology.url(1), timeout=TIMEOUT) as api1:  # the school's
-        login = api1.post(
-            "/v1/admin/login",
-            json={
-                "email": world.admin_email,
-                "password": world.admin_password,
-                "totp": pyotp.TOTP(world.totp_secret).now(),
-            },
-        )
-        assert login.status_code == 200, login.text
-        world.admin_token = login.json()["token"]
+    sign_in(world)  # a partner token and an admin token, both good on every API process
     return world
 
 
@@ -180,7 +159,7 @@ def read(topology: Topology, world: World, api: int, **params: Any) -> httpx.Res
     return httpx.get(
         f"{topology.url(api)}/v1/schools/{world.school_id}/data/{AREA}",
         params={"limit": 1000, **params},
-        headers={"Authorization": f"Bearer {world.partner_token}"},
+        headers={"Authorization": f"Bearer {world.token}"},
         timeout=TIMEOUT,
     )
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sysconfig
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cache.settings import CacheSettings
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import free_port, spawn_logged, stop_logged, wait_until
 
 START_TIMEOUT_SECONDS = 90.0
 _SERVERS = ("master", "volume", "filer", "s3", "admin")
@@ -130,19 +129,10 @@ class SeaweedFS:
 
     def start(self) -> None:
         assert self._process is None, "already running"
-        log = (self.root / "weed.log").open("ab")
         env = os.environ.copy()
         if self._flags is not None:
             env |= {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
-        self._process = subprocess.Popen(
-            self.argv(),
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
+        self._process = spawn_logged(self.argv(), self.root / "weed.log", env=env)
         if not wait_until(self._ready_or_dead, START_TIMEOUT_SECONDS, interval=0.1):
             self.stop()
             raise RuntimeError(f"SeaweedFS did not become ready; see {self.root / 'weed.log'}")
@@ -158,13 +148,7 @@ class SeaweedFS:
         process, self._process = self._process, None
         if process is None:
             return
-        # weed mini runs its servers in one process; its session holds nothing else.
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+        stop_logged(process)  # weed mini runs every server in one process
 
     @property
     def running(self) -> bool:

@@ -11,6 +11,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -134,3 +135,31 @@ def wait_until(predicate: object, timeout: float, interval: float = 0.05) -> boo
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def spawn_logged(
+    argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """A server process in its own session (killpg stops it whole), its output in `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def stop_logged(process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Stop what `spawn_logged` started, its whole session: SIGTERM, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)

@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from sqlalchemy import create_engine, text
 from broker.embedded_redis import find_server_binary
 from tests.deploy.manifests import compose
 from tests.support.seaweedfs import SeaweedFS
-from tests.support.servers import PostgresServer, free_port, wait_until
+from tests.support.servers import PostgresServer, free_port, spawn_logged, stop_logged, wait_until
 
 _VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
 START_TIMEOUT = 180.0
@@ -57,11 +56,7 @@ class RedisProcess:
             *self.flags,
             *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root)),
         ]
-        log = (self.root / "valkey.log").open("ab")
-        self.process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
+        self.process = spawn_logged(argv, self.root / "valkey.log")
         assert wait_until(self.answers, START_TIMEOUT, 0.05), f"{self.name} did not start"
 
     def answers(self) -> bool:
@@ -211,17 +206,7 @@ class Topology:
         return [str(Path(sys.executable).parent / command[0]), *command[1:]]
 
     def spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
-        log = (self.root / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            self._argv(command),
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
+        process = spawn_logged(self._argv(command), self.root / f"{name}.log", self.env, ROOT)
         self.processes[name] = process
         return process
 
@@ -255,14 +240,7 @@ class Topology:
 
     def stop(self) -> None:
         for name in sorted(self.processes, key=lambda n: (not n.startswith("api"), n)):
-            process = self.processes.pop(name)
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=30)
+            stop_logged(self.processes.pop(name))
         for server in (self.cache_redis, self.queue_redis):
             if server is not None:
                 server.stop()
