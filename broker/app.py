@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from broker import __version__
+from broker.apidocs.wiring import install_api_docs
 from broker.cache_wiring import build_cache_service
 from broker.clock import Clock
 from broker.consent_wiring import consent_lifespan, install_consent
@@ -83,14 +84,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             await app.state.state_redis.aclose()
             resources.close()
 
-    # In production the docs pages (which load Swagger UI from a CDN) are off;
-    # `/openapi.json` stays: clients and the conformance tests read it.
+    # In production the docs page is off; `/openapi.json` stays: clients and the conformance
+    # tests read it.  Elsewhere `/docs` is Swagger UI served by the broker itself (no CDN).
     production = (settings.broker if settings else BrokerSettings()).environment is (
         Environment.PRODUCTION
     )
     app = FastAPI(
-        docs_url=None if production else "/docs",
-        redoc_url=None if production else "/redoc",
+        docs_url=None,
+        redoc_url=None,
         title="misbroker",
         version=__version__,
         summary="Consent-enforcing broker for UK school MIS data",
@@ -104,6 +105,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(admin_agent.router)
     install_consent(app)
     install_console(app)
+    if not production:
+        install_api_docs(app)
     app.add_middleware(PartnerReadLane)  # inside the request-id and metrics middleware
     app.add_middleware(EdgeMiddleware)  # body limits before the lane, routing or auth
     app.add_middleware(RequestContextMiddleware)

@@ -5,8 +5,10 @@ A pure ASGI middleware between the request-id middleware and the partner read la
 request without a body (every partner read) costs one walk over its headers and a send
 wrapper; no task, no copy.
 
-Bodies.  A request declaring more than its route's limit is answered 413 at once, before
-authentication, parsing or reading a byte of the body.  The agent's upload has its own,
+Bodies.  A request declaring more than its route's limit is answered 413 before
+authentication or parsing; a body at most `DRAIN_BYTES` over the limit is read and discarded
+first, so a client that sends before it reads still gets the answer, and a larger one is not
+read at all (the connection is closed).  The agent's upload has its own,
 larger limit (`upload_max_compressed_bytes`) and is streamed to its handler, which
 authenticates the agent first; a chunked upload that streams past the limit is stopped
 in `receive`.  Every other body (`body_max_bytes`, 64 KiB by default) is read here up to
@@ -22,6 +24,7 @@ console sets its own) are left alone.
 
 from __future__ import annotations
 
+import enum
 from typing import Final
 
 import orjson
@@ -40,6 +43,9 @@ _NOSNIFF: Final = (b"x-content-type-options", b"nosniff")
 _NO_STORE: Final = (b"cache-control", b"no-store")
 # Content-Length of more digits than this is over any limit (and int() of 5,000 digits raises).
 _MAX_LENGTH_DIGITS: Final = 15
+# How much of an oversized body is read and thrown away so the client can read its 413;
+# past this the connection is closed instead.  Nothing drained is kept.
+DRAIN_BYTES: Final = 1024 * 1024
 _DEFAULTS: Final = BrokerSettings()
 
 
@@ -68,14 +74,19 @@ class EdgeMiddleware:
         upload = scope["path"] == UPLOAD_PATH
         limit = settings.upload_max_compressed_bytes if upload else settings.body_max_bytes
         if length is not None and _over(length, limit):
-            await _too_large(limit)(scope, receive, send)
+            # Read a small excess and throw it away, so a client that writes its whole body
+            # before reading (most do) gets the 413 rather than a reset connection.
+            drained = not upload and not _over(length, limit + DRAIN_BYTES)
+            if drained:
+                drained = await _drain(receive, limit + DRAIN_BYTES)
+            await _too_large(limit, close=not drained)(scope, receive, send)
             return
         if upload:
             await self.app(scope, _counting(receive, limit), send)
             return
         body = await _read(receive, limit)
-        if body is None:
-            await _too_large(limit)(scope, receive, send)
+        if not isinstance(body, bytes):
+            await _too_large(limit, close=body is _Over.UNREAD)(scope, receive, send)
             return
         problem = _json_problem(scope, body, settings)
         if problem is not None:
@@ -97,19 +108,40 @@ def _over(length: bytes, limit: int) -> bool:
     return int(length) > limit
 
 
-def _too_large(limit: int) -> ASGIApp:
+def _too_large(limit: int, *, close: bool) -> ASGIApp:
     return problem_response(
         413,
         slug="payload-too-large",
         title="Payload too large",
         detail=f"request body over {limit} bytes",
-        headers={"Connection": "close"},
+        # The rest of an undrained body is still on the wire: the connection cannot be reused.
+        headers={"Connection": "close"} if close else None,
         limit_bytes=limit,
     )
 
 
-async def _read(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it passes `limit` bytes."""
+async def _drain(receive: Receive, budget: int) -> bool:
+    """Read and discard the rest of the body: True if it ended within `budget` bytes."""
+    size = 0
+    while size <= budget:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return size <= budget
+    return False
+
+
+class _Over(enum.Enum):
+    """A body over its limit: thrown away to its end, or with more still unread."""
+
+    DRAINED = enum.auto()
+    UNREAD = enum.auto()
+
+
+async def _read(receive: Receive, limit: int) -> bytes | _Over:
+    """The whole body, or, once it passes `limit`, what became of the rest of it."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -118,10 +150,14 @@ async def _read(receive: Receive, limit: int) -> bytes | None:
             break  # disconnected: the app sees an empty body and the send goes nowhere
         chunk = message.get("body", b"")
         size += len(chunk)
+        more = message.get("more_body", False)
         if size > limit:
-            return None
+            chunks.clear()
+            if not more:
+                return _Over.DRAINED
+            return _Over.DRAINED if await _drain(receive, DRAIN_BYTES) else _Over.UNREAD
         chunks.append(chunk)
-        if not message.get("more_body", False):
+        if not more:
             break
     return b"".join(chunks)
 

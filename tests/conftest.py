@@ -87,14 +87,29 @@ def make_settings(data_dir: Path, **broker: object) -> Settings:
     )
 
 
-@pytest.fixture
-def settings(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> Settings:
-    """An embedded-style deployment in a temp dir, its database migrated to the newest."""
-    settings = make_settings(tmp_path / "data", redis_url=redis_url)
+def migrated_settings(data_dir: Path, redis_url: str, database_url: str | None = None) -> Settings:
+    """A deployment in `data_dir`, its database (SQLite there by default) at the newest."""
+    extra = {} if database_url is None else {"database_url": database_url}
+    settings = make_settings(data_dir, redis_url=redis_url, **extra)
     engine = make_engine(settings.database_url)
     upgrade(engine)
     engine.dispose()
     return settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> Settings:
+    """An embedded-style deployment in a temp dir, its database migrated to the newest."""
+    return migrated_settings(tmp_path / "data", redis_url)
+
+
+@pytest.fixture
+def settings_on_each_database(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis, database_url: str
+) -> Settings:
+    """The same on SQLite and on PostgreSQL: a module whose rules depend on the database's
+    locking overrides `settings` with this."""
+    return migrated_settings(tmp_path / "data", redis_url, database_url)
 
 
 @pytest.fixture

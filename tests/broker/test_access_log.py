@@ -7,7 +7,6 @@ import io
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -22,7 +21,7 @@ from broker.settings import load_settings
 from consent.access_log import LogEntry, append_entries
 from consent.audit_keys import AuditKeyring
 from consent.models import AuditEvent
-from tests.support.admin import BASIC, CONTACTS, World, build_world, cheap_argon2
+from tests.support.admin import BASIC, CONTACTS, World, build_world, cheap_argon2, log_read
 
 S = timedelta(seconds=1)
 
@@ -31,24 +30,6 @@ S = timedelta(seconds=1)
 def world(client: TestClient, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> World:
     cheap_argon2(monkeypatch)
     return build_world(client, clock)
-
-
-def log_read(world: World, n: int, school_id: str | None = None, **kw: Any) -> int:
-    entry = LogEntry(
-        **{
-            "school_id": school_id or world.school_id,
-            "partner_id": world.partner_id,
-            "areas": (BASIC,),
-            "record_count": n,
-            "decision": "allowed",
-            "reason": "granted",
-            "request_id": f"req-{n}",
-            "at": world.now(),
-            **kw,
-        }
-    )
-    seq: int = world.client.portal.call(world.runtime.access_log.append, entry)  # type: ignore[union-attr]
-    return seq
 
 
 def test_the_school_reads_its_own_log_newest_first_with_filters(world: World) -> None:

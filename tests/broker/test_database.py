@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from broker.db import (
+    alembic_config,
     current_revision,
     downgrade,
     head_revision,
@@ -35,6 +37,39 @@ def test_migrations_upgrade_downgrade_and_upgrade_again(database_url: str) -> No
     assert "schools" not in inspect(engine).get_table_names()
     upgrade(engine)
     assert current_revision(engine) == head_revision(engine)
+    engine.dispose()
+
+
+def test_migrations_form_one_linear_chain() -> None:
+    """A release's new migration must follow the last one: a second head fails here."""
+    scripts = ScriptDirectory.from_config(alembic_config(make_engine("sqlite://")))
+    assert len(scripts.get_heads()) == 1, scripts.get_heads()
+    for rev in scripts.walk_revisions("base", "heads"):
+        assert not rev.is_merge_point, f"{rev.revision} merges branches"
+        assert not rev.is_branch_point, f"{rev.revision} is branched from"
+
+
+def test_branch_stamps_of_older_releases_collapse_into_the_linear_head(database_url: str) -> None:
+    """Before 0.3.0 a database held one stamp per branch; upgrading it must just work."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    older_heads = [
+        "0002_cache",
+        "0002_events",
+        "0003_consent",
+        "0005_webhooks",
+        "0006_console",
+        "0007_held_deletions",
+    ]
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM alembic_version"))
+        for rev in older_heads:
+            conn.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": rev})
+    assert current_revision(engine) != head_revision(engine)
+    upgrade(engine)
+    assert current_revision(engine) == head_revision(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
     engine.dispose()
 
 

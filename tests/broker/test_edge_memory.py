@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import orjson
 import psutil
 import pytest
@@ -195,3 +196,84 @@ def test_a_gzip_bomb_upload_is_refused_with_memory_bounded(
     assert grown_peak < BOMB_GROWTH_BOUND
     assert grown_after < BOMB_GROWTH_BOUND
     assert broker.healthy()
+
+
+# Each argon2 verification holds 64 MiB while it runs; the gate allows one per core.
+ARGON2_MEMORY = 64 * MB
+LOGIN_FLOOD = 64
+
+
+@pytest.fixture(scope="module")
+def login_broker(school: tuple[Path, str], redis_url: str) -> Iterator[LiveBroker]:
+    """The same school's broker with the per-IP limit out of the way, so every login of the
+    flood reaches the hash gate (all of them come from 127.0.0.1)."""
+    with live_broker(
+        school[0],
+        redis_url,
+        MISBROKER_ADMIN_LOGIN_PER_IP_PER_MINUTE="100000",
+        MISBROKER_ADMIN_LOGIN_PER_ACCOUNT_PER_MINUTE="100000",
+    ) as running:
+        yield running
+
+
+def test_a_login_flood_keeps_memory_to_the_hash_slots_and_healthz_answering(
+    login_broker: LiveBroker,
+) -> None:
+    """64 concurrent logins for unknown emails: at most one argon2 hash per core at once, so
+    memory grows by the slots' hashes, not the flood's; the rest are told 503 Retry-After."""
+    assert login_broker.proc is not None
+    slots = len(psutil.Process(login_broker.proc.pid).cpu_affinity() or [0])
+    memory = _memory(login_broker)
+    before = memory.rss()
+    statuses: list[int] = []
+    healthz_during: list[int] = []
+    started = threading.Barrier(LOGIN_FLOOD + 1)
+
+    def login(n: int) -> None:
+        with httpx.Client(base_url=login_broker.url, timeout=120) as client:
+            started.wait()
+            answer = client.post(
+                "/v1/admin/login",
+                json={"email": f"nobody{n}@flood.test", "password": "x" * 12, "totp": "000000"},
+            )
+            statuses.append(answer.status_code)
+
+    threads = [threading.Thread(target=login, args=(n,)) for n in range(LOGIN_FLOOD)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    with httpx.Client(base_url=login_broker.url, timeout=120) as client:
+        # Asked while the flood is still being answered: liveness must not queue behind it.
+        healthz_during.append(client.get("/healthz").status_code)
+    for thread in threads:
+        thread.join(timeout=300)
+    grown_peak, grown_after = memory.peak() - before, memory.rss() - before
+    refused = sum(1 for s in statuses if s == 503)
+    print(
+        f"login flood of {LOGIN_FLOOD} on {slots} hash slots: peak +{grown_peak / MB:.0f} MB, "
+        f"after +{grown_after / MB:.0f} MB, {refused} answered 503"
+    )
+    assert len(statuses) == LOGIN_FLOOD
+    assert set(statuses) <= {401, 503}, statuses
+    assert healthz_during == [200]
+    bound = slots * ARGON2_MEMORY + 48 * MB
+    assert grown_peak < bound
+    assert grown_after < bound
+    assert login_broker.healthy()
+
+
+def test_a_body_a_little_over_the_limit_gets_its_413_and_keeps_the_connection(
+    broker: LiveBroker,
+) -> None:
+    """httpx writes the whole body before reading: the excess is drained, so it reads a
+    problem (not a reset), and the connection stays usable."""
+    body = b'{"email": "' + b"a" * (300 * 1024) + b'"}'
+    with httpx.Client(base_url=broker.url, timeout=60) as client:
+        answer = client.post(
+            "/v1/admin/login", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert answer.status_code == 413
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["limit_bytes"] == 65536
+        assert answer.headers.get("connection") != "close"
+        assert client.get("/healthz").status_code == 200

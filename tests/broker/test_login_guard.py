@@ -18,6 +18,7 @@ from broker import security
 from broker.admin.guard import hash_gate
 from broker.admin.models import AdminLoginFailure, AdminSession
 from broker.clock import FrozenClock
+from broker.settings import Settings
 from consent.models import AuditEvent
 from tests.support.admin import PASSWORD, World, build_world, cheap_argon2
 
@@ -32,6 +33,13 @@ class CountingHasher(PasswordHasher):
         with self._lock:
             self.verified += 1
         return super().verify(hash, password)
+
+
+@pytest.fixture
+def settings(settings_on_each_database: Settings) -> Settings:
+    """The lockout and consent serialization are per database: SQLite's BEGIN IMMEDIATE and
+    PostgreSQL's locks are both under test."""
+    return settings_on_each_database
 
 
 @pytest.fixture

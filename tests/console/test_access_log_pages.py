@@ -4,41 +4,22 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
 from broker.console.pages import access_log
 from broker.console.web import format_instant
-from consent.access_log import LogEntry
 from tests.support.admin import (
     BASIC,
     CONTACTS,
     DEMOGRAPHICS,
     World,
+    log_read,
 )
 from tests.support.console import sign_in
 
 S = timedelta(seconds=1)
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-def log_read(world: World, n: int, **kw: Any) -> int:
-    entry = LogEntry(
-        **{
-            "school_id": world.school_id,
-            "partner_id": world.partner_id,
-            "areas": (BASIC,),
-            "record_count": n,
-            "decision": "allowed",
-            "reason": "granted",
-            "request_id": f"req-{n}",
-            "at": world.now(),
-            **kw,
-        }
-    )
-    seq: int = world.client.portal.call(world.runtime.access_log.append, entry)  # type: ignore[union-attr]
-    return seq
 
 
 def rows(html: str) -> list[str]:

@@ -21,6 +21,7 @@ from broker.partners.service import register_partner
 from broker.resources import Resources
 from broker.schools.repository import SchoolRepository
 from broker.schools.service import add_admin, register_school
+from consent.access_log import LogEntry
 
 PASSWORD = "Corr3ct!horse"
 BASIC, CONTACTS, DEMOGRAPHICS, BEHAVIOUR = (
@@ -174,3 +175,22 @@ def build_world(client: TestClient, clock: FrozenClock) -> World:
         other_partner_id=textly.partner.id,
         agent_key=hilltop.agent_key,
     )
+
+
+def log_read(world: World, n: int, school_id: str | None = None, **kw: Any) -> int:
+    """Append an access-log entry for a read of `n` records, as the partner read path does."""
+    entry = LogEntry(
+        **{
+            "school_id": school_id or world.school_id,
+            "partner_id": world.partner_id,
+            "areas": (BASIC,),
+            "record_count": n,
+            "decision": "allowed",
+            "reason": "granted",
+            "request_id": f"req-{n}",
+            "at": world.now(),
+            **kw,
+        }
+    )
+    seq: int = world.client.portal.call(world.runtime.access_log.append, entry)  # type: ignore[union-attr]
+    return seq

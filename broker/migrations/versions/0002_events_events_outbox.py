@@ -1,7 +1,7 @@
 """events outbox
 
 Revision ID: 0002_events
-Revises: 0001
+Revises: 0002_cache
 Create Date: 2026-11-23 16:43:09.032955
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import consent.sqltypes
 
 revision: str = '0002_events'
-down_revision: str | None = '0001'
+down_revision: str | None = '0002_cache'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

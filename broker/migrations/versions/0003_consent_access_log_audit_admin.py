@@ -1,7 +1,7 @@
 """consents, consent events, access log, audit events and keys, admin sessions
 
 Revision ID: 0003_consent
-Revises: 0001
+Revises: 0002_events
 Create Date: 2026-11-23 16:50:19.112170
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import consent.sqltypes
 
 revision: str = '0003_consent'
-down_revision: str | None = '0001'
+down_revision: str | None = '0002_events'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

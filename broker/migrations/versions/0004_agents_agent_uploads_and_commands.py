@@ -1,7 +1,7 @@
 """agent uploads and commands
 
 Revision ID: 0004_agents
-Revises: 0002_events
+Revises: 0003_consent
 Create Date: 2026-11-23 16:45:50.148591
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import consent.sqltypes
 
 revision: str = '0004_agents'
-down_revision: str | None = '0001'
+down_revision: str | None = '0003_consent'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """webhook deliveries
 
 Revision ID: 0005_webhooks
-Revises: 0001
+Revises: 0004_agents
 Create Date: 2026-11-23 16:53:19.424744
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import consent.sqltypes
 
 revision: str = '0005_webhooks'
-down_revision: str | None = '0001'
+down_revision: str | None = '0004_agents'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """console sessions recovery codes invitations
 
 Revision ID: 0006_console
-Revises: 0001
+Revises: 0005_webhooks
 Create Date: 2026-12-02 16:00:35.269375
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import consent.sqltypes
 
 revision: str = '0006_console'
-down_revision: str | None = '0001'
+down_revision: str | None = '0005_webhooks'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

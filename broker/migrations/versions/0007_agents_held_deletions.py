@@ -1,7 +1,7 @@
 """held deletions: uploads that would delete too much of an area, until confirmed
 
 Revision ID: 0007_held_deletions
-Revises: 0004_agents
+Revises: 0006_console
 Create Date: 2026-12-02 16:20:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import consent.sqltypes
 
 revision: str = '0007_held_deletions'
-down_revision: str | None = '0004_agents'
+down_revision: str | None = '0006_console'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

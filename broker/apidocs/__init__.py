@@ -1,0 +1,1 @@
+"""The API's reference pages for partner developers, served by the broker itself."""
