@@ -96,12 +96,14 @@ def test_it_runs_as_the_non_root_user_the_manifests_expect() -> None:
     (user,) = [args for keyword, args in stage if keyword == "USER"]
     created = next(args for keyword, args in stage if keyword == "RUN" and "useradd" in args)
     uid = int(created.split("--uid")[1].split()[0])
+    gid = int(created.split("--gid")[1].split()[0])
     assert user in created
     assert uid != 0
     for _, pod in pod_templates():
         assert pod["securityContext"]["runAsUser"] == uid
+        assert pod["securityContext"]["runAsGroup"] == gid
     for name in ("migrate", "api", "worker", "beat"):
-        assert compose()["services"][name]["user"] == f"{uid}:{uid}"
+        assert compose()["services"][name]["user"] == f"{uid}:{gid}"
 
 
 def test_its_settings_are_settings_and_match_the_manifests() -> None:
