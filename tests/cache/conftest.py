@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from sqlalchemy import Engine
@@ -156,3 +157,19 @@ def upload(
             extracted_at=at,
             now=at,
         )
+
+
+def read(engine: Engine, service: CacheService, area: str, school: str = SCHOOL) -> Any:
+    """The first page of an area as a partner is served it, an hour after T0."""
+    with session_scope(engine) as session:
+        page = service.read_page(
+            session,
+            school_id=school,
+            area=area,
+            fields=None,
+            updated_since=None,
+            limit=100,
+            cursor=None,
+            now=T0 + timedelta(hours=1),
+        )
+    return orjson.loads(page.body)["data"]

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import base64
 from datetime import timedelta
-from typing import Any
 
-import orjson
 import pytest
 import redis
 from sqlalchemy import Engine, func, select
 
 from broker.clock import FrozenClock
-from broker.db import session_scope
 from cache import tasks
 from cache.blobs import BlobStore
 from cache.crypto import open_sealed
@@ -22,27 +19,12 @@ from cache.models import cached_areas, cached_records, data_keys
 from cache.purge import format_report
 from cache.service import CacheService
 from cache.warm import record_slot
-from tests.cache.conftest import OTHER_SCHOOL, SCHOOL, students, upload
+from tests.cache.conftest import OTHER_SCHOOL, SCHOOL, read, students, upload
 from tests.conftest import T0
 
 SECOND = timedelta(seconds=1)
 BASIC_PURGE = T0 + timedelta(days=1 + 30)
 PHOTOS_PURGE = T0 + timedelta(days=7 + 30)
-
-
-def read(engine: Engine, service: CacheService, area: str, school: str = SCHOOL) -> Any:
-    with session_scope(engine) as session:
-        page = service.read_page(
-            session,
-            school_id=school,
-            area=area,
-            fields=None,
-            updated_since=None,
-            limit=100,
-            cursor=None,
-            now=T0 + timedelta(hours=1),
-        )
-    return orjson.loads(page.body)["data"]
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -25,14 +24,14 @@ from sqlalchemy import Engine
 
 from broker.app import create_app
 from broker.clock import FrozenClock
-from broker.db import make_engine, session_scope, upgrade
+from broker.db import make_engine, upgrade
 from broker.settings import Settings
 from cache import tasks
 from cache.blobs import BlobStore, BlobStoreError
 from cache.s3_blobs import S3BlobStore
 from cache.service import CacheService
 from cache.settings import CacheSettings, S3Location, parse_s3_url
-from tests.cache.conftest import SCHOOL, student, students, upload
+from tests.cache.conftest import SCHOOL, read, student, students, upload
 from tests.conftest import T0, make_settings
 from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 from tests.support.servers import wait_until
@@ -132,18 +131,7 @@ def test_a_large_photo_is_uploaded_in_parts_and_reads_back(
     )
     # A multipart object's ETag is "<digest>-<parts>": 11 MiB sealed, in parts of 5 MiB.
     assert head["ETag"].strip('"').endswith("-3")
-    with session_scope(engine) as session:
-        page = service.read_page(
-            session,
-            school_id=SCHOOL,
-            area=PHOTOS,
-            fields=None,
-            updated_since=None,
-            limit=10,
-            cursor=None,
-            now=T0 + timedelta(hours=1),
-        )
-    assert orjson.loads(page.body)["data"][0]["photo"] == photo
+    assert read(engine, service, PHOTOS)[0]["photo"] == photo
 
 
 def test_a_call_in_flight_rides_out_a_server_restart(own_seaweedfs: SeaweedFS) -> None:

@@ -25,7 +25,7 @@ import httpx
 import redis
 from sqlalchemy import create_engine, text
 
-from broker.embedded_redis import find_server_binary
+from broker.embedded_redis import answers, find_server_binary
 from tests.deploy.manifests import compose
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.servers import PostgresServer, free_port, spawn_logged, stop_logged, wait_until
@@ -61,13 +61,7 @@ class RedisProcess:
 
     def answers(self) -> bool:
         password = self.flags[self.flags.index("--requirepass") + 1]
-        client = redis.Redis(port=self.port, password=password, socket_timeout=1)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        return answers(redis.Redis(port=self.port, password=password, socket_timeout=1))
 
     def stop(self) -> None:
         process, self.process = self.process, None
