@@ -162,8 +162,17 @@ async def consent_lifespan(
 async def _consent_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ConsentError)
     error = to_domain_error(exc)
+    headers = dict(error.headers or {})
+    if error.status == 503:
+        # The access log not taking entries (the database away): worth retrying shortly.
+        headers.setdefault("Retry-After", "1")
     return problem_response(
-        error.status, slug=error.slug, title=error.title, detail=error.detail, **error.extra
+        error.status,
+        slug=error.slug,
+        title=error.title,
+        detail=error.detail,
+        headers=headers or None,
+        **error.extra,
     )
 
 

@@ -116,13 +116,7 @@ class EmbeddedRedis:
         raise EmbeddedRedisError(f"{exe.name} did not answer within {timeout:.0f}s")
 
     def _ping(self) -> bool:
-        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=1)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        return answers(redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=1))
 
     @property
     def url(self) -> str:
@@ -133,3 +127,13 @@ class EmbeddedRedis:
             stop(self.proc, timeout)  # SIGTERM: Redis flushes its append-only file and exits
             self.proc = None
         self.socket_path.unlink(missing_ok=True)
+
+
+def answers(client: redis.Redis) -> bool:
+    """Whether the server behind `client` answers a PING now; closes the client."""
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()

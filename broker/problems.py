@@ -8,6 +8,7 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -18,6 +19,7 @@ from starlette.responses import Response
 
 from broker.errors import DomainError
 from broker.logging import request_id_var
+from cache.blobs import BlobStoreError
 from cache.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -85,14 +87,19 @@ async def _cache_error(_: Request, exc: Exception) -> Response:
 
 
 async def _backing_service_down(_: Request, exc: Exception) -> Response:
-    # Redis restarting or unreachable: the client may try again in a moment, and gets a
-    # problem it can act on instead of a 500.
+    # Redis or the blob store restarting or unreachable: the client may try again in a
+    # moment, and gets a problem it can act on instead of a 500.
     log.warning("backing service unavailable: %s", type(exc).__name__)
+    return unavailable_response("a service the broker needs is not answering: try again shortly")
+
+
+def unavailable_response(detail: str) -> Response:
+    """503 with Retry-After: the client may try again in a moment."""
     return problem_response(
         503,
         slug="unavailable",
         title="Service unavailable",
-        detail="a service the broker needs is not answering: try again shortly",
+        detail=detail,
         headers={"Retry-After": "1"},
     )
 
@@ -141,20 +148,22 @@ def is_database_busy(exc: OperationalError) -> bool:
     return "database is locked" in text or "database is busy" in text
 
 
+def is_database_unreachable(exc: OperationalError) -> bool:
+    """PostgreSQL refusing, dropping or shutting down connections (a restart, a failover)."""
+    return exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError)
+
+
 async def _database_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, OperationalError)
+    if is_database_unreachable(exc):
+        log.warning("database not answering: answered 503")
+        return unavailable_response("the database is not answering: try again shortly")
     if not is_database_busy(exc):
         raise exc  # on to the request id middleware and the 500 it answers, as before
     # Writers queue on SQLite's lock for the busy timeout; past it the client is told to
     # come back rather than shown a 500 (the load is the problem, not its request).
     log.warning("database busy past the timeout: answered 503")
-    return problem_response(
-        503,
-        slug="unavailable",
-        title="Service unavailable",
-        detail="the database is busy: try again in a moment",
-        headers={"Retry-After": "1"},
-    )
+    return unavailable_response("the database is busy: try again in a moment")
 
 
 async def _unexpected_error(_: Request, exc: Exception) -> Response:
@@ -169,6 +178,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CacheError, _cache_error)
     app.add_exception_handler(RedisConnectionError, _backing_service_down)
     app.add_exception_handler(RedisTimeoutError, _backing_service_down)
+    app.add_exception_handler(BlobStoreError, _backing_service_down)
     app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -27,6 +27,16 @@ def build_clock(spec: str) -> Clock:
     raise SettingsError(f"MISBROKER_CLOCK must be 'system' or 'file:PATH', not {spec!r}")
 
 
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The cold tier the settings name: an S3-compatible bucket, else the blob directory."""
+    location = settings.cache.blob_location
+    if location is None:
+        return DirectoryBlobStore(settings.blob_dir)
+    from cache.s3_blobs import S3BlobStore  # boto3 is loaded only by deployments that use it
+
+    return S3BlobStore(location, settings.cache)
+
+
 @dataclass
 class Resources:
     settings: Settings
@@ -43,7 +53,7 @@ class Resources:
             settings=settings,
             engine=make_engine(settings.database_url),
             clock=clock or build_clock(settings.broker.clock),
-            blobs=DirectoryBlobStore(settings.blob_dir),
+            blobs=open_blob_store(settings),
             key_provider=provider,
             sealer=KekSealer(provider),
         )

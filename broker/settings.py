@@ -224,6 +224,9 @@ class Settings:
                 problems.append(f"{name} must be set in production")
             elif url_has_placeholder_password(url.get_secret_value()):
                 problems.append(f"{name} carries a placeholder password")
+        secret = self.cache.blob_secret_access_key
+        if secret is not None and is_placeholder(secret.get_secret_value()):
+            problems.append("MISBROKER_BLOB_SECRET_ACCESS_KEY is a placeholder")
         if self.broker.clock != "system":
             problems.append("MISBROKER_CLOCK must be 'system' in production")
         if problems:

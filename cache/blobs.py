@@ -1,4 +1,4 @@
-"""The cold tier's blob store port, and its directory adapter (S3-compatible later).
+"""The cold tier's blob store port, and its directory adapter (S3-compatible: cache.s3_blobs).
 
 Blobs are opaque ciphertext to this layer; keys are opaque too (never personal data).
 Writes are atomic (temp file + fsync + rename) so a crash never leaves a torn blob.
@@ -17,7 +17,14 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_.\-]+)*$")
 
 
 class BlobStoreError(RuntimeError):
-    pass
+    """The store could not do what was asked (unreachable, refused): the caller may retry."""
+
+
+def checked_key(key: str) -> str:
+    """`key`, if it is a relative slash-separated name that cannot climb out of the store."""
+    if not _KEY_RE.match(key) or ".." in key:
+        raise ValueError(f"invalid blob key {key!r}")
+    return key
 
 
 class BlobStore(Protocol):
@@ -40,9 +47,7 @@ class DirectoryBlobStore:
         self.root = root
 
     def _path(self, key: str) -> Path:
-        if not _KEY_RE.match(key) or ".." in key:
-            raise ValueError(f"invalid blob key {key!r}")
-        return self.root / key
+        return self.root / checked_key(key)
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)

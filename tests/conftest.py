@@ -21,6 +21,7 @@ from broker.db import make_engine, upgrade
 from broker.settings import BrokerSettings, Environment, Settings
 from cache.settings import CacheSettings
 from consent.settings import ConsentSettings
+from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 from tests.support.servers import postgres_server, redis_server
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -120,3 +121,10 @@ def app(settings: Settings, clock: FrozenClock) -> FastAPI:
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3 server (SeaweedFS) for the session; tests use a fresh prefix each."""
+    with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server

@@ -107,9 +107,16 @@ def areas(as_json: JsonOpt = False) -> None:
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Apply every pending migration."""
-    engine = state(ctx).resources().engine
-    upgrade(engine)
-    revision = current_revision(engine)
+    from broker.db import make_engine
+
+    # Not through `resources()`: in production that refuses an unmigrated database, which
+    # is exactly what this command is for (a fresh deployment's first step).
+    engine = make_engine(state(ctx).settings.database_url)
+    try:
+        upgrade(engine)
+        revision = current_revision(engine)
+    finally:
+        engine.dispose()
     emit(as_json, {"revision": revision}, f"database at revision {revision}")
 
 

@@ -174,7 +174,8 @@ class Supervisor:
             upgrade(engine)
         finally:
             engine.dispose()
-        s.blob_dir.mkdir(parents=True, exist_ok=True)
+        if s.cache.blob_location is None:
+            s.blob_dir.mkdir(parents=True, exist_ok=True)
 
     def start_children(self) -> None:
         py, s, env = sys.executable, self.settings, self._env()

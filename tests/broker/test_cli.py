@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -231,6 +233,18 @@ def test_areas_json_is_the_catalogue(cli: Cli) -> None:
 def test_db_upgrade_reports_head(cli: Cli) -> None:
     assert cli.json("db", "upgrade")["revision"] == cli.json("db", "current")["head"]
     assert cli.json("db", "current")["up_to_date"] is True
+
+
+def test_db_upgrade_migrates_a_fresh_production_database(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new deployment's first step (compose's `migrate`, the Kubernetes Job)."""
+    monkeypatch.setenv("MISBROKER_ENVIRONMENT", "production")
+    monkeypatch.setenv("MISBROKER_KEK", base64.b64encode(secrets.token_bytes(32)).decode())
+    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
+        monkeypatch.setenv(f"MISBROKER_{name}", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setenv("MISBROKER_DATABASE_URL", f"sqlite:///{cli.data_dir / 'fresh.db'}")
+    assert cli.json("db", "upgrade")["revision"] == cli.json("db", "current")["head"]
 
 
 def test_purge_dry_run_shows_what_would_go_and_changes_nothing(cli: Cli) -> None:

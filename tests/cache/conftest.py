@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from sqlalchemy import Engine
 
 from broker.clock import FrozenClock
 from broker.db import make_engine, session_scope, upgrade
-from cache.blobs import DirectoryBlobStore
+from cache.blobs import BlobStore, DirectoryBlobStore
 from cache.hot import HotCache
 from cache.key_store import SqlDataKeyStore
 from cache.keys import KeyRing, LocalKeyProvider
 from cache.naming import Namer
+from cache.s3_blobs import S3BlobStore
 from cache.service import CacheService
 from cache.settings import CacheSettings
 from cache.tasks import CacheDeps
 from tests.conftest import T0
+from tests.support.seaweedfs import SeaweedFS
 
 SCHOOL = "sch_0001"
 OTHER_SCHOOL = "sch_0002"
@@ -64,6 +67,21 @@ def blob_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def blobs(blob_dir: Path) -> DirectoryBlobStore:
     return DirectoryBlobStore(blob_dir)
+
+
+@pytest.fixture(params=["directory", pytest.param("s3", marks=pytest.mark.s3)])
+def blob_store(request: pytest.FixtureRequest, blob_dir: Path) -> BlobStore:
+    """Each cold-tier adapter: the directory, and a bucket on a real S3 server.
+
+    A module that wants its tests run on both names this one as its `blobs`.
+    """
+    if request.param == "directory":
+        return DirectoryBlobStore(blob_dir)
+    server: SeaweedFS = request.getfixturevalue("seaweedfs")
+    settings = server.settings(prefix=f"t-{secrets.token_hex(6)}")
+    location = settings.blob_location
+    assert location is not None
+    return S3BlobStore(location, settings)
 
 
 @pytest.fixture
@@ -139,3 +157,19 @@ def upload(
             extracted_at=at,
             now=at,
         )
+
+
+def read(engine: Engine, service: CacheService, area: str, school: str = SCHOOL) -> Any:
+    """The first page of an area as a partner is served it, an hour after T0."""
+    with session_scope(engine) as session:
+        page = service.read_page(
+            session,
+            school_id=school,
+            area=area,
+            fields=None,
+            updated_since=None,
+            limit=100,
+            cursor=None,
+            now=T0 + timedelta(hours=1),
+        )
+    return orjson.loads(page.body)["data"]

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import base64
 from datetime import timedelta
-from typing import Any
 
-import orjson
 import pytest
 import redis
 from sqlalchemy import Engine, func, select
 
 from broker.clock import FrozenClock
-from broker.db import session_scope
 from cache import tasks
-from cache.blobs import DirectoryBlobStore
+from cache.blobs import BlobStore
 from cache.crypto import open_sealed
 from cache.key_store import SqlDataKeyStore
 from cache.keys import KeyRing, KeyShreddedError, LocalKeyProvider
@@ -22,7 +19,7 @@ from cache.models import cached_areas, cached_records, data_keys
 from cache.purge import format_report
 from cache.service import CacheService
 from cache.warm import record_slot
-from tests.cache.conftest import OTHER_SCHOOL, SCHOOL, students, upload
+from tests.cache.conftest import OTHER_SCHOOL, SCHOOL, read, students, upload
 from tests.conftest import T0
 
 SECOND = timedelta(seconds=1)
@@ -30,19 +27,10 @@ BASIC_PURGE = T0 + timedelta(days=1 + 30)
 PHOTOS_PURGE = T0 + timedelta(days=7 + 30)
 
 
-def read(engine: Engine, service: CacheService, area: str, school: str = SCHOOL) -> Any:
-    with session_scope(engine) as session:
-        page = service.read_page(
-            session,
-            school_id=school,
-            area=area,
-            fields=None,
-            updated_since=None,
-            limit=100,
-            cursor=None,
-            now=T0 + timedelta(hours=1),
-        )
-    return orjson.loads(page.body)["data"]
+@pytest.fixture
+def blobs(blob_store: BlobStore) -> BlobStore:
+    """This module's tests run on every cold-tier adapter (directory, S3)."""
+    return blob_store
 
 
 def cached(engine: Engine) -> set[tuple[str, str]]:
@@ -69,7 +57,7 @@ def test_purge_keeps_an_area_until_30_days_out_of_date_then_removes_it_everywher
     engine: Engine,
     deps: tasks.CacheDeps,
     clock: FrozenClock,
-    blobs: DirectoryBlobStore,
+    blobs: BlobStore,
     redis_client: redis.Redis,
 ) -> None:
     clock.set(BASIC_PURGE - SECOND)
@@ -127,7 +115,7 @@ def test_shred_at_day_31_then_nothing_decrypts_and_rows_are_gone(
     service: CacheService,
     deps: tasks.CacheDeps,
     clock: FrozenClock,
-    blobs: DirectoryBlobStore,
+    blobs: BlobStore,
     key_store: SqlDataKeyStore,
     provider: LocalKeyProvider,
 ) -> None:
