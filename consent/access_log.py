@@ -9,6 +9,9 @@ A batch costs one `UPDATE ... RETURNING` per school in it (taking all of that sc
 at once), then one executemany of head `UPDATE`s and one of `INSERT`s: prebuilt Core
 statements on the transaction's connection.  Each entry is encoded once
 (`LogEntry.canonical`) before it is queued.
+
+On PostgreSQL (psycopg) the rows of a batch and its head hashes are one statement, one
+round trip, whatever the batch's size (`_append_batched`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import base64
 import binascii
 import csv
 import io
+import json
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -293,6 +297,7 @@ class _Statements:
         self._areas = processor("areas")
         self._decision = processor("decision")
         self._memo: dict[tuple[str, ...] | str, Any] = {}
+        self._json_memo: dict[tuple[str, ...], str] = {}
 
     @staticmethod
     def params(sql: _Sql, **values: Any) -> tuple[Any, ...] | dict[str, Any]:
@@ -305,6 +310,31 @@ class _Statements:
                 self._memo.clear()
             found = self._memo[key] = process(value)
         return found
+
+    def _json_areas(self, areas: tuple[str, ...]) -> str:
+        found = self._json_memo.get(areas)
+        if found is None:
+            if len(self._json_memo) > 1_000:  # unbounded variety: start again
+                self._json_memo.clear()
+            found = self._json_memo[areas] = json.dumps(list(areas))
+        return found
+
+    def pg_row(self, entry: LogEntry, seq: int, digest: bytes) -> dict[str, Any]:
+        """The row as `_PG_INSERT_ROWS` reads it from JSON (orjson writes a naive time in
+        ISO 8601 to the microsecond: what PostgreSQL parses back exactly)."""
+        return {
+            "s": entry.school_id,
+            "q": seq,
+            "a": self._at(entry.at),
+            "p": entry.partner_id,
+            "c": entry.consent_id,
+            "r": self._json_areas(entry.areas),
+            "n": entry.record_count,
+            "d": entry.decision,
+            "w": entry.reason,
+            "i": entry.request_id,
+            "h": digest.hex(),
+        }
 
     def row(self, entry: LogEntry, seq: int, digest: bytes) -> tuple[Any, ...] | dict[str, Any]:
         return self.params(
@@ -325,6 +355,93 @@ class _Statements:
 
 def _same(value: Any) -> Any:
     return value
+
+
+# ---------------------------------------------------------------------------------------
+# PostgreSQL (psycopg): a batch in one statement per school and one for all its rows
+#
+# Not executemany: psycopg runs it in pipeline mode, whose wait for the server spins on a
+# socket that is always writable, burning the CPU the event loop needs; and each row was a
+# statement of its own.  Here the rows travel as one JSON document (orjson: next to free),
+# which PostgreSQL unpacks with json_to_recordset: one statement, one round trip, for the
+# head hashes and every row.  Constant statement texts, so psycopg prepares each once per
+# connection.  Lock order is `_append`'s: every school's head in sorted order.
+
+_PG_RESERVE: Final = (
+    "UPDATE access_log_heads SET last_seq = last_seq + %s WHERE school_id = %s"
+    " RETURNING last_seq, last_hash"
+)
+_PG_CREATE_HEAD: Final = (
+    "INSERT INTO access_log_heads (school_id, last_seq, last_hash) VALUES (%s, 0, %s)"
+    " ON CONFLICT DO NOTHING"
+)
+# The values as `_INSERT_ROWS` stores them: `areas` JSON text as psycopg's Json writes it
+# (json.dumps), `at` naive UTC as UTCDateTime binds it, `decision` its enum's value.
+_PG_INSERT_ROWS: Final = (
+    "WITH heads AS ("
+    " UPDATE access_log_heads AS h SET last_hash = decode(v.hash, 'hex')"
+    " FROM json_to_recordset(%s::json) AS v(school_id text, hash text)"
+    " WHERE h.school_id = v.school_id)"
+    " INSERT INTO access_log (school_id, seq, at, partner_id, consent_id, areas,"
+    " record_count, decision, reason, request_id, hash)"
+    " SELECT s, q, a, p, c, r::json, n, d, w, i, decode(h, 'hex')"
+    " FROM json_to_recordset(%s::json) AS v(s text, q int8, a timestamp, p text, c text,"
+    " r text, n int8, d text, w text, i text, h text)"
+)
+
+
+def _batched_statements(conn: Connection) -> bool:
+    return conn.dialect.driver == "psycopg"
+
+
+def _append_batched(
+    conn: Connection, items: Sequence[tuple[LogEntry, bytes]], key_for: KeyFor
+) -> list[int]:
+    """`_append` on psycopg in a round trip per school and one for every row.  Raises
+    `_StaleConnectionError` if the connection turns out dead: nothing of the batch can
+    have been committed then."""
+    dbapi: Any = conn.connection.dbapi_connection
+    try:
+        return _append_batched_on(conn, dbapi, items, key_for)
+    except Exception as exc:
+        if dbapi.closed:  # e.g. the server restarted since the connection was pooled
+            raise _StaleConnectionError(str(exc)) from exc
+        raise
+
+
+class _StaleConnectionError(Exception):
+    pass
+
+
+def _append_batched_on(
+    conn: Connection, dbapi: Any, items: Sequence[tuple[LogEntry, bytes]], key_for: KeyFor
+) -> list[int]:
+    by_school: dict[str, list[int]] = defaultdict(list)
+    for index, (entry, _) in enumerate(items):
+        by_school[entry.school_id].append(index)
+    sql = _statements(conn.dialect)
+    seqs = [0] * len(items)
+    rows: list[dict[str, Any]] = []
+    heads: list[dict[str, str]] = []
+    with dbapi.cursor() as cursor:
+        for school_id in sorted(by_school):
+            indexes = by_school[school_id]
+            key = key_for(school_id)
+            cursor.execute(_PG_RESERVE, (len(indexes), school_id))
+            found = cursor.fetchone()
+            if found is None:  # the school's first entry: create its head, then take seqs
+                cursor.execute(_PG_CREATE_HEAD, (school_id, genesis(school_id, key)))
+                cursor.execute(_PG_RESERVE, (len(indexes), school_id))
+                found = cursor.fetchone()
+            last_seq, prev = int(found[0]), bytes(found[1])
+            for seq, index in enumerate(indexes, start=last_seq - len(indexes) + 1):
+                entry, body = items[index]
+                prev = link_hash_canonical(prev, seq, body, key)
+                seqs[index] = seq
+                rows.append(sql.pg_row(entry, seq, prev))
+            heads.append({"school_id": school_id, "hash": prev.hex()})
+        cursor.execute(_PG_INSERT_ROWS, (orjson.dumps(heads).decode(), orjson.dumps(rows).decode()))
+    return seqs
 
 
 _MISSING: Final = object()
@@ -473,8 +590,19 @@ class AccessLogWriter:
 
     def _write(self, items: list[tuple[LogEntry, bytes]]) -> list[int]:
         keys = {e.school_id: self.key_for(e.school_id) for e, _ in items}  # before any lock
+        try:
+            return self._write_once(items, keys.__getitem__)
+        except _StaleConnectionError:
+            # Found dead before its commit (the pool does not ping: a round trip per
+            # batch); the unit's rollback has discarded it.  Once more, on a new one.
+            return self._write_once(items, keys.__getitem__)
+
+    def _write_once(self, items: list[tuple[LogEntry, bytes]], key_for: KeyFor) -> list[int]:
         with self.unit() as session:
-            return _append(session.connection(), items, keys.__getitem__)
+            conn = session.connection()
+            if _batched_statements(conn):
+                return _append_batched(conn, items, key_for)
+            return _append(conn, items, key_for)
 
 
 def _fail(batch: Iterable[_Pending], exc: BaseException) -> None:
