@@ -397,25 +397,8 @@ def _batched_statements(conn: Connection) -> bool:
 def _append_batched(
     conn: Connection, items: Sequence[tuple[LogEntry, bytes]], key_for: KeyFor
 ) -> list[int]:
-    """`_append` on psycopg in a round trip per school and one for every row.  Raises
-    `_StaleConnectionError` if the connection turns out dead: nothing of the batch can
-    have been committed then."""
+    """`_append` on psycopg in a round trip per school and one for every row."""
     dbapi: Any = conn.connection.dbapi_connection
-    try:
-        return _append_batched_on(conn, dbapi, items, key_for)
-    except Exception as exc:
-        if dbapi.closed:  # e.g. the server restarted since the connection was pooled
-            raise _StaleConnectionError(str(exc)) from exc
-        raise
-
-
-class _StaleConnectionError(Exception):
-    pass
-
-
-def _append_batched_on(
-    conn: Connection, dbapi: Any, items: Sequence[tuple[LogEntry, bytes]], key_for: KeyFor
-) -> list[int]:
     by_school: dict[str, list[int]] = defaultdict(list)
     for index, (entry, _) in enumerate(items):
         by_school[entry.school_id].append(index)
@@ -598,11 +581,27 @@ class AccessLogWriter:
             return self._write_once(items, keys.__getitem__)
 
     def _write_once(self, items: list[tuple[LogEntry, bytes]], key_for: KeyFor) -> list[int]:
-        with self.unit() as session:
-            conn = session.connection()
-            if _batched_statements(conn):
-                return _append_batched(conn, items, key_for)
-            return _append(conn, items, key_for)
+        dbapi: Any = None
+        committing = False
+        try:
+            with self.unit() as session:
+                conn = session.connection()
+                if not _batched_statements(conn):
+                    return _append(conn, items, key_for)
+                dbapi = conn.connection.dbapi_connection
+                seqs = _append_batched(conn, items, key_for)
+                committing = True
+            return seqs
+        except Exception as exc:
+            # Dead before the commit was sent (the server restarted since the connection
+            # was pooled): nothing of the batch can have been committed.
+            if dbapi is not None and dbapi.closed and not committing:
+                raise _StaleConnectionError(str(exc)) from exc
+            raise
+
+
+class _StaleConnectionError(Exception):
+    pass
 
 
 def _fail(batch: Iterable[_Pending], exc: BaseException) -> None:
