@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ async def test_concurrent_group_commits_keep_every_chain_whole(
     engines = [make_engine(database_url, pre_ping=False) for _ in range(2)]
     statements = [Statements(engine) for engine in engines]
     writers = [
-        AccessLogWriter(lambda e=engine: session_scope(e), db.keyring.key_for, linger=0.002)
+        AccessLogWriter(partial(session_scope, engine), db.keyring.key_for, linger=0.002)
         for engine in engines
     ]
     for writer in writers:
