@@ -11,8 +11,9 @@ from the hot tier, exactly as in production.
 Baseline, measured in the same run: a minimal FastAPI app under the same uvicorn options
 (one worker, no access log) whose one route returns the same page bytes, precomputed.  Both
 are loaded alternately, `--rounds` times each; the ratio of the median req/s says what the
-read path costs over serving bytes (target: broker >= 0.6 of the baseline).  With two or
-more cores the load generator (and Valkey) run on one core and the servers on another.
+read path costs over serving bytes (target: broker >= 0.6 of the baseline on SQLite, 0.75
+on PostgreSQL).  With two or more cores the load generator, Valkey and PostgreSQL run on
+one core and the servers on another.
 
     uv run python bench/read.py [--seconds 10] [--connections 32] [--rounds 3]
                                 [--database sqlite|postgresql]
@@ -54,7 +55,8 @@ AREA = "students.basic"
 PAGE_LIMIT = 100
 # High enough that no request of the run is refused; the limit travels in the token.
 RATE_LIMIT_PER_MINUTE = 1_000_000_000
-TARGET_RATIO = 0.6
+# The broker's req/s over the baseline's: SQLite's target, and PostgreSQL's (issue 15).
+TARGET_RATIO = {"sqlite": 0.6, "postgresql": 0.75}
 WARMUP_SECONDS = 2
 UVICORN_OPTIONS: dict[str, Any] = {  # as broker.serve runs the API
     "log_config": None,
@@ -552,6 +554,7 @@ def _run(args: argparse.Namespace, db: Database) -> None:
             targets,
             valkey_us,
             db_us if db.server is not None else None,
+            target=TARGET_RATIO[db.kind],
             same=after.content == body,
             logged=log_after - log_before,
             in_flight=args.rounds * args.connections,
@@ -584,6 +587,7 @@ def report(
     valkey_us: list[float],
     db_us: list[float] | None,
     *,
+    target: float,
     same: bool,
     logged: int,
     in_flight: int,
@@ -616,7 +620,7 @@ def report(
         print(f"{'postgresql':<14}{statistics.median(db_us):>39.0f}   per broker request")
     print(
         f"\nratio         broker/baseline req/s {ratio:.2f} (medians), {paired:.2f} (median of "
-        f"rounds); target >= {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'NOT met'}"
+        f"rounds); target >= {target}: {'met' if ratio >= target else 'NOT met'}"
     )
     print(
         f"cpu ratio     baseline/broker CPU per request {cpu_ratio:.2f} "
