@@ -267,7 +267,7 @@ def all_records(conn: Connection, school_id: str, area: str) -> list[AnyRow]:
 def insert_records(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and all(row.keys() == _PG_COLUMNS for row in rows):
         _pg_bulk(conn, _PG_INSERT_RECORDS, rows)
         return
     conn.execute(insert(cached_records), list(rows))
@@ -284,7 +284,7 @@ def update_records(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Rewrite existing records; each row holds every non-key column."""
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and _PG_UPDATES_ALL:
         _pg_bulk(conn, _PG_UPDATE_RECORDS, rows)
         return
     params = [
@@ -328,6 +328,23 @@ _PG_UPDATE_RECORDS: Final = (
     " WHERE r.school_id = v.school_id AND r.area = v.area AND r.record_key = v.record_key"
 )
 _PG_BULK_ROWS: Final = 2000
+# The statements name these columns: a row with others (a column added since) takes the
+# generic path, which writes whatever it is given.
+_PG_COLUMNS: Final = frozenset(c.name for c in cached_records.c) & {
+    "school_id",
+    "area",
+    "record_key",
+    "seq",
+    "changed_at",
+    "deleted",
+    "as_of",
+    "content_hash",
+    "ciphertext",
+    "blob_key",
+}
+_PG_UPDATES_ALL: Final = len(_PG_COLUMNS) == len(cached_records.c) and set(_UPDATABLE) == (
+    _PG_COLUMNS - {"school_id", "area", "record_key"}
+)
 
 
 def _pg_bulk(conn: Connection, statement: str, rows: Sequence[Mapping[str, Any]]) -> None:

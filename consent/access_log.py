@@ -23,7 +23,7 @@ import csv
 import io
 import json
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,10 +31,15 @@ from typing import Any, Final, Literal, TypeAlias
 
 import orjson
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    Boolean,
     Connection,
+    DateTime,
+    Integer,
     LargeBinary,
     String,
+    TypeDecorator,
     bindparam,
     cast,
     func,
@@ -297,7 +302,6 @@ class _Statements:
         self._areas = processor("areas")
         self._decision = processor("decision")
         self._memo: dict[tuple[str, ...] | str, Any] = {}
-        self._json_memo: dict[tuple[str, ...], str] = {}
 
     @staticmethod
     def params(sql: _Sql, **values: Any) -> tuple[Any, ...] | dict[str, Any]:
@@ -310,31 +314,6 @@ class _Statements:
                 self._memo.clear()
             found = self._memo[key] = process(value)
         return found
-
-    def _json_areas(self, areas: tuple[str, ...]) -> str:
-        found = self._json_memo.get(areas)
-        if found is None:
-            if len(self._json_memo) > 1_000:  # unbounded variety: start again
-                self._json_memo.clear()
-            found = self._json_memo[areas] = json.dumps(list(areas))
-        return found
-
-    def pg_row(self, entry: LogEntry, seq: int, digest: bytes) -> dict[str, Any]:
-        """The row as `_PG_INSERT_ROWS` reads it from JSON (orjson writes a naive time in
-        ISO 8601 to the microsecond: what PostgreSQL parses back exactly)."""
-        return {
-            "s": entry.school_id,
-            "q": seq,
-            "a": self._at(entry.at),
-            "p": entry.partner_id,
-            "c": entry.consent_id,
-            "r": self._json_areas(entry.areas),
-            "n": entry.record_count,
-            "d": entry.decision,
-            "w": entry.reason,
-            "i": entry.request_id,
-            "h": digest.hex(),
-        }
 
     def row(self, entry: LogEntry, seq: int, digest: bytes) -> tuple[Any, ...] | dict[str, Any]:
         return self.params(
@@ -375,19 +354,91 @@ _PG_CREATE_HEAD: Final = (
     "INSERT INTO access_log_heads (school_id, last_seq, last_hash) VALUES (%s, 0, %s)"
     " ON CONFLICT DO NOTHING"
 )
-# The values as `_INSERT_ROWS` stores them: `areas` JSON text as psycopg's Json writes it
-# (json.dumps), `at` naive UTC as UTCDateTime binds it, `decision` its enum's value.
-_PG_INSERT_ROWS: Final = (
+_PG_SET_HEADS: Final = (
     "WITH heads AS ("
     " UPDATE access_log_heads AS h SET last_hash = decode(v.hash, 'hex')"
     " FROM json_to_recordset(%s::json) AS v(school_id text, hash text)"
     " WHERE h.school_id = v.school_id)"
-    " INSERT INTO access_log (school_id, seq, at, partner_id, consent_id, areas,"
-    " record_count, decision, reason, request_id, hash)"
-    " SELECT s, q, a, p, c, r::json, n, d, w, i, decode(h, 'hex')"
-    " FROM json_to_recordset(%s::json) AS v(s text, q int8, a timestamp, p text, c text,"
-    " r text, n int8, d text, w text, i text, h text)"
 )
+
+
+class _PgRows:
+    """`_INSERT_ROWS` as one statement, its rows one JSON document: every column of the
+    table (one added later travels too, or fails here, loudly), each value as
+    `_Statements.row` binds it, written as JSON and cast back by PostgreSQL."""
+
+    def __init__(self) -> None:
+        names, selects, columns = [], [], []
+        self._convert: list[tuple[str, Callable[[Any], Any]]] = []
+        self._json_text: dict[tuple[Any, ...], str] = {}
+        for column in _LOG.c:
+            name = column.name
+            record_type, select, convert = _pg_json_column(
+                column.type, f'v."{name}"', self.json_text
+            )
+            names.append(f'"{name}"')
+            selects.append(select)
+            columns.append(f'"{name}" {record_type}')
+            self._convert.append((name, convert))
+        self.text = (
+            f"{_PG_SET_HEADS} INSERT INTO access_log ({', '.join(names)})"  # noqa: S608
+            f" SELECT {', '.join(selects)}"
+            f" FROM json_to_recordset(%s::json) AS v({', '.join(columns)})"
+        )
+
+    def row(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: convert(values[name]) for name, convert in self._convert}
+
+    def json_text(self, value: Any) -> str | None:
+        """A JSON column's value (psycopg's Json wrapper holds it) as json.dumps writes it,
+        as psycopg would have sent it; the few distinct area lists are encoded once."""
+        if value is None:
+            return None
+        obj = getattr(value, "obj", value)
+        if not isinstance(obj, list) or not all(type(v) is str for v in obj):
+            return json.dumps(obj)
+        key = tuple(obj)
+        found = self._json_text.get(key)
+        if found is None:
+            if len(self._json_text) > 1_000:  # unbounded variety: start again
+                self._json_text.clear()
+            found = self._json_text[key] = json.dumps(obj)
+        return found
+
+
+def _pg_json_column(
+    kind: Any, ref: str, json_text: Callable[[Any], str | None]
+) -> tuple[str, str, Callable[[Any], Any]]:
+    """(record type in json_to_recordset, select expression, value converter)."""
+    if isinstance(kind, TypeDecorator):
+        kind = kind.impl
+    if isinstance(kind, LargeBinary):
+        return "text", f"decode({ref}, 'hex')", _hex
+    if isinstance(kind, JSON):
+        return "text", f"{ref}::json", json_text
+    if isinstance(kind, DateTime):
+        return ("timestamptz" if kind.timezone else "timestamp"), ref, _same
+    if isinstance(kind, Boolean):
+        return "bool", ref, _same
+    if isinstance(kind, Integer):
+        return "int8", ref, _same
+    if isinstance(kind, String):  # Enum too: its value, as text
+        return "text", ref, _same
+    raise TypeError(f"no PostgreSQL batch form for an access_log column of type {kind!r}")
+
+
+def _hex(value: Any) -> str | None:
+    """Bytes as hex; psycopg's Binary wrapper (LargeBinary binds it) holds them in `obj`."""
+    return None if value is None else bytes(getattr(value, "obj", value)).hex()
+
+
+_PG_ROWS: list[_PgRows] = []
+
+
+def _pg_rows() -> _PgRows:
+    if not _PG_ROWS:
+        _PG_ROWS.append(_PgRows())
+    return _PG_ROWS[0]
 
 
 def _batched_statements(conn: Connection) -> bool:
@@ -404,6 +455,7 @@ def _append_batched(
         by_school[entry.school_id].append(index)
     sql = _statements(conn.dialect)
     seqs = [0] * len(items)
+    pg = _pg_rows()
     rows: list[dict[str, Any]] = []
     heads: list[dict[str, str]] = []
     with dbapi.cursor() as cursor:
@@ -421,9 +473,11 @@ def _append_batched(
                 entry, body = items[index]
                 prev = link_hash_canonical(prev, seq, body, key)
                 seqs[index] = seq
-                rows.append(sql.pg_row(entry, seq, prev))
+                values = sql.row(entry, seq, prev)
+                assert isinstance(values, dict)  # psycopg's paramstyle is named
+                rows.append(pg.row(values))
             heads.append({"school_id": school_id, "hash": prev.hex()})
-        cursor.execute(_PG_INSERT_ROWS, (orjson.dumps(heads).decode(), orjson.dumps(rows).decode()))
+        cursor.execute(pg.text, (orjson.dumps(heads).decode(), orjson.dumps(rows).decode()))
     return seqs
 
 

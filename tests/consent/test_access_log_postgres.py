@@ -202,3 +202,54 @@ async def test_a_pooled_connection_the_server_dropped_costs_no_read(
         assert count_entries(session, "sch_a") == 2
         report = verify(session, "sch_a", db.keyring.key_for("sch_a"))
         assert (report.entries, report.breaks) == (2, [])
+
+
+async def test_a_group_commit_stores_every_column_as_the_generic_path_does(
+    db: ConsentDb, database_url: str
+) -> None:
+    """The batched statement is built from the table's columns: each value must come back
+    as the ORM-free generic path (`append_entries`) stores it, awkward text included."""
+    db.keyring.audit_key()
+
+    def entries(school: str) -> list[LogEntry]:
+        odd = 'quote " back\\slash \u00e9 \u2603 \U0001f600 {"json": [1]}'
+        return [
+            LogEntry(
+                school_id=school,
+                partner_id="prt_1",
+                areas=("students.basic", "attendance.marks"),
+                record_count=n,
+                decision="allowed" if n % 2 else "denied",
+                reason="granted" if n % 2 else odd[:64],
+                request_id=f"req-{n}-{odd}",
+                at=db.clock.now() + n * S + n * timedelta(microseconds=7),
+                consent_id=None if n % 3 == 0 else "con_1",
+            )
+            for n in range(1, 7)
+        ]
+
+    with session_scope(db.engine) as session:
+        append_entries(session, entries("sch_a"), db.keyring.key_for)
+    writer = AccessLogWriter(
+        partial(session_scope, db.engine), db.keyring.key_for, linger=60.0, linger_batch=6
+    )
+    await writer.start()
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(writer.append(e) for e in entries("sch_b"))), timeout=120
+        )
+    finally:
+        await writer.stop()
+    query = text("SELECT * FROM access_log WHERE school_id = :school ORDER BY seq")
+    with db.engine.connect() as conn:
+        generic = [dict(r._mapping) for r in conn.execute(query, {"school": "sch_a"})]
+        batched = [dict(r._mapping) for r in conn.execute(query, {"school": "sch_b"})]
+    assert len(generic) == len(batched) == 6
+    for one, other in zip(generic, batched, strict=True):
+        assert {k: v for k, v in one.items() if k not in ("school_id", "hash")} == {
+            k: v for k, v in other.items() if k not in ("school_id", "hash")
+        }
+    with Session(db.engine) as session:
+        for school in ("sch_a", "sch_b"):
+            report = verify(session, school, db.keyring.key_for(school))
+            assert (report.entries, report.breaks) == (6, [])
