@@ -3,10 +3,14 @@ skips files starting with an underscore)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -50,3 +54,59 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
 def cpu_seconds(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return float(times.user + times.system)
+
+
+@dataclass
+class Database:
+    """The broker's database for a bench: SQLite in its data directory, or a throwaway
+    PostgreSQL server (as the tests start one) with its server processes for CPU figures."""
+
+    kind: str  # "sqlite" or "postgresql"
+    url: str | None  # None: the broker's default SQLite file in its data directory
+    server: psutil.Process | None = None  # the postmaster
+
+    def env(self) -> dict[str, str]:
+        return {} if self.url is None else {"MISBROKER_DATABASE_URL": self.url}
+
+    def processes(self) -> list[psutil.Process]:
+        """The server and its backends now (backends of a pooled engine live on)."""
+        if self.server is None:
+            return []
+        return [self.server, *self.server.children(recursive=True)]
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for proc in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += cpu_seconds(proc)
+        return total
+
+    def describe(self) -> str:
+        if self.url is None:
+            return "SQLite (WAL, a file in the data directory)"
+        return "PostgreSQL 15 (throwaway server on loopback TCP, fsync off as in the tests)"
+
+
+@contextmanager
+def database(kind: str) -> Iterator[Database]:
+    if kind == "sqlite":
+        yield Database(kind, None)
+        return
+    # The same throwaway server the tests use (scripts/ensure-postgres installs it).
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from tests.support.servers import postgres_server
+
+    with postgres_server() as server_url:
+        admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text('CREATE DATABASE "bench"'))
+                backend = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+                postmaster = psutil.Process(backend).parent()
+        finally:
+            admin.dispose()
+        assert postmaster is not None
+        url = make_url(server_url).set(database="bench").render_as_string(hide_password=False)
+        yield Database(kind, url, postmaster)

@@ -1,7 +1,8 @@
 """Ingest throughput: a 2,000-pupil school's core areas, agent -> broker -> committed cache.
 
-Starts a Valkey (embedded) and a real broker (uvicorn subprocess, SQLite) in a temporary
-directory, registers fresh schools with the operator CLI, and times the real agent code
+Starts a Valkey (embedded) and a real broker (uvicorn subprocess, SQLite, or with
+`--database postgresql` a throwaway PostgreSQL server started as the tests start one) in a
+temporary directory, registers fresh schools with the operator CLI, and times the real agent code
 path (diff + outbox + gzip + HTTP) until every batch is confirmed, i.e. committed in the
 broker's cache.  CPU time of the agent, broker and Valkey processes is measured with
 psutil to express throughput per core.  A nightly delta (one school day of changes) is
@@ -10,7 +11,7 @@ timed too, since most nights send deltas and only the weekly run is full.
 Baseline, measured in the same run: orjson + gzip of the same records in this process,
 the least any upload path could cost; the ratio says what the whole path costs over it.
 
-    uv run python bench/ingest.py [--pupils 2000] [--runs 3]
+    uv run python bench/ingest.py [--pupils 2000] [--runs 3] [--database sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from agents.logs import configure as configure_logging
 from agents.mis.synthetic import SyntheticMis
 from agents.runner import Agent
 from agents.state import AgentState
-from bench._broker import broker_env, cpu_seconds, free_port, wait_ready
+from bench._broker import Database, broker_env, cpu_seconds, database, free_port, wait_ready
 from broker.embedded_redis import EmbeddedRedis
 from consent.areas import CORE_AREAS
 
@@ -66,6 +67,7 @@ class Sample:
     agent_cpu: float
     broker_cpu: float
     valkey_cpu: float
+    db_cpu: float  # the PostgreSQL server's processes; 0 on SQLite (in the broker's own)
 
     @property
     def records(self) -> int:
@@ -73,7 +75,7 @@ class Sample:
 
     @property
     def cpu(self) -> float:
-        return self.agent_cpu + self.broker_cpu + self.valkey_cpu
+        return self.agent_cpu + self.broker_cpu + self.valkey_cpu + self.db_cpu
 
 
 def add_school(env: dict[str, str], data_dir: Path, n: int) -> str:
@@ -87,14 +89,14 @@ def add_school(env: dict[str, str], data_dir: Path, n: int) -> str:
 
 @contextmanager
 def running_broker(
-    root: Path,
+    root: Path, db: Database
 ) -> Iterator[tuple[str, dict[str, str], Path, psutil.Process, psutil.Process]]:
     redis = EmbeddedRedis(root / "run", root / "store", root / "run" / "r.sock", "512mb")
     (root / "run").mkdir(parents=True)
     (root / "store").mkdir()
     redis.start()
     data_dir = root / "broker"
-    env = broker_env(data_dir, redis.url, "test")
+    env = broker_env(data_dir, redis.url, "test") | db.env()
     add_school(env, data_dir, 0)  # creates and migrates the database before the API starts
     port = free_port()
     log = (root / "api.log").open("wb")
@@ -130,14 +132,15 @@ def measure(
     agent: Agent,
     broker: psutil.Process,
     valkey: psutil.Process,
+    db: Database,
     work: Callable[[], Upload],
 ) -> Sample:
     me = psutil.Process()
-    before = (cpu_seconds(me), cpu_seconds(broker), cpu_seconds(valkey))
+    before = (cpu_seconds(me), cpu_seconds(broker), cpu_seconds(valkey), db.cpu_seconds())
     started = time.perf_counter()
     done = work()
     wall = time.perf_counter() - started
-    after = (cpu_seconds(me), cpu_seconds(broker), cpu_seconds(valkey))
+    after = (cpu_seconds(me), cpu_seconds(broker), cpu_seconds(valkey), db.cpu_seconds())
     if agent.state.pending():
         raise SystemExit("uploads did not all go through: see api.log")
     return Sample(done, wall, *(b - a for a, b in zip(before, after, strict=True)))
@@ -183,8 +186,13 @@ def report(title: str, samples: list[Sample], base: tuple[int, float]) -> None:
     print(f"seconds per school       {s.wall:>10.2f}   wall, agent start to committed cache")
     print(f"records/s                {s.records / s.wall:>10,.0f}   wall, one school at a time")
     print(f"CPU seconds              {s.cpu:>10.2f}   agent {s.agent_cpu:.2f}, broker "
-          f"{s.broker_cpu:.2f}, valkey {s.valkey_cpu:.2f}")  # fmt: skip
-    print(f"records/s per core       {per_core:>10,.0f}   agent + broker + valkey CPU")
+          f"{s.broker_cpu:.2f}, valkey {s.valkey_cpu:.2f}, postgresql {s.db_cpu:.2f}")  # fmt: skip
+    print(f"CPU us per record        {s.cpu / s.records * 1e6:>10.1f}   all processes; "
+          f"broker {s.broker_cpu / s.records * 1e6:.1f}; "
+          f"baseline {base[1] / base[0] * 1e6:.1f}")  # fmt: skip
+    print(
+        f"records/s per core       {per_core:>10,.0f}   agent + broker + valkey (+ postgresql) CPU"
+    )
     print(f"records/s per core       {s.records / s.broker_cpu:>10,.0f}   broker CPU only")
     print(f"baseline orjson+gzip     {base_rate:>10,.0f}   records/s per core (same records)")
     print(f"ratio baseline/path      {base_rate / per_core:>10.1f}x  CPU per record")
@@ -200,32 +208,34 @@ def report(title: str, samples: list[Sample], base: tuple[int, float]) -> None:
           "at this per-school wall time (the rest is I/O wait)")  # fmt: skip
 
 
-def run(pupils: int, runs: int) -> None:
+def run(pupils: int, runs: int, kind: str) -> None:
     root = Path(tempfile.mkdtemp(prefix="mb-bench-"))
     with (root / "agent.log").open("w", encoding="utf-8") as agent_log:
         configure_logging("WARNING", stream=agent_log)
         try:
-            _run(root, pupils, runs)
+            with database(kind) as db:
+                _run(root, pupils, runs, db)
         except BaseException:
             print(f"failed: logs kept in {root} (api.log, agent.log)", file=sys.stderr)
             raise
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _run(root: Path, pupils: int, runs: int) -> None:
-    with running_broker(root) as (url, env, data_dir, broker, valkey):
+def _run(root: Path, pupils: int, runs: int, db: Database) -> None:
+    with running_broker(root, db) as (url, env, data_dir, broker, valkey):
         mis = SyntheticMis(seed=2000, pupils=pupils, phase="secondary", day=DAY)
         base = baseline(mis)
         fulls, deltas = [], []
         for n in range(1, runs + 1):
             school = SyntheticMis(seed=2000 + n, pupils=pupils, phase="secondary", day=DAY)
             agent = make_agent(root, url, add_school(env, data_dir, n), school, n)
-            fulls.append(measure(agent, broker, valkey, partial(upload, agent, full=True)))
+            fulls.append(measure(agent, broker, valkey, db, partial(upload, agent, full=True)))
             school.advance(1)
-            deltas.append(measure(agent, broker, valkey, partial(upload, agent, full=False)))
+            deltas.append(measure(agent, broker, valkey, db, partial(upload, agent, full=False)))
             agent.close()
         stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M}Z"
         print(f"misbroker ingest bench, {stamp}, python {sys.version.split()[0]}")
+        print(f"database                 {db.describe()}")
         report(f"full upload, {pupils:,} pupils, all core areas", fulls, base)
         report("nightly delta, one school day of changes", deltas, base)
 
@@ -234,8 +244,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pupils", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the broker's database; postgresql: a throwaway server, as the tests start",
+    )
     args = parser.parse_args()
-    run(args.pupils, args.runs)
+    run(args.pupils, args.runs, args.database)
 
 
 if __name__ == "__main__":

@@ -53,8 +53,10 @@ class ConsentRuntime:
     keyring: AuditKeyring
     admin_settings: AdminSettings
     publisher: redis.Redis
-    # SQLite: the access log commits through its own engine, which never checkpoints the
-    # WAL itself; the checkpointer does it off the read path.
+    # The access log commits through its own engine.  SQLite: one that never checkpoints
+    # the WAL itself; the checkpointer does it off the read path.  PostgreSQL: a small pool
+    # that does not ping on checkout (a round trip per batch); the writer retries a batch
+    # once on a connection found dead before its commit.
     log_engine: Engine | None = None
     checkpointer: WalCheckpointer | None = None
     login_limiter: LoginRateLimiter | None = None
@@ -76,6 +78,10 @@ class ConsentRuntime:
         if is_sqlite_file(resources.engine):
             log_engine = make_engine(resources.settings.database_url, auto_checkpoint=False)
             checkpointer = WalCheckpointer(resources.engine)
+        elif resources.engine.dialect.name == "postgresql":
+            log_engine = make_engine(
+                resources.settings.database_url, pre_ping=False, pool_size=1, max_overflow=1
+            )
         writer_engine = log_engine or resources.engine
 
         def log_unit() -> AbstractContextManager[Session]:

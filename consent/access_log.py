@@ -9,6 +9,9 @@ A batch costs one `UPDATE ... RETURNING` per school in it (taking all of that sc
 at once), then one executemany of head `UPDATE`s and one of `INSERT`s: prebuilt Core
 statements on the transaction's connection.  Each entry is encoded once
 (`LogEntry.canonical`) before it is queued.
+
+On PostgreSQL (psycopg) the rows of a batch and its head hashes are one statement, one
+round trip, whatever the batch's size (`_append_batched`).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import base64
 import binascii
 import csv
 import io
+import json
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,10 +31,15 @@ from typing import Any, Final, Literal, TypeAlias
 
 import orjson
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    Boolean,
     Connection,
+    DateTime,
+    Integer,
     LargeBinary,
     String,
+    TypeDecorator,
     bindparam,
     cast,
     func,
@@ -327,6 +336,151 @@ def _same(value: Any) -> Any:
     return value
 
 
+# ---------------------------------------------------------------------------------------
+# PostgreSQL (psycopg): a batch in one statement per school and one for all its rows
+#
+# Not executemany: psycopg runs it in pipeline mode, whose wait for the server spins on a
+# socket that is always writable, burning the CPU the event loop needs; and each row was a
+# statement of its own.  Here the rows travel as one JSON document (orjson: next to free),
+# which PostgreSQL unpacks with json_to_recordset: one statement, one round trip, for the
+# head hashes and every row.  Constant statement texts, so psycopg prepares each once per
+# connection.  Lock order is `_append`'s: every school's head in sorted order.
+
+_PG_RESERVE: Final = (
+    "UPDATE access_log_heads SET last_seq = last_seq + %s WHERE school_id = %s"
+    " RETURNING last_seq, last_hash"
+)
+_PG_CREATE_HEAD: Final = (
+    "INSERT INTO access_log_heads (school_id, last_seq, last_hash) VALUES (%s, 0, %s)"
+    " ON CONFLICT DO NOTHING"
+)
+_PG_SET_HEADS: Final = (
+    "WITH heads AS ("
+    " UPDATE access_log_heads AS h SET last_hash = decode(v.hash, 'hex')"
+    " FROM json_to_recordset(%s::json) AS v(school_id text, hash text)"
+    " WHERE h.school_id = v.school_id)"
+)
+
+
+class _PgRows:
+    """`_INSERT_ROWS` as one statement, its rows one JSON document: every column of the
+    table (one added later travels too, or fails here, loudly), each value as
+    `_Statements.row` binds it, written as JSON and cast back by PostgreSQL."""
+
+    def __init__(self) -> None:
+        names, selects, columns = [], [], []
+        self._convert: list[tuple[str, Callable[[Any], Any]]] = []
+        self._json_text: dict[tuple[Any, ...], str] = {}
+        for column in _LOG.c:
+            name = column.name
+            record_type, select, convert = _pg_json_column(
+                column.type, f'v."{name}"', self.json_text
+            )
+            names.append(f'"{name}"')
+            selects.append(select)
+            columns.append(f'"{name}" {record_type}')
+            self._convert.append((name, convert))
+        self.text = (
+            f"{_PG_SET_HEADS} INSERT INTO access_log ({', '.join(names)})"  # noqa: S608
+            f" SELECT {', '.join(selects)}"
+            f" FROM json_to_recordset(%s::json) AS v({', '.join(columns)})"
+        )
+
+    def row(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: convert(values[name]) for name, convert in self._convert}
+
+    def json_text(self, value: Any) -> str | None:
+        """A JSON column's value (psycopg's Json wrapper holds it) as json.dumps writes it,
+        as psycopg would have sent it; the few distinct area lists are encoded once."""
+        if value is None:
+            return None
+        obj = getattr(value, "obj", value)
+        if not isinstance(obj, list) or not all(type(v) is str for v in obj):
+            return json.dumps(obj)
+        key = tuple(obj)
+        found = self._json_text.get(key)
+        if found is None:
+            if len(self._json_text) > 1_000:  # unbounded variety: start again
+                self._json_text.clear()
+            found = self._json_text[key] = json.dumps(obj)
+        return found
+
+
+def _pg_json_column(
+    kind: Any, ref: str, json_text: Callable[[Any], str | None]
+) -> tuple[str, str, Callable[[Any], Any]]:
+    """(record type in json_to_recordset, select expression, value converter)."""
+    if isinstance(kind, TypeDecorator):
+        kind = kind.impl
+    if isinstance(kind, LargeBinary):
+        return "text", f"decode({ref}, 'hex')", _hex
+    if isinstance(kind, JSON):
+        return "text", f"{ref}::json", json_text
+    if isinstance(kind, DateTime):
+        return ("timestamptz" if kind.timezone else "timestamp"), ref, _same
+    if isinstance(kind, Boolean):
+        return "bool", ref, _same
+    if isinstance(kind, Integer):
+        return "int8", ref, _same
+    if isinstance(kind, String):  # Enum too: its value, as text
+        return "text", ref, _same
+    raise TypeError(f"no PostgreSQL batch form for an access_log column of type {kind!r}")
+
+
+def _hex(value: Any) -> str | None:
+    """Bytes as hex; psycopg's Binary wrapper (LargeBinary binds it) holds them in `obj`."""
+    return None if value is None else bytes(getattr(value, "obj", value)).hex()
+
+
+_PG_ROWS: list[_PgRows] = []
+
+
+def _pg_rows() -> _PgRows:
+    if not _PG_ROWS:
+        _PG_ROWS.append(_PgRows())
+    return _PG_ROWS[0]
+
+
+def _batched_statements(conn: Connection) -> bool:
+    return conn.dialect.driver == "psycopg"
+
+
+def _append_batched(
+    conn: Connection, items: Sequence[tuple[LogEntry, bytes]], key_for: KeyFor
+) -> list[int]:
+    """`_append` on psycopg in a round trip per school and one for every row."""
+    dbapi: Any = conn.connection.dbapi_connection
+    by_school: dict[str, list[int]] = defaultdict(list)
+    for index, (entry, _) in enumerate(items):
+        by_school[entry.school_id].append(index)
+    sql = _statements(conn.dialect)
+    seqs = [0] * len(items)
+    pg = _pg_rows()
+    rows: list[dict[str, Any]] = []
+    heads: list[dict[str, str]] = []
+    with dbapi.cursor() as cursor:
+        for school_id in sorted(by_school):
+            indexes = by_school[school_id]
+            key = key_for(school_id)
+            cursor.execute(_PG_RESERVE, (len(indexes), school_id))
+            found = cursor.fetchone()
+            if found is None:  # the school's first entry: create its head, then take seqs
+                cursor.execute(_PG_CREATE_HEAD, (school_id, genesis(school_id, key)))
+                cursor.execute(_PG_RESERVE, (len(indexes), school_id))
+                found = cursor.fetchone()
+            last_seq, prev = int(found[0]), bytes(found[1])
+            for seq, index in enumerate(indexes, start=last_seq - len(indexes) + 1):
+                entry, body = items[index]
+                prev = link_hash_canonical(prev, seq, body, key)
+                seqs[index] = seq
+                values = sql.row(entry, seq, prev)
+                assert isinstance(values, dict)  # psycopg's paramstyle is named
+                rows.append(pg.row(values))
+            heads.append({"school_id": school_id, "hash": prev.hex()})
+        cursor.execute(pg.text, (orjson.dumps(heads).decode(), orjson.dumps(rows).decode()))
+    return seqs
+
+
 _MISSING: Final = object()
 _STATEMENTS: dict[str, _Statements] = {}
 
@@ -473,8 +627,35 @@ class AccessLogWriter:
 
     def _write(self, items: list[tuple[LogEntry, bytes]]) -> list[int]:
         keys = {e.school_id: self.key_for(e.school_id) for e, _ in items}  # before any lock
-        with self.unit() as session:
-            return _append(session.connection(), items, keys.__getitem__)
+        try:
+            return self._write_once(items, keys.__getitem__)
+        except _StaleConnectionError:
+            # Found dead before its commit (the pool does not ping: a round trip per
+            # batch); the unit's rollback has discarded it.  Once more, on a new one.
+            return self._write_once(items, keys.__getitem__)
+
+    def _write_once(self, items: list[tuple[LogEntry, bytes]], key_for: KeyFor) -> list[int]:
+        dbapi: Any = None
+        committing = False
+        try:
+            with self.unit() as session:
+                conn = session.connection()
+                if not _batched_statements(conn):
+                    return _append(conn, items, key_for)
+                dbapi = conn.connection.dbapi_connection
+                seqs = _append_batched(conn, items, key_for)
+                committing = True
+            return seqs
+        except Exception as exc:
+            # Dead before the commit was sent (the server restarted since the connection
+            # was pooled): nothing of the batch can have been committed.
+            if dbapi is not None and dbapi.closed and not committing:
+                raise _StaleConnectionError(str(exc)) from exc
+            raise
+
+
+class _StaleConnectionError(Exception):
+    pass
 
 
 def _fail(batch: Iterable[_Pending], exc: BaseException) -> None:
