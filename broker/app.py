@@ -22,6 +22,7 @@ from broker.problems import install_problem_handlers
 from broker.resources import Resources
 from broker.routers import admin_agent, agent, oauth, partner, service, webhooks
 from broker.settings import BrokerSettings, Environment, Settings, load_settings
+from broker.writes.routes import install_writes
 from cache.edge import EdgeCache, HotReader
 from cache.hot import CHANNEL as HOT_CHANNEL
 from cache.hot import AsyncHotCache
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(webhooks.router)
     app.include_router(admin_agent.router)
     install_consent(app)
+    install_writes(app)
     install_console(app)
     app.add_middleware(PartnerReadLane)  # inside the request-id and metrics middleware
     app.add_middleware(EdgeMiddleware)  # body limits before the lane, routing or auth
