@@ -226,8 +226,8 @@ async def get_write(write_id: str, partner: Partner, resources: ResourcesDep) ->
     def load() -> dict[str, Any]:
         with session_scope(resources.engine) as session:
             write = service.partner_write(session, partner.partner_id, write_id)
-            if service.expire_due(session, resources.clock.now(), write.school_id):
-                session.refresh(write)
+            # The same object as the one expired (the session's identity map), if it was.
+            service.expire_due(session, resources.clock.now(), write.school_id)
             return service.write_view(write)
 
     return await run_in_threadpool(load)
