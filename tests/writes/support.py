@@ -56,6 +56,12 @@ class WritingPartner:
 def writing_world(client: TestClient, clock: FrozenClock) -> tuple[World, WritingPartner]:
     world = build_world(client, clock)
     world.sign_in()
+    return world, add_writing_partner(world)
+
+
+def add_writing_partner(world: World) -> WritingPartner:
+    """A partner asking to write, pupils at the school, and an agent that can write."""
+    client = world.client
     with session_scope(world.resources.engine) as session:
         created = register_partner(
             PartnerRepository(session),
@@ -78,7 +84,7 @@ def writing_world(client: TestClient, clock: FrozenClock) -> tuple[World, Writin
     partner = WritingPartner(world, created.partner.id, token.json()["access_token"])
     upload_pupils(world)
     heartbeat(world, write_areas=[MARKS, BEHAVIOUR])
-    return world, partner
+    return partner
 
 
 def agent_headers(world: World) -> dict[str, str]:
