@@ -18,12 +18,13 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pyotp
 import pytest
 from standardwebhooks import Webhook
@@ -33,7 +34,7 @@ from agents.mis._synthetic.writes import CRASH_ENV
 from agents.mis.synthetic import SyntheticMis
 from agents.runner import Agent
 from agents.state import AgentState
-from broker.clock import SystemClock
+from broker.clock import Clock, FileClock, SystemClock, rfc3339
 from broker.db import session_scope
 from broker.partners.repository import PartnerRepository
 from broker.partners.service import register_partner
@@ -104,13 +105,15 @@ class Setup:
     agent_key: str
     token: str
     webhook_secret: str
+    admin_token: str
+    client: tuple[str, str]
 
     def partner(self, method: str, path: str, **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
         return httpx.request(method, self.broker.url + path, headers=headers, timeout=60, **kw)
 
 
-def prepare(broker: LiveBroker, hooks: Hooks) -> Setup:
+def prepare(broker: LiveBroker, hooks: Hooks, at: datetime | None = None) -> Setup:
     """A school, its admin, a partner asking to write; the admin grants read_write."""
     dfe = f"383{next(_DFE):04d}"
     school_id, agent_key = add_school(broker.data_dir, broker.redis_url, "Brook School", dfe)
@@ -132,7 +135,7 @@ def prepare(broker: LiveBroker, hooks: Hooks) -> Setup:
     login = httpx.post(
         broker.url + "/v1/admin/login",
         json={"email": admin.admin.email, "password": PASSWORD,
-              "totp": pyotp.TOTP(admin.totp_secret).now()},
+              "totp": pyotp.TOTP(admin.totp_secret).at(at or datetime.now(UTC))},
         timeout=60,
     )  # fmt: skip
     assert login.status_code == 200, login.text
@@ -151,7 +154,8 @@ def prepare(broker: LiveBroker, hooks: Hooks) -> Setup:
     )  # fmt: skip
     assert token.status_code == 200, token.text
     return Setup(broker, school_id, agent_key, token.json()["access_token"],
-                 partner.webhook_secret)  # fmt: skip
+                 partner.webhook_secret, login.json()["token"],
+                 (partner.partner.client_id, partner.client_secret))  # fmt: skip
 
 
 def agent_document(setup: Setup, state_dir: Path) -> dict[str, Any]:
@@ -202,9 +206,9 @@ def read_all(setup: Setup, area: str) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in body["data"]}
 
 
-def deliver_webhooks(broker: LiveBroker) -> None:
+def deliver_webhooks(broker: LiveBroker, clock: Clock | None = None) -> None:
     """What the Celery worker does every 5 s, done here once (no worker in this test)."""
-    resources = Resources.build(broker.settings(), SystemClock())
+    resources = Resources.build(broker.settings(), clock or SystemClock())
     settings = WebhookSettings()
     try:
         with session_scope(resources.engine) as session:
@@ -334,3 +338,119 @@ def mis_count(store: Path) -> int:
 def mis_keys(store: Path) -> dict[str, str]:
     with sqlite3.connect(store) as db:
         return {str(k): str(m) for k, m in db.execute("SELECT key, mis_id FROM applied")}
+
+
+# --- lifetimes on the broker's injected clock ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clocked(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> Iterator[tuple[LiveBroker, Path]]:
+    """A broker whose clock is a file the test moves (API and this test's workers alike)."""
+    data_dir = tmp_path_factory.mktemp("clocked")
+    clock_file = data_dir / "now.txt"
+    clock_file.write_text(rfc3339(datetime.now(UTC)), encoding="utf-8")
+    add_school(data_dir, redis_url, "Clock Academy", "3836000")
+    with live_broker(data_dir, redis_url, MISBROKER_CLOCK=f"file:{clock_file}") as running:
+        yield running, clock_file
+
+
+def move_clock(clock_file: Path, delta: timedelta) -> None:
+    now = FileClock(clock_file).now()
+    clock_file.write_text(rfc3339(now + delta), encoding="utf-8")
+    stat = clock_file.stat()  # the broker re-reads the file when its mtime changes
+    os.utime(clock_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+
+def fresh_token(setup: Setup) -> None:
+    client_id, secret = setup.client
+    token = httpx.post(
+        setup.broker.url + "/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": client_id,
+              "client_secret": secret},
+        timeout=60,
+    )  # fmt: skip
+    assert token.status_code == 200, token.text
+    setup.token = token.json()["access_token"]
+
+
+def test_an_agent_offline_past_the_expiry_gets_nothing_and_the_partner_hears_expired(
+    tmp_path: Path, clocked: tuple[LiveBroker, Path]
+) -> None:
+    broker, clock_file = clocked
+    hooks = Hooks()
+    try:
+        setup = prepare(broker, hooks, FileClock(clock_file).now())
+        config = parse_config(agent_document(setup, tmp_path / "state"), tmp_path)
+        mis = SyntheticMis(seed=9, pupils=60, phase="secondary", day=DAY,
+                           write_store=tmp_path / "mis.db")  # fmt: skip
+        agent = Agent(config, mis, AgentState.open(config.state_dir))
+        try:
+            assert agent.run_once() is None
+            pupils = sorted(read_all(setup, "students.basic"))
+            marks_id, events_id = post_writes(setup, *the_writes(pupils))
+            # The agent goes offline; a day passes on the broker's clock.
+            move_clock(clock_file, timedelta(hours=24, seconds=1))
+            fresh_token(setup)
+            for write_id in (marks_id, events_id):
+                seen = setup.partner("GET", f"/v1/writes/{write_id}").json()
+                assert (seen["status"], seen["reason"]) == ("expired", "expired")
+            agent.heartbeat()  # back online: nothing is offered, nothing applied
+            assert mis.writes.count() == 0
+        finally:
+            agent.close()
+        deliver_webhooks(broker, FileClock(clock_file))
+        failed = [
+            orjson.loads(body) for headers, body in hooks.received
+            if signed(setup.webhook_secret, headers, body)
+            and orjson.loads(body)["type"] == "write.failed"
+        ]  # fmt: skip
+        assert {(p["data"]["write_id"], p["data"]["reason"]) for p in failed} == {
+            (marks_id, "expired"), (events_id, "expired")
+        }  # fmt: skip
+    finally:
+        hooks.close()
+
+
+def test_revoking_the_consent_cancels_the_queued_writes(
+    tmp_path: Path, clocked: tuple[LiveBroker, Path]
+) -> None:
+    broker, clock_file = clocked
+    hooks = Hooks()
+    try:
+        setup = prepare(broker, hooks, FileClock(clock_file).now())
+        config = parse_config(agent_document(setup, tmp_path / "state"), tmp_path)
+        mis = SyntheticMis(seed=9, pupils=60, phase="secondary", day=DAY,
+                           write_store=tmp_path / "mis.db")  # fmt: skip
+        agent = Agent(config, mis, AgentState.open(config.state_dir))
+        try:
+            assert agent.run_once() is None
+            pupils = sorted(read_all(setup, "students.basic"))
+            marks_id, events_id = post_writes(setup, *the_writes(pupils))
+            admin = {"Authorization": f"Bearer {setup.admin_token}"}
+            consents = httpx.get(broker.url + "/v1/admin/consents", headers=admin, timeout=60)
+            (consent,) = consents.json()["data"]
+            end = rfc3339(FileClock(clock_file).now() + timedelta(days=1))
+            revoked = httpx.post(
+                broker.url + f"/v1/admin/consents/{consent['consent_id']}/revoke",
+                json={"end_at": end}, headers=admin, timeout=60,
+            )  # fmt: skip
+            assert revoked.status_code == 200, revoked.text
+            for write_id in (marks_id, events_id):
+                seen = setup.partner("GET", f"/v1/writes/{write_id}").json()
+                assert (seen["status"], seen["reason"]) == ("cancelled", "cancelled")
+            agent.heartbeat()
+            assert mis.writes.count() == 0
+        finally:
+            agent.close()
+    finally:
+        hooks.close()
+
+
+def signed(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """The Standard Webhooks signature over the body, checked with the library's signer (its
+    `verify` would also refuse a timestamp a day ahead of this machine's clock)."""
+    timestamp = datetime.fromtimestamp(int(headers["webhook-timestamp"]), UTC)
+    expected = Webhook(secret).sign(headers["webhook-id"], timestamp, body.decode())
+    return expected in headers["webhook-signature"].split(" ")
