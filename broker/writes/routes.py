@@ -220,7 +220,7 @@ def _entry(
     "/writes/{write_id}",
     response_model=WriteOut,
     summary="One of my writes: status and per-record results",
-    responses={401: PROBLEM, 404: PROBLEM, 429: PROBLEM},
+    responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 429: PROBLEM},
 )
 async def get_write(write_id: str, partner: Partner, resources: ResourcesDep) -> Any:
     def load() -> dict[str, Any]:
@@ -237,7 +237,7 @@ async def get_write(write_id: str, partner: Partner, resources: ResourcesDep) ->
     "/writes",
     response_model=WriteList,
     summary="My writes, newest first",
-    responses={401: PROBLEM, 422: PROBLEM, 429: PROBLEM},
+    responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM, 429: PROBLEM},
 )
 async def list_my_writes(
     partner: Partner,
@@ -262,7 +262,7 @@ async def list_my_writes(
 @agent_router.get(
     "/writes/{write_id}",
     summary="Fetch a write's records to apply (marks it delivered)",
-    responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM},
+    responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
 )
 def fetch_write(
     write_id: str, agent: AgentDep, resources: ResourcesDep, cache: CacheDep
@@ -324,7 +324,11 @@ def cancel_write(ctx: Any, write_id: str) -> dict[str, Any]:
     return service.admin_view(write, partner.name if partner is not None else None)
 
 
-@admin_router.get("/writes", summary="My school's writes from partners, newest first")
+@admin_router.get(
+    "/writes",
+    summary="My school's writes from partners, newest first",
+    responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM},
+)
 def admin_list_writes(
     ctx: AdminDep,
     status: Annotated[str | None, Query(description="Only writes in this status")] = None,
@@ -335,7 +339,7 @@ def admin_list_writes(
 @admin_router.post(
     "/writes/{write_id}/cancel",
     summary="Cancel a queued write before the agent fetches it",
-    responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM},
+    responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
 )
 def admin_cancel_write(write_id: str, ctx: AdminDep) -> dict[str, Any]:
     return cancel_write(ctx, write_id)

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -221,24 +222,33 @@ def deliver_webhooks(broker: LiveBroker, clock: Clock | None = None) -> None:
         resources.close()
 
 
+@contextmanager
+def agent_with_writes(
+    setup: Setup, tmp_path: Path
+) -> Iterator[tuple[Agent, SyntheticMis, list[str]]]:
+    """The school's agent, having uploaded the school; the partner's two writes queued."""
+    config = parse_config(agent_document(setup, tmp_path / "state"), tmp_path)
+    mis = SyntheticMis(seed=9, pupils=60, phase="secondary", day=DAY,
+                       write_store=tmp_path / "mis.db")  # fmt: skip
+    agent = Agent(config, mis, AgentState.open(config.state_dir))
+    try:
+        assert agent.run_once() is None  # uploads the school, reports capabilities
+        pupils = sorted(read_all(setup, "students.basic"))
+        yield agent, mis, post_writes(setup, *the_writes(pupils))
+    finally:
+        agent.close()
+
+
 def test_marks_and_behaviour_are_applied_read_back_and_announced(
     tmp_path: Path, broker: LiveBroker
 ) -> None:
     hooks = Hooks()
     try:
         setup = prepare(broker, hooks)
-        config = parse_config(agent_document(setup, tmp_path / "state"), tmp_path)
-        mis = SyntheticMis(seed=9, pupils=60, phase="secondary", day=DAY,
-                           write_store=tmp_path / "mis.db")  # fmt: skip
-        agent = Agent(config, mis, AgentState.open(config.state_dir))
-        try:
-            assert agent.run_once() is None  # uploads the school, reports capabilities
-            pupils = sorted(read_all(setup, "students.basic"))
-            marks, events = the_writes(pupils)
-            marks_id, events_id = post_writes(setup, marks, events)
+        with agent_with_writes(setup, tmp_path) as (agent, _, (marks_id, events_id)):
             agent.heartbeat()  # the next heartbeat names, fetches, applies, reports, extracts
-        finally:
-            agent.close()
+        pupils = sorted(read_all(setup, "students.basic"))
+        marks, _ = the_writes(pupils)
 
         marks_write = setup.partner("GET", f"/v1/writes/{marks_id}").json()
         events_write = setup.partner("GET", f"/v1/writes/{events_id}").json()
@@ -382,14 +392,7 @@ def test_an_agent_offline_past_the_expiry_gets_nothing_and_the_partner_hears_exp
     hooks = Hooks()
     try:
         setup = prepare(broker, hooks, FileClock(clock_file).now())
-        config = parse_config(agent_document(setup, tmp_path / "state"), tmp_path)
-        mis = SyntheticMis(seed=9, pupils=60, phase="secondary", day=DAY,
-                           write_store=tmp_path / "mis.db")  # fmt: skip
-        agent = Agent(config, mis, AgentState.open(config.state_dir))
-        try:
-            assert agent.run_once() is None
-            pupils = sorted(read_all(setup, "students.basic"))
-            marks_id, events_id = post_writes(setup, *the_writes(pupils))
+        with agent_with_writes(setup, tmp_path) as (agent, mis, (marks_id, events_id)):
             # The agent goes offline; a day passes on the broker's clock.
             move_clock(clock_file, timedelta(hours=24, seconds=1))
             fresh_token(setup)
@@ -398,8 +401,6 @@ def test_an_agent_offline_past_the_expiry_gets_nothing_and_the_partner_hears_exp
                 assert (seen["status"], seen["reason"]) == ("expired", "expired")
             agent.heartbeat()  # back online: nothing is offered, nothing applied
             assert mis.writes.count() == 0
-        finally:
-            agent.close()
         deliver_webhooks(broker, FileClock(clock_file))
         failed = [
             orjson.loads(body) for headers, body in hooks.received
@@ -420,14 +421,7 @@ def test_revoking_the_consent_cancels_the_queued_writes(
     hooks = Hooks()
     try:
         setup = prepare(broker, hooks, FileClock(clock_file).now())
-        config = parse_config(agent_document(setup, tmp_path / "state"), tmp_path)
-        mis = SyntheticMis(seed=9, pupils=60, phase="secondary", day=DAY,
-                           write_store=tmp_path / "mis.db")  # fmt: skip
-        agent = Agent(config, mis, AgentState.open(config.state_dir))
-        try:
-            assert agent.run_once() is None
-            pupils = sorted(read_all(setup, "students.basic"))
-            marks_id, events_id = post_writes(setup, *the_writes(pupils))
+        with agent_with_writes(setup, tmp_path) as (agent, mis, (marks_id, events_id)):
             admin = {"Authorization": f"Bearer {setup.admin_token}"}
             consents = httpx.get(broker.url + "/v1/admin/consents", headers=admin, timeout=60)
             (consent,) = consents.json()["data"]
@@ -442,8 +436,6 @@ def test_revoking_the_consent_cancels_the_queued_writes(
                 assert (seen["status"], seen["reason"]) == ("cancelled", "cancelled")
             agent.heartbeat()
             assert mis.writes.count() == 0
-        finally:
-            agent.close()
     finally:
         hooks.close()
 

@@ -14,6 +14,7 @@ from broker.db import session_scope
 from broker.partners.repository import PartnerRepository
 from broker.partners.service import register_partner
 from tests.support.admin import World, build_world
+from tests.support.partners import access_token
 
 BASIC, MARKS, BEHAVIOUR = "students.basic", "attendance.marks", "behaviour"
 WRITE_AREAS = (BASIC, MARKS, BEHAVIOUR)
@@ -61,7 +62,6 @@ def writing_world(client: TestClient, clock: FrozenClock) -> tuple[World, Writin
 
 def add_writing_partner(world: World) -> WritingPartner:
     """A partner asking to write, pupils at the school, and an agent that can write."""
-    client = world.client
     with session_scope(world.resources.engine) as session:
         created = register_partner(
             PartnerRepository(session),
@@ -72,16 +72,8 @@ def add_writing_partner(world: World) -> WritingPartner:
             webhook_url=None,
             now=world.now(),
         )
-    token = client.post(
-        "/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": created.partner.client_id,
-            "client_secret": created.client_secret,
-        },
-    )
-    assert token.status_code == 200, token.text
-    partner = WritingPartner(world, created.partner.id, token.json()["access_token"])
+    token = access_token(world.client, created.partner.client_id, created.client_secret)
+    partner = WritingPartner(world, created.partner.id, token)
     upload_pupils(world)
     heartbeat(world, write_areas=[MARKS, BEHAVIOUR])
     return partner

@@ -18,6 +18,7 @@ from broker.writes.models import Write
 from broker.writes.service import purge_finished
 from consent.models import AuditEvent
 from tests.support.admin import World, cheap_argon2
+from tests.support.partners import access_token
 from tests.writes.support import (
     BASIC,
     BEHAVIOUR,
@@ -191,11 +192,7 @@ def test_only_the_writing_partner_sees_a_write(setup: tuple[World, WritingPartne
             PartnerRepository(session), partner_id=world.other_partner_id, revoke_old=True,
             now=world.now(),
         )  # fmt: skip
-    token = world.client.post(
-        "/oauth/token",
-        data={"grant_type": "client_credentials", "client_id": rotated.partner.client_id,
-              "client_secret": rotated.client_secret},
-    ).json()["access_token"]  # fmt: skip
+    token = access_token(world.client, rotated.partner.client_id, rotated.client_secret)
     other = {"Authorization": f"Bearer {token}"}
     assert world.client.get(f"/v1/writes/{write_id}", headers=other).status_code == 404
     assert world.client.get("/v1/writes", headers=other).json()["data"] == []
