@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.logs import configure as configure_logging
 from agents.mis.synthetic import SyntheticMis
 from agents.runner import Agent
+from agents.state import AgentState
 from bench._broker import cpu_seconds
 from bench.ingest import add_school, make_agent, running_broker
 from broker.admin.consents import SchoolConsents
@@ -192,9 +193,19 @@ def latency_immediate(agent: Agent, partner: Partner, samples: int) -> float:
 
 def latency_normal(agent: Agent, partner: Partner, samples: int, beat: int) -> None:
     """The agent's own loop, heartbeat every `beat` s; writes posted at random phases."""
-    agent.config = dataclasses.replace(agent.config, heartbeat_seconds=beat)
+    config = dataclasses.replace(agent.config, heartbeat_seconds=beat)
+    adapter = agent.adapter
+    agent.close()  # the loop's agent opens the same state in its own thread (SQLite's rule)
     stop = threading.Event()
-    loop = threading.Thread(target=agent.run_forever, args=(stop,), daemon=True)
+
+    def loop_forever() -> None:
+        looping = Agent(config, adapter, AgentState.open(config.state_dir))
+        try:
+            looping.run_forever(stop)
+        finally:
+            looping.close()
+
+    loop = threading.Thread(target=loop_forever, daemon=True)
     loop.start()
     times = []
     try:
@@ -206,7 +217,6 @@ def latency_normal(agent: Agent, partner: Partner, samples: int, beat: int) -> N
             times.append(time.perf_counter() - started)
     finally:
         stop.set()
-        agent.stopping.set()
         loop.join(timeout=120)
     print(f"\n== latency POST -> applied, agent heartbeat every {beat} s ({samples} samples)")
     print(
@@ -228,7 +238,8 @@ def run(writes: int, samples: int, normal_samples: int, beat: int) -> None:
                 latency_immediate(agent, partner, samples)
                 if normal_samples:
                     latency_normal(agent, partner, normal_samples, beat)
-                agent.close()
+                else:
+                    agent.close()
         except BaseException:
             print(f"failed: logs kept in {root} (api.log, agent.log)", file=sys.stderr)
             raise
