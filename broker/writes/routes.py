@@ -38,10 +38,6 @@ partner_router = APIRouter(prefix="/v1", tags=["partner"])
 agent_router = APIRouter(prefix="/v1/agent", tags=["agent"])
 admin_router = APIRouter(prefix="/v1/admin", tags=["school admin"])
 
-# The access log's `reason` says what the entry was: "write" for an allowed write, and
-# "write:<why refused>" for a refused one (reads carry the decision's reason).
-WRITE_REASON = "write"
-
 
 class WriteRecords(BaseModel):
     records: list[dict[str, Any]] = Field(description="At most 1000 records of the area")
@@ -145,7 +141,7 @@ async def create_write(
     if not decision.allowed:
         await runtime.access_log.append(
             _entry(school_id, partner.partner_id, area, 0, decision.consent_id, rid, now,
-                   f"{WRITE_REASON}:{decision.reason}", allowed=False)
+                   decision.reason, allowed=False)
         )  # fmt: skip
         raise ConsentRequiredError(
             f"no consent to write {area} at this school now ({decision.reason})",
@@ -168,7 +164,7 @@ async def create_write(
     # The access-log entry is committed before the write is queued: no log, no write.
     await runtime.access_log.append(
         _entry(school_id, partner.partner_id, area, len(valid), decision.consent_id, rid, now,
-               WRITE_REASON, allowed=True)
+               decision.reason, allowed=True)
     )  # fmt: skip
 
     def queue() -> tuple[dict[str, Any], str]:
@@ -213,6 +209,7 @@ def _entry(
         request_id=request_id[:128],
         at=now,
         consent_id=consent_id,
+        operation="write",
     )
 
 

@@ -16,6 +16,7 @@ from broker.partners.repository import PartnerRepository
 from broker.partners.service import rotate_client_secret
 from broker.writes.models import Write
 from broker.writes.service import purge_finished
+from consent.access_log import verify
 from consent.models import AuditEvent
 from tests.support.admin import World, cheap_argon2
 from tests.support.partners import access_token
@@ -81,7 +82,12 @@ def test_a_write_is_queued_logged_delivered_applied_and_announced(
 
     log = world.call("GET", "/access-log").json()["data"]
     entry = next(e for e in log if e["partner_id"] == partner.partner_id)
-    assert (entry["reason"], entry["record_count"], entry["decision"]) == ("write", 30, "allowed")
+    assert (entry["operation"], entry["record_count"]) == ("write", 30)
+    assert entry["decision"] == "allowed"
+    with Session(world.resources.engine) as session:
+        key = world.runtime.keyring.key_for(world.school_id)
+        report = verify(session, world.school_id, key)
+    assert report.intact, report.breaks  # the write's entry is in the hash chain
 
     offered = heartbeat(world, [MARKS, BEHAVIOUR])["writes"]
     assert offered == [{"write_id": write_id, "area": MARKS, "count": 30}]
@@ -128,7 +134,7 @@ def test_consent_is_required_to_write(setup: tuple[World, WritingPartner]) -> No
     assert read_only.json()["type"].endswith("consent-required")
     assert read_only.json()["missing_areas"] == [MARKS]
     log = world.call("GET", "/access-log", params={"decision": "denied"}).json()["data"]
-    assert any(e["reason"].startswith("write:") for e in log)
+    assert [e["operation"] for e in log] == ["write", "write"]
 
 
 def test_first_tier_validation_names_the_record_and_field(
