@@ -99,6 +99,15 @@ class Hooks:
         self.server.server_close()
 
 
+@pytest.fixture
+def hooks() -> Iterator[Hooks]:
+    receiver = Hooks()
+    try:
+        yield receiver
+    finally:
+        receiver.close()
+
+
 @dataclass
 class Setup:
     broker: LiveBroker
@@ -240,104 +249,93 @@ def agent_with_writes(
 
 
 def test_marks_and_behaviour_are_applied_read_back_and_announced(
-    tmp_path: Path, broker: LiveBroker
+    tmp_path: Path, broker: LiveBroker, hooks: Hooks
 ) -> None:
-    hooks = Hooks()
-    try:
-        setup = prepare(broker, hooks)
-        with agent_with_writes(setup, tmp_path) as (agent, _, (marks_id, events_id)):
-            agent.heartbeat()  # the next heartbeat names, fetches, applies, reports, extracts
-        pupils = sorted(read_all(setup, "students.basic"))
-        marks, _ = the_writes(pupils)
+    setup = prepare(broker, hooks)
+    with agent_with_writes(setup, tmp_path) as (agent, _, (marks_id, events_id)):
+        agent.heartbeat()  # the next heartbeat names, fetches, applies, reports, extracts
+    pupils = sorted(read_all(setup, "students.basic"))
+    marks, _ = the_writes(pupils)
 
-        marks_write = setup.partner("GET", f"/v1/writes/{marks_id}").json()
-        events_write = setup.partner("GET", f"/v1/writes/{events_id}").json()
-        assert marks_write["status"] == events_write["status"] == "applied"
-        assert all(r["status"] == "applied" for r in marks_write["results"])
-        mis_marks = [r["mis_id"] for r in marks_write["results"]]
-        mis_events = [r["mis_id"] for r in events_write["results"]]
+    marks_write = setup.partner("GET", f"/v1/writes/{marks_id}").json()
+    events_write = setup.partner("GET", f"/v1/writes/{events_id}").json()
+    assert marks_write["status"] == events_write["status"] == "applied"
+    assert all(r["status"] == "applied" for r in marks_write["results"])
+    mis_marks = [r["mis_id"] for r in marks_write["results"]]
+    mis_events = [r["mis_id"] for r in events_write["results"]]
 
-        held_marks = read_all(setup, "attendance.marks")
-        for mis_id, sent in zip(mis_marks, marks, strict=True):
-            assert held_marks[mis_id]["mark"] == "B"
-            assert held_marks[mis_id]["minutes_late"] == sent["minutes_late"]
-        held_events = read_all(setup, "behaviour")
-        assert [held_events[m]["description"] for m in mis_events] == [
-            "Science fair entry", "Reading champion"
-        ]  # fmt: skip
+    held_marks = read_all(setup, "attendance.marks")
+    for mis_id, sent in zip(mis_marks, marks, strict=True):
+        assert held_marks[mis_id]["mark"] == "B"
+        assert held_marks[mis_id]["minutes_late"] == sent["minutes_late"]
+    held_events = read_all(setup, "behaviour")
+    assert [held_events[m]["description"] for m in mis_events] == [
+        "Science fair entry", "Reading champion"
+    ]  # fmt: skip
 
-        deliver_webhooks(broker)
-        verifier = Webhook(setup.webhook_secret)
-        payloads = [verifier.verify(body, headers) for headers, body in hooks.received]
-        applied = {p["data"]["write_id"]: p for p in payloads if p["type"] == "write.applied"}
-        assert set(applied) == {marks_id, events_id}
-        assert [r["mis_id"] for r in applied[marks_id]["data"]["results"]] == mis_marks
-        updated = {p["data"].get("area") for p in payloads if p["type"] == "data.updated"}
-        assert {"attendance.marks", "behaviour"} <= updated
-    finally:
-        hooks.close()
+    deliver_webhooks(broker)
+    verifier = Webhook(setup.webhook_secret)
+    payloads = [verifier.verify(body, headers) for headers, body in hooks.received]
+    applied = {p["data"]["write_id"]: p for p in payloads if p["type"] == "write.applied"}
+    assert set(applied) == {marks_id, events_id}
+    assert [r["mis_id"] for r in applied[marks_id]["data"]["results"]] == mis_marks
+    updated = {p["data"].get("area") for p in payloads if p["type"] == "data.updated"}
+    assert {"attendance.marks", "behaviour"} <= updated
 
 
 def test_kill_9_mid_apply_then_restart_applies_each_record_exactly_once(
-    tmp_path: Path, broker: LiveBroker
+    tmp_path: Path, broker: LiveBroker, hooks: Hooks
 ) -> None:
-    hooks = Hooks()
-    try:
-        setup = prepare(broker, hooks)
-        config_path = tmp_path / "agent.toml"
-        document = agent_document(setup, tmp_path / "agent-state")
-        mis_table = "\n".join(
-            f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}"
-            for k, v in document["mis"].items()
-        ).replace("'", '"')
-        config_path.write_text(
-            f'broker_url = "{document["broker_url"]}"\nagent_key = "{setup.agent_key}"\n'
-            f'state_dir = "agent-state"\n[mis]\n{mis_table}\n'
-            "[upload]\nretry_cap_seconds = 2\nretry_budget_seconds = 120\n",
-            encoding="utf-8",
-        )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MISBROKER_")}
+    setup = prepare(broker, hooks)
+    config_path = tmp_path / "agent.toml"
+    document = agent_document(setup, tmp_path / "agent-state")
+    mis_table = "\n".join(
+        f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in document["mis"].items()
+    ).replace("'", '"')
+    config_path.write_text(
+        f'broker_url = "{document["broker_url"]}"\nagent_key = "{setup.agent_key}"\n'
+        f'state_dir = "agent-state"\n[mis]\n{mis_table}\n'
+        "[upload]\nretry_cap_seconds = 2\nretry_budget_seconds = 120\n",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MISBROKER_")}
 
-        def run_once(extra: dict[str, str] | None = None) -> int:
-            done = subprocess.run(
-                agent_command(config_path, "once"), cwd=ROOT, env={**env, **(extra or {})},
-                capture_output=True, timeout=300, check=False,
-            )  # fmt: skip
-            return done.returncode
-
-        assert run_once() == 0  # uploads the school and reports the write capabilities
-        pupils = sorted(read_all(setup, "students.basic"))
-        marks, events = the_writes(pupils)
-        marks_id, events_id = post_writes(setup, marks, events)
-
-        # The MIS takes its 10th record and the process dies before the journal notes it.
-        assert run_once({CRASH_ENV: "10"}) == -signal.SIGKILL
-        store = tmp_path / "agent-state" / "synthetic-mis.db"
-        state = AgentState.open(tmp_path / "agent-state")
-        try:
-            assert mis_count(store) == 10
-            assert state.journal_counts() == {"applied": 9}  # one applied, not journalled
-        finally:
-            state.close()
-        assert setup.partner("GET", f"/v1/writes/{marks_id}").json()["status"] == "delivered"
-
-        assert run_once() == 0
-        assert wait_until(
-            lambda: setup.partner("GET", f"/v1/writes/{events_id}").json()["status"] == "applied",
-            timeout=120, interval=0.5,
+    def run_once(extra: dict[str, str] | None = None) -> int:
+        done = subprocess.run(
+            agent_command(config_path, "once"), cwd=ROOT, env={**env, **(extra or {})},
+            capture_output=True, timeout=300, check=False,
         )  # fmt: skip
-        assert mis_count(store) == 32
-        keys = mis_keys(store)
-        assert sorted(keys) == sorted(
-            [f"{marks_id}:{i}" for i in range(30)] + [f"{events_id}:{i}" for i in range(2)]
-        )
-        write = setup.partner("GET", f"/v1/writes/{marks_id}").json()
-        assert write["status"] == "applied"
-        assert [r["mis_id"] for r in write["results"]] == [
-            keys[f"{marks_id}:{i}"] for i in range(30)
-        ]
+        return done.returncode
+
+    assert run_once() == 0  # uploads the school and reports the write capabilities
+    pupils = sorted(read_all(setup, "students.basic"))
+    marks, events = the_writes(pupils)
+    marks_id, events_id = post_writes(setup, marks, events)
+
+    # The MIS takes its 10th record and the process dies before the journal notes it.
+    assert run_once({CRASH_ENV: "10"}) == -signal.SIGKILL
+    store = tmp_path / "agent-state" / "synthetic-mis.db"
+    state = AgentState.open(tmp_path / "agent-state")
+    try:
+        assert mis_count(store) == 10
+        assert state.journal_counts() == {"applied": 9}  # one applied, not journalled
     finally:
-        hooks.close()
+        state.close()
+    assert setup.partner("GET", f"/v1/writes/{marks_id}").json()["status"] == "delivered"
+
+    assert run_once() == 0
+    assert wait_until(
+        lambda: setup.partner("GET", f"/v1/writes/{events_id}").json()["status"] == "applied",
+        timeout=120, interval=0.5,
+    )  # fmt: skip
+    assert mis_count(store) == 32
+    keys = mis_keys(store)
+    assert sorted(keys) == sorted(
+        [f"{marks_id}:{i}" for i in range(30)] + [f"{events_id}:{i}" for i in range(2)]
+    )
+    write = setup.partner("GET", f"/v1/writes/{marks_id}").json()
+    assert write["status"] == "applied"
+    assert [r["mis_id"] for r in write["results"]] == [keys[f"{marks_id}:{i}"] for i in range(30)]
 
 
 def mis_count(store: Path) -> int:
@@ -386,58 +384,50 @@ def fresh_token(setup: Setup) -> None:
 
 
 def test_an_agent_offline_past_the_expiry_gets_nothing_and_the_partner_hears_expired(
-    tmp_path: Path, clocked: tuple[LiveBroker, Path]
+    tmp_path: Path, clocked: tuple[LiveBroker, Path], hooks: Hooks
 ) -> None:
     broker, clock_file = clocked
-    hooks = Hooks()
-    try:
-        setup = prepare(broker, hooks, FileClock(clock_file).now())
-        with agent_with_writes(setup, tmp_path) as (agent, mis, (marks_id, events_id)):
-            # The agent goes offline; a day passes on the broker's clock.
-            move_clock(clock_file, timedelta(hours=24, seconds=1))
-            fresh_token(setup)
-            for write_id in (marks_id, events_id):
-                seen = setup.partner("GET", f"/v1/writes/{write_id}").json()
-                assert (seen["status"], seen["reason"]) == ("expired", "expired")
-            agent.heartbeat()  # back online: nothing is offered, nothing applied
-            assert mis.writes.count() == 0
-        deliver_webhooks(broker, FileClock(clock_file))
-        failed = [
-            orjson.loads(body) for headers, body in hooks.received
-            if signed(setup.webhook_secret, headers, body)
-            and orjson.loads(body)["type"] == "write.failed"
-        ]  # fmt: skip
-        assert {(p["data"]["write_id"], p["data"]["reason"]) for p in failed} == {
-            (marks_id, "expired"), (events_id, "expired")
-        }  # fmt: skip
-    finally:
-        hooks.close()
+    setup = prepare(broker, hooks, FileClock(clock_file).now())
+    with agent_with_writes(setup, tmp_path) as (agent, mis, (marks_id, events_id)):
+        # The agent goes offline; a day passes on the broker's clock.
+        move_clock(clock_file, timedelta(hours=24, seconds=1))
+        fresh_token(setup)
+        for write_id in (marks_id, events_id):
+            seen = setup.partner("GET", f"/v1/writes/{write_id}").json()
+            assert (seen["status"], seen["reason"]) == ("expired", "expired")
+        agent.heartbeat()  # back online: nothing is offered, nothing applied
+        assert mis.writes.count() == 0
+    deliver_webhooks(broker, FileClock(clock_file))
+    failed = [
+        orjson.loads(body) for headers, body in hooks.received
+        if signed(setup.webhook_secret, headers, body)
+        and orjson.loads(body)["type"] == "write.failed"
+    ]  # fmt: skip
+    assert {(p["data"]["write_id"], p["data"]["reason"]) for p in failed} == {
+        (marks_id, "expired"), (events_id, "expired")
+    }  # fmt: skip
 
 
 def test_revoking_the_consent_cancels_the_queued_writes(
-    tmp_path: Path, clocked: tuple[LiveBroker, Path]
+    tmp_path: Path, clocked: tuple[LiveBroker, Path], hooks: Hooks
 ) -> None:
     broker, clock_file = clocked
-    hooks = Hooks()
-    try:
-        setup = prepare(broker, hooks, FileClock(clock_file).now())
-        with agent_with_writes(setup, tmp_path) as (agent, mis, (marks_id, events_id)):
-            admin = {"Authorization": f"Bearer {setup.admin_token}"}
-            consents = httpx.get(broker.url + "/v1/admin/consents", headers=admin, timeout=60)
-            (consent,) = consents.json()["data"]
-            end = rfc3339(FileClock(clock_file).now() + timedelta(days=1))
-            revoked = httpx.post(
-                broker.url + f"/v1/admin/consents/{consent['consent_id']}/revoke",
-                json={"end_at": end}, headers=admin, timeout=60,
-            )  # fmt: skip
-            assert revoked.status_code == 200, revoked.text
-            for write_id in (marks_id, events_id):
-                seen = setup.partner("GET", f"/v1/writes/{write_id}").json()
-                assert (seen["status"], seen["reason"]) == ("cancelled", "cancelled")
-            agent.heartbeat()
-            assert mis.writes.count() == 0
-    finally:
-        hooks.close()
+    setup = prepare(broker, hooks, FileClock(clock_file).now())
+    with agent_with_writes(setup, tmp_path) as (agent, mis, (marks_id, events_id)):
+        admin = {"Authorization": f"Bearer {setup.admin_token}"}
+        consents = httpx.get(broker.url + "/v1/admin/consents", headers=admin, timeout=60)
+        (consent,) = consents.json()["data"]
+        end = rfc3339(FileClock(clock_file).now() + timedelta(days=1))
+        revoked = httpx.post(
+            broker.url + f"/v1/admin/consents/{consent['consent_id']}/revoke",
+            json={"end_at": end}, headers=admin, timeout=60,
+        )  # fmt: skip
+        assert revoked.status_code == 200, revoked.text
+        for write_id in (marks_id, events_id):
+            seen = setup.partner("GET", f"/v1/writes/{write_id}").json()
+            assert (seen["status"], seen["reason"]) == ("cancelled", "cancelled")
+        agent.heartbeat()
+        assert mis.writes.count() == 0
 
 
 def signed(secret: str, headers: dict[str, str], body: bytes) -> bool:
