@@ -27,6 +27,7 @@ from agents.spool import FlushReport, Spool
 from agents.state import AgentState, AreaStatus, parse_iso
 from agents.telemetry import RecentErrors, collect
 from agents.uploader import BrokerClient, BrokerError
+from agents.writeback import WriteRunner
 
 log = logging.getLogger("agents.runner")
 
@@ -84,6 +85,7 @@ class Agent:
             cancelled=self.stopping.is_set,
         )
         self.commands = CommandRunner(state, self, self.client, clock)
+        self.writes = WriteRunner(state, adapter, self.client, clock, self.errors, self)
 
     def __repr__(self) -> str:
         return f"Agent({self.config.broker_url!r}, mis={self.adapter.name!r})"
@@ -181,6 +183,7 @@ class Agent:
         self._last_heartbeat = now
         self.commands.report_pending()
         telemetry = collect(self.state, mis=self.adapter.name, errors=self.errors, now=now)
+        telemetry["capabilities"] = self.writes.capabilities()
         try:
             reply = self._client.heartbeat(telemetry)
         except BrokerError as exc:
@@ -191,7 +194,11 @@ class Agent:
         for command in reply.get("commands") or []:
             if isinstance(command, dict):
                 self.commands.handle(command)
+        offers = reply.get("writes")
+        if isinstance(offers, list):
+            self.writes.handle([o for o in offers if isinstance(o, dict)])
         self.state.forget_commands_before(now - COMMAND_MEMORY)
+        self.state.forget_writes_before(now - COMMAND_MEMORY)
 
     def _heartbeat_due(self, now: datetime) -> bool:
         return self._last_heartbeat is None or now >= self._next_heartbeat()

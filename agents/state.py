@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS held_deletions (
     area TEXT PRIMARY KEY, records INTEGER NOT NULL, deleting INTEGER NOT NULL,
     held_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS write_journal (
+    write_id TEXT NOT NULL, idx INTEGER NOT NULL, status TEXT NOT NULL, mis_id TEXT,
+    error TEXT, PRIMARY KEY (write_id, idx)
+);
+CREATE TABLE IF NOT EXISTS writes_done (
+    write_id TEXT PRIMARY KEY, area TEXT NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     area TEXT NOT NULL, seq INTEGER NOT NULL, record_id TEXT, field TEXT NOT NULL,
     problem TEXT NOT NULL, location TEXT NOT NULL, at TEXT NOT NULL,
@@ -614,6 +621,57 @@ class AgentState:
                 "DELETE FROM completed_commands WHERE reported = 1 AND completed_at < ?",
                 (iso(moment),),
             )
+
+    # --- write-back journal ----------------------------------------------------------------
+    # One row per record as soon as the MIS has it (no record values: only the outcome),
+    # and one per write once its results reached the broker (or it was withdrawn).
+
+    def write_outcomes(self, write_id: str) -> dict[int, tuple[str, str | None, str | None]]:
+        rows = self._db.execute(
+            "SELECT idx, status, mis_id, error FROM write_journal WHERE write_id = ?",
+            (write_id,),
+        ).fetchall()
+        return {int(r[0]): (str(r[1]), r[2], r[3]) for r in rows}
+
+    def journal_write_outcome(
+        self, write_id: str, index: int, status: str, mis_id: str | None, error: str | None
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO write_journal(write_id, idx, status, mis_id, error)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (write_id, index, status, mis_id, error),
+            )
+
+    def write_finished(self, write_id: str) -> str | None:
+        """`reported` or `withdrawn` once the agent is done with the write, else None."""
+        row = self._db.execute(
+            "SELECT state FROM writes_done WHERE write_id = ?", (write_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def finish_write(self, write_id: str, area: str, state: str, *, now: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO writes_done(write_id, area, state, at) VALUES (?, ?, ?, ?)",
+                (write_id, area, state, iso(now)),
+            )
+
+    def journal_counts(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT status, COUNT(*) FROM write_journal GROUP BY status"
+        ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def forget_writes_before(self, moment: datetime) -> None:
+        """The broker stops offering a write once it has its results: old ones can go."""
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM write_journal WHERE write_id IN"
+                " (SELECT write_id FROM writes_done WHERE at < ?)",
+                (iso(moment),),
+            )
+            db.execute("DELETE FROM writes_done WHERE at < ?", (iso(moment),))
 
     # --- small facts ---------------------------------------------------------------------
 

@@ -105,6 +105,17 @@ class BrokerClient:
             f"/v1/agent/commands/{command_id}/result", {"status": status, "detail": detail}
         )
 
+    def fetch_write(self, write_id: str) -> dict[str, Any]:
+        """A write's records (the broker opens the sealed payload for us), over HTTPS."""
+        try:
+            response = self._client.get(f"/v1/agent/writes/{write_id}")
+        except httpx.TransportError as exc:
+            raise BrokerError(_network(exc)) from None
+        return _json_or_raise(response)
+
+    def report_write(self, write_id: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._post_json(f"/v1/agent/writes/{write_id}/results", {"results": results})
+
     def healthz(self) -> dict[str, Any]:
         try:
             response = self._client.get("/healthz")

@@ -23,6 +23,7 @@ from broker.problems import install_problem_handlers
 from broker.resources import Resources
 from broker.routers import admin_agent, agent, oauth, partner, service, webhooks
 from broker.settings import BrokerSettings, Environment, Settings, load_settings
+from broker.writes.routes import install_writes
 from cache.edge import EdgeCache, HotReader
 from cache.hot import CHANNEL as HOT_CHANNEL
 from cache.hot import AsyncHotCache
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(webhooks.router)
     app.include_router(admin_agent.router)
     install_consent(app)
+    install_writes(app)
     install_console(app)
     if not production:
         install_api_docs(app)

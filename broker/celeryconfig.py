@@ -41,6 +41,12 @@ beat_schedule = {
     },
     # `expires`: with workers down, five-second ticks must not pile up in the queue.
     "webhooks.fan_out": {"task": "webhooks.fan_out", "schedule": 5.0, "options": {"expires": 5.0}},
+    # Write-back: undelivered writes expire, finished payloads are purged.
+    "writes.expire_and_purge": {
+        "task": "writes.expire_and_purge",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
     "webhooks.deliver_due": {
         "task": "webhooks.deliver_due",
         "schedule": 5.0,

@@ -36,6 +36,8 @@ from broker.problems import problem_response
 from broker.settings import BrokerSettings
 
 UPLOAD_PATH: Final = "/v1/agent/uploads"
+# A write of 1000 records (at most 2 KiB each as the catalogue's strings allow in practice).
+WRITE_BODY_MAX_BYTES: Final = 2 * 1024 * 1024
 # Responses that carry a token even to a request without credentials.
 TOKEN_PATHS: Final = frozenset({"/oauth/token", "/v1/admin/login"})
 HSTS_VALUE: Final = b"max-age=31536000; includeSubDomains"
@@ -73,6 +75,8 @@ class EdgeMiddleware:
             return
         upload = scope["path"] == UPLOAD_PATH
         limit = settings.upload_max_compressed_bytes if upload else settings.body_max_bytes
+        if _write_path(scope["path"]):
+            limit = max(limit, WRITE_BODY_MAX_BYTES)
         if length is not None and _over(length, limit):
             # Read a small excess and throw it away, so a client that writes its whole body
             # before reading (most do) gets the 413 rather than a reset connection.
@@ -100,6 +104,13 @@ class EdgeMiddleware:
 def _settings(scope: Scope) -> BrokerSettings:
     resources = getattr(scope["app"].state, "resources", None)
     return _DEFAULTS if resources is None else resources.settings.broker
+
+
+def _write_path(path: str) -> bool:
+    """A partner's write or an agent's write results: up to 1000 records, more than 64 KiB."""
+    return (path.startswith("/v1/schools/") and "/writes/" in path) or (
+        path.startswith("/v1/agent/writes/") and path.endswith("/results")
+    )
 
 
 def _over(length: bytes, limit: int) -> bool:

@@ -9,6 +9,7 @@ from broker.events import models as events
 from broker.partners import models as partners
 from broker.schools import models as schools
 from broker.webhooks import models as webhooks  # noqa: F401 - webhook deliveries
+from broker.writes import models as writes  # noqa: F401 - partner writes (write-back)
 from cache import models as cache_models  # noqa: F401 - the cache's tables
 from consent import models as consent_models  # noqa: F401 - consents, access log, audit
 

@@ -77,3 +77,4 @@ def heartbeat() -> None:
 from broker import cache_tasks as _cache_tasks  # noqa: E402, F401 - registers cache.*
 from broker import consent_tasks as _consent_tasks  # noqa: E402, F401 - registers consent.*
 from broker.webhooks import tasks as _webhook_tasks  # noqa: E402, F401 - registers webhooks.*
+from broker.writes import tasks as _write_tasks  # noqa: E402, F401 - registers writes.*

@@ -65,6 +65,7 @@ from consent.models import AccessLogHead, AccessLogRow, LogDecision
 
 KeyFor: TypeAlias = Callable[[str], bytes]
 DecisionText: TypeAlias = Literal["allowed", "denied"]
+OperationText: TypeAlias = Literal["read", "write"]
 
 MAX_PAGE: Final = 1000
 CSV_COLUMNS: Final = (
@@ -95,12 +96,17 @@ class LogEntry:
     request_id: str
     at: datetime
     consent_id: str | None = None
+    # A partner's write (write-back) or, by default, a read.  Only a write names it in the
+    # hashed fields, so every entry chained before writes existed verifies as it did.
+    operation: OperationText = "read"
 
     def __post_init__(self) -> None:
         if self.at.utcoffset() is None:
             raise ValueError("an access-log time must be timezone-aware")
         if self.decision not in ("allowed", "denied"):
             raise ValueError(f"decision must be allowed or denied, not {self.decision!r}")
+        if self.operation not in ("read", "write"):
+            raise ValueError(f"operation must be read or write, not {self.operation!r}")
         if self.record_count < 0:
             raise ValueError("record_count cannot be negative")
         if not self.areas:
@@ -111,7 +117,7 @@ class LogEntry:
 
     def chained(self) -> dict[str, Any]:
         """The fields the hash covers (everything but seq, which `link_hash` adds)."""
-        return {
+        fields = {
             "school_id": self.school_id,
             "partner_id": self.partner_id,
             "consent_id": self.consent_id,
@@ -122,6 +128,9 @@ class LogEntry:
             "request_id": self.request_id,
             "at": self.at,
         }
+        if self.operation != "read":
+            fields["operation"] = self.operation
+        return fields
 
     def canonical(self) -> bytes:
         """`canonical(self.chained())`, byte for byte, without its generic walk.
@@ -131,7 +140,8 @@ class LogEntry:
         other value, or one orjson refuses, takes the generic path, which decides.
         """
         if not (
-            type(self.record_count) is int
+            self.operation == "read"
+            and type(self.record_count) is int
             and all(type(v) is str for v in self._texts)
             and all(type(a) is str for a in self.areas)
             and (self.consent_id is None or type(self.consent_id) is str)
@@ -162,7 +172,7 @@ class LogEntry:
 
 def row_entry(row: AccessLogRow) -> dict[str, Any]:
     """A stored row as `LogEntry.chained` had it, for verification."""
-    return {
+    fields = {
         "school_id": row.school_id,
         "partner_id": row.partner_id,
         "consent_id": row.consent_id,
@@ -173,6 +183,9 @@ def row_entry(row: AccessLogRow) -> dict[str, Any]:
         "request_id": row.request_id,
         "at": row.at,
     }
+    if row.operation != "read":
+        fields["operation"] = row.operation
+    return fields
 
 
 # ---------------------------------------------------------------------------------------
@@ -328,6 +341,7 @@ class _Statements:
             decision=self._once(entry.decision, self._decision, LogDecision(entry.decision)),
             reason=entry.reason,
             request_id=entry.request_id,
+            operation=entry.operation,
             hash=self.blob(digest),
         )
 
@@ -777,6 +791,7 @@ def entry_json(row: AccessLogRow) -> dict[str, Any]:
         "areas": list(row.areas),
         "record_count": row.record_count,
         "decision": LogDecision(row.decision).value,
+        "operation": row.operation,
         "reason": row.reason,
         "request_id": row.request_id,
         "hash": bytes(row.hash).hex(),

@@ -64,6 +64,9 @@ class Area:
     sensitive: bool
     fields: tuple[FieldSpec, ...]
     binary: bool = False  # holds large binaries (photos): lives in the cold tier
+    # A partner with a read_write consent may send records of this area for the school's
+    # agent to apply to the MIS (write-back).
+    writable: bool = False
     field_index: Mapping[str, FieldSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +86,7 @@ class Area:
             "validity_seconds": int(self.validity.total_seconds()),
             "core": self.core,
             "sensitive": self.sensitive,
+            "writable": self.writable,
             "fields": [f.as_dict() for f in self.fields],
         }
 
@@ -434,6 +438,7 @@ AREAS: Final[tuple[Area, ...]] = (
             _f("mark", S, "Register mark, see attendance.codes"),
             _f("minutes_late", INT, "Minutes late, where recorded"),
         ),
+        writable=True,
     ),
     Area(
         "behaviour",
@@ -450,6 +455,7 @@ AREAS: Final[tuple[Area, ...]] = (
             _f("recorded_by", S, "Staff id of the recorder"),
             _f("points", INT, "Points; negative for sanctions"),
         ),
+        writable=True,
     ),
     Area(
         "exams",
@@ -480,6 +486,7 @@ AREAS: Final[tuple[Area, ...]] = (
 CATALOGUE: Final[Mapping[str, Area]] = {a.name: a for a in AREAS}
 CORE_AREAS: Final[frozenset[str]] = frozenset(a.name for a in AREAS if a.core)
 SENSITIVE_AREAS: Final[frozenset[str]] = frozenset(a.name for a in AREAS if a.sensitive)
+WRITABLE_AREAS: Final[frozenset[str]] = frozenset(a.name for a in AREAS if a.writable)
 
 
 class UnknownAreaError(KeyError):

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from consent.sqltypes import UTCDateTime, enum_column
@@ -90,6 +90,10 @@ class AccessLogRow(SQLModel, table=True):
     decision: LogDecision = Field(sa_type=enum_column(LogDecision))
     reason: str = Field(max_length=64)
     request_id: str = Field(max_length=128)
+    # "read" or "write" (a partner's write-back); rows from before writes existed are reads.
+    operation: str = Field(
+        default="read", sa_column=Column(String(8), nullable=False, server_default="read")
+    )
     hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 

@@ -93,3 +93,58 @@ def read_area(adapter: MisAdapter, area: str) -> AreaRead:
     if isinstance(adapter, QuarantiningAdapter):
         return adapter.read(area)
     return AreaRead(list(adapter.extract(area)))
+
+
+# -- write-back ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRecord:
+    """One record of a partner's write, with the key that makes applying it idempotent.
+
+    `key` is `<write_id>:<index>`: an adapter given a key it has already applied must not
+    apply the record again, and answers as it did the first time.
+    """
+
+    key: str
+    index: int
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What the MIS did with one record: `applied` (with its MIS id when known) or
+    `rejected` (with an error naming the field and problem, never a value)."""
+
+    index: int
+    status: str  # "applied" | "rejected"
+    mis_id: str | None = None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"index": self.index, "status": self.status, "mis_id": self.mis_id,
+                "error": self.error}  # fmt: skip
+
+
+@runtime_checkable
+class WritingAdapter(MisAdapter, Protocol):
+    """An adapter that can apply partners' writes to the MIS (the write port)."""
+
+    def write_areas(self) -> frozenset[str]:
+        """The catalogue areas this adapter can write (reported in the heartbeat)."""
+        ...
+
+    def apply_write(
+        self, area: str, write_id: str, records: list[WriteRecord]
+    ) -> Iterator[WriteOutcome]:
+        """Apply `records`, yielding each outcome once it is durable in the MIS.
+
+        Idempotent per `WriteRecord.key`: the agent calls again with the records it has no
+        outcome for after a crash, and some of them may have been applied already.
+        """
+        ...
+
+
+def write_areas(adapter: MisAdapter) -> frozenset[str]:
+    """What `adapter` can write: nothing for an adapter without the write port."""
+    return adapter.write_areas() if isinstance(adapter, WritingAdapter) else frozenset()

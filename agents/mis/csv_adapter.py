@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from agents.mis.base import AdapterError, AreaRead, Quarantined, Record
+from agents.mis import csv_imports
+from agents.mis.base import (
+    AdapterError,
+    AreaRead,
+    Quarantined,
+    Record,
+    WriteOutcome,
+    WriteRecord,
+)
 from agents.mis.dates import DEFAULT_DATE_FORMAT, month_first_seen, read_date
 from consent.areas import CATALOGUE, FieldSpec, FieldType, parse_instant
 
@@ -110,6 +118,16 @@ class CsvMis:
 
     def mapping(self, area: str) -> AreaMapping:
         return self._mapping.get(area) or default_mapping(area)
+
+    def write_areas(self) -> frozenset[str]:
+        return csv_imports.WRITABLE
+
+    def apply_write(
+        self, area: str, write_id: str, records: list[WriteRecord]
+    ) -> Iterator[WriteOutcome]:
+        if area not in csv_imports.WRITABLE:
+            raise AdapterError(f"the CSV adapter cannot write {area}")
+        return csv_imports.write_import(self.directory, area, write_id, records)
 
     def _path(self, area: str) -> Path | None:
         """The area's file; its name is matched without case (`Students.Basic.csv`)."""

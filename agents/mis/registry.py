@@ -38,7 +38,8 @@ def build_adapter(settings: MisSettings, state_dir: Path | None = None) -> MisAd
     if unknown:
         raise ConfigError(f"mis.{unknown[0]}: unknown option for the {settings.adapter} adapter")
     if settings.adapter == "synthetic":
-        return _synthetic(options)
+        store = state_dir / "synthetic-mis.db" if state_dir is not None else None
+        return _synthetic(options, store)
     date_format = _choice(options, "date_format", DATE_FORMATS, DEFAULT_DATE_FORMAT)
     if settings.adapter == "csv":
         from agents.mis.csv_adapter import CsvMis, load_mapping
@@ -81,7 +82,7 @@ def _choice(options: Mapping[str, Any], key: str, allowed: tuple[str, ...], defa
     return str(value)
 
 
-def _synthetic(options: Mapping[str, Any]) -> MisAdapter:
+def _synthetic(options: Mapping[str, Any], write_store: Path | None) -> MisAdapter:
     from agents.mis.synthetic import SyntheticMis
 
     day = options.get("day")
@@ -101,6 +102,7 @@ def _synthetic(options: Mapping[str, Any]) -> MisAdapter:
             dfe_number=options.get("dfe_number"),
             day=day,
             marks_days=_int(options, "marks_days", 5),
+            write_store=write_store,
         )
         mis.advance(_int(options, "advance_days", 0))
     except (ValueError, AdapterError) as exc:

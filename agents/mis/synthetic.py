@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Final, Literal
 
 from agents.mis._synthetic.build import build_world
 from agents.mis._synthetic.daily import advance_day
 from agents.mis._synthetic.render import RENDERERS
-from agents.mis.base import AdapterError, Record
+from agents.mis._synthetic.writes import WRITABLE, WriteStore
+from agents.mis.base import AdapterError, Record, WriteOutcome, WriteRecord
 from agents.mis.identifiers import is_valid_upn, upn_check_letter
 from consent.areas import CATALOGUE
 
@@ -43,6 +45,7 @@ class SyntheticMis:
         dfe_number: str | None = None,
         day: date | None = None,
         marks_days: int = 5,
+        write_store: Path | None = None,
     ) -> None:
         if phase not in ("primary", "secondary"):
             raise ValueError("phase is 'primary' or 'secondary'")
@@ -54,6 +57,9 @@ class SyntheticMis:
         today = day if day is not None else date.today()  # noqa: DTZ011
         self.name = "synthetic"
         self._world = build_world(seed, pupils, phase, school_name, dfe_number, today, marks_days)
+        # What partners' writes put in this MIS (a file under the agent's state dir when
+        # the agent runs it, so it survives restarts as a real MIS's database would).
+        self.writes = WriteStore(write_store)
 
     @property
     def day(self) -> date:
@@ -69,7 +75,20 @@ class SyntheticMis:
             known = "is not in the catalogue" if area not in CATALOGUE else "is not provided"
             raise AdapterError(f"area {area!r} {known} by the synthetic MIS")
         # Materialised so a later `advance` cannot change records a caller is still reading.
-        return iter(list(renderer(self._world)))
+        rendered = list(renderer(self._world))
+        if area in WRITABLE:
+            rendered = self.writes.overlay(area, rendered)
+        return iter(rendered)
+
+    def write_areas(self) -> frozenset[str]:
+        return WRITABLE
+
+    def apply_write(
+        self, area: str, write_id: str, records: list[WriteRecord]
+    ) -> Iterator[WriteOutcome]:
+        if area not in WRITABLE:
+            raise AdapterError(f"the synthetic MIS cannot write {area}")
+        return self.writes.apply(area, records)
 
     def advance(self, days: int = 1) -> None:
         """Move the school on `days` calendar days; weekends and holidays change less.

@@ -26,6 +26,7 @@ from broker.ids import new_id
 from broker.partners.models import Partner, PartnerAreaRequest, PartnerStatus
 from broker.partners.repository import PartnerRepository
 from broker.schools.models import School, SchoolStatus
+from broker.writes.service import cancel_for_consent
 from consent.access_log import reads_between
 from consent.engine import Decision
 from consent.errors import ConsentError
@@ -59,10 +60,16 @@ class ReadsAfterEnd:
     reads: list[AccessLogRow]
 
 
+# A consent that stops (or will stop) allowing writes cancels the writes not yet delivered.
+WRITE_CANCELLING_EVENTS = frozenset({"consent.revoked", "consent.suspended", "consent.ended"})
+
+
 def consent_service(session: Session, grace: timedelta) -> ConsentService:
     """The consent service with the broker's ids and its outbox as the event sink."""
 
     def to_outbox(kind: str, consent: Consent, payload: dict[str, Any], now: datetime) -> None:
+        if kind in WRITE_CANCELLING_EVENTS:
+            cancel_for_consent(session, consent.school_id, consent.partner_id, now)
         emit(
             session,
             kind,

@@ -196,6 +196,9 @@ class AccessLogEntryOut(BaseModel):
     areas: list[str]
     record_count: int
     decision: Literal["allowed", "denied"]
+    operation: Literal["read", "write"] = Field(
+        default="read", description="A partner's read, or a write to the MIS (write-back)"
+    )
     reason: str
     request_id: str
     hash: str = Field(description="Hex of the entry's chained hash")

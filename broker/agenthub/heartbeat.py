@@ -14,6 +14,7 @@ from broker.agenthub.telemetry import bound_telemetry
 from broker.clock import rfc3339
 from broker.schools.models import Agent
 from broker.schools.repository import SchoolRepository
+from broker.writes import service as writes
 
 
 class AreaExtraction(BaseModel):
@@ -51,9 +52,18 @@ class CommandOut(BaseModel):
     args: dict[str, Any]
 
 
+class WriteOffer(BaseModel):
+    """A write waiting for the agent: fetch it with GET /v1/agent/writes/{write_id}."""
+
+    write_id: str
+    area: str
+    count: int
+
+
 class HeartbeatReply(BaseModel):
     commands: list[CommandOut]
     server_time: str
+    writes: list[WriteOffer] = Field(default_factory=list)
 
 
 def record_heartbeat(
@@ -68,6 +78,7 @@ def record_heartbeat(
     return HeartbeatReply(
         commands=[CommandOut(id=c.id, kind=c.kind.value, args=c.args) for c in out],
         server_time=rfc3339(now),
+        writes=[WriteOffer(**offer) for offer in writes.offers(session, school_id, now)],
     )
 
 

@@ -6,7 +6,16 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse
 
-from broker.console.pages import access_log, admins, agent, decisions, home, partners, sign_in
+from broker.console.pages import (
+    access_log,
+    admins,
+    agent,
+    decisions,
+    home,
+    partners,
+    sign_in,
+    writes,
+)
 from broker.console.settings import ConsoleSettings
 from broker.console.web import HERE, ConsoleHeadersMiddleware
 
@@ -25,7 +34,7 @@ def install_console(app: FastAPI, settings: ConsoleSettings | None = None) -> No
         return RedirectResponse("/school", status_code=307)
 
     app.include_router(root)
-    for module in (sign_in, home, partners, agent, access_log, admins, decisions):
+    for module in (sign_in, home, partners, agent, writes, access_log, admins, decisions):
         app.include_router(module.router)
     app.mount("/school/static/govuk", StaticFiles(directory=assets), name="govuk-frontend")
     app.mount("/school/static/console", StaticFiles(directory=HERE / "static"), name="console")

@@ -19,6 +19,8 @@ EVENT_TYPES = frozenset(
         "consent.resumed",
         "consent.ended",
         "data.updated",
+        "write.applied",
+        "write.failed",
     }
 )
 

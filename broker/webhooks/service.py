@@ -115,7 +115,7 @@ def fan_out(
 
 
 def _audience(event: OutboxEvent, recipients: Recipients) -> list[str]:
-    if event.type.startswith("consent."):
+    if event.type.startswith(("consent.", "write.")):
         return [event.partner_id] if event.partner_id else []
     if event.type == "data.updated" and event.area:
         return sorted(set(recipients(event.school_id, event.area, event.created_at)))

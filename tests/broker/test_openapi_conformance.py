@@ -612,6 +612,7 @@ def _linked_document(seeded: Seeded) -> dict[str, Any]:
         "consent_id": seeded.consent_id,
         "command_id": seeded.command_id,
         "delivery_id": seeded.delivery_id,
+        "write_id": "wrt_0000000000nosuchwrite000",  # answers 404 (documented)
     }
     healthz = doc["paths"]["/healthz"]["get"]
     links = {}

@@ -26,6 +26,7 @@ from tests.broker.test_webhooks import (
     run_fan_out,
 )
 from tests.support.live import live_server
+from tests.support.partners import access_token
 
 LIST = "/v1/webhooks/deliveries"
 
@@ -46,16 +47,7 @@ def receiver(clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Re
 
 
 def bearer(client: TestClient, client_id: str, client_secret: str) -> dict[str, str]:
-    response = client.post(
-        "/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": client_id,
-            "client_secret": client_secret,
-        },
-    )
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+    return {"Authorization": f"Bearer {access_token(client, client_id, client_secret)}"}
 
 
 def login(client: TestClient, created: Any) -> dict[str, str]:

@@ -18,6 +18,7 @@ def test_every_scheduled_job_is_a_registered_task() -> None:
         "consent.finalize_ended",
         "webhooks.fan_out",
         "webhooks.deliver_due",
+        "writes.expire_and_purge",
     } <= set(schedule)
     for name, entry in schedule.items():
         assert entry["task"] in registered, name

@@ -134,3 +134,8 @@ def test_the_agent_page_shows_freshness_and_refreshes_chosen_areas(
     page.get_by_role("button", name="Refresh selected areas").click()
     expect(banner(page)).to_be_visible()
     visitor.visit("refresh queued")
+    # The Writes page, reached from the navigation, passes the same checks (axe included).
+    page.get_by_role("navigation", name="Menu").get_by_role("link", name="Writes").click()
+    at_path(page, "/school/writes")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Writes")
+    visitor.visit("writes")

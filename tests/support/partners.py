@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from fastapi.testclient import TestClient
+
 from broker.db import session_scope
 from broker.partners.repository import PartnerRepository
 from broker.partners.service import register_partner
@@ -23,3 +25,18 @@ def exampro_credentials(resources: Resources, now: datetime) -> tuple[str, str]:
             now=now,
         )
     return created.partner.client_id, created.client_secret
+
+
+def access_token(client: TestClient, client_id: str, client_secret: str) -> str:
+    """A partner's bearer token from `POST /oauth/token` (client credentials)."""
+    response = client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": client_secret,
+        },
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
