@@ -86,6 +86,7 @@ class LogEntry:
     request_id: str
     at: datetime
     consent_id: str | None = None
+    fields: tuple[str, ...] | None = None  # hashed only when given: older entries verify
 
     def __post_init__(self) -> None:
         if self.at.utcoffset() is None:
@@ -102,7 +103,7 @@ class LogEntry:
 
     def chained(self) -> dict[str, Any]:
         """The fields the hash covers (everything but seq, which `link_hash` adds)."""
-        return {
+        out: dict[str, Any] = {
             "school_id": self.school_id,
             "partner_id": self.partner_id,
             "consent_id": self.consent_id,
@@ -113,6 +114,9 @@ class LogEntry:
             "request_id": self.request_id,
             "at": self.at,
         }
+        if self.fields is not None:
+            out["fields"] = list(self.fields)
+        return out
 
     def canonical(self) -> bytes:
         """`canonical(self.chained())`, byte for byte, without its generic walk.
@@ -126,6 +130,7 @@ class LogEntry:
             and all(type(v) is str for v in self._texts)
             and all(type(a) is str for a in self.areas)
             and (self.consent_id is None or type(self.consent_id) is str)
+            and self.fields is None
         ):
             return canonical(self.chained())
         try:
@@ -153,6 +158,13 @@ class LogEntry:
 
 def row_entry(row: AccessLogRow) -> dict[str, Any]:
     """A stored row as `LogEntry.chained` had it, for verification."""
+    out = _row_entry(row)
+    if row.fields is not None:
+        out["fields"] = list(row.fields)
+    return out
+
+
+def _row_entry(row: AccessLogRow) -> dict[str, Any]:
     return {
         "school_id": row.school_id,
         "partner_id": row.partner_id,
@@ -291,6 +303,7 @@ class _Statements:
         self._at = processor("at")
         self.blob = processor("hash")
         self._areas = processor("areas")
+        self._fields = processor("fields")
         self._decision = processor("decision")
         self._memo: dict[tuple[str, ...] | str, Any] = {}
 
@@ -320,6 +333,7 @@ class _Statements:
             reason=entry.reason,
             request_id=entry.request_id,
             hash=self.blob(digest),
+            fields=None if entry.fields is None else self._fields(list(entry.fields)),
         )
 
 
@@ -599,6 +613,7 @@ def entry_json(row: AccessLogRow) -> dict[str, Any]:
         "reason": row.reason,
         "request_id": row.request_id,
         "hash": bytes(row.hash).hex(),
+        "fields": None if row.fields is None else list(row.fields),
     }
 
 

@@ -91,6 +91,8 @@ class AccessLogRow(SQLModel, table=True):
     reason: str = Field(max_length=64)
     request_id: str = Field(max_length=128)
     hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # The fields served, when the consent approves fields one by one (else every field).
+    fields: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class AccessLogHead(SQLModel, table=True):

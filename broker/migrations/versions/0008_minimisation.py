@@ -1,7 +1,7 @@
 """minimisation: partner request versions, pupil restrictions, audience views and departures
 
 Revision ID: 0008_minimisation
-Revises: 0007_held_deletions
+Revises: 0007_held_deletions, 0003_consent
 Create Date: 2026-12-02 19:40:00.000000
 """
 
@@ -13,12 +13,15 @@ from alembic import op
 import consent.sqltypes
 
 revision: str = '0008_minimisation'
-down_revision: str | None = '0007_held_deletions'
+# After 0003_consent too (access_log gains a column): the lead re-chains at merge.
+down_revision: str | tuple[str, ...] | None = ('0007_held_deletions', '0003_consent')
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('access_log', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('fields', sa.JSON(), nullable=True))
     op.create_table('partner_request_versions',
     sa.Column('partner_id', sa.String(length=40), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
@@ -66,3 +69,5 @@ def downgrade() -> None:
     op.drop_table('audience_views')
     op.drop_table('student_restrictions')
     op.drop_table('partner_request_versions')
+    with op.batch_alter_table('access_log', schema=None) as batch_op:
+        batch_op.drop_column('fields')
