@@ -130,24 +130,24 @@ class LogEntry:
             and all(type(v) is str for v in self._texts)
             and all(type(a) is str for a in self.areas)
             and (self.consent_id is None or type(self.consent_id) is str)
-            and self.fields is None
+            and (self.fields is None or all(type(f) is str for f in self.fields))
         ):
             return canonical(self.chained())
         try:
-            return orjson.dumps(
-                {
-                    "school_id": self.school_id,
-                    "partner_id": self.partner_id,
-                    "consent_id": self.consent_id,
-                    "areas": self.areas,
-                    "record_count": self.record_count,
-                    "decision": self.decision,
-                    "reason": self.reason,
-                    "request_id": self.request_id,
-                    "at": utc_text(self.at),
-                },
-                option=orjson.OPT_SORT_KEYS,
-            )
+            out = {
+                "school_id": self.school_id,
+                "partner_id": self.partner_id,
+                "consent_id": self.consent_id,
+                "areas": self.areas,
+                "record_count": self.record_count,
+                "decision": self.decision,
+                "reason": self.reason,
+                "request_id": self.request_id,
+                "at": utc_text(self.at),
+            }
+            if self.fields is not None:
+                out["fields"] = self.fields
+            return orjson.dumps(out, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:  # e.g. a lone surrogate, or an int beyond 64 bits
             return canonical(self.chained())
 
@@ -333,7 +333,9 @@ class _Statements:
             reason=entry.reason,
             request_id=entry.request_id,
             hash=self.blob(digest),
-            fields=None if entry.fields is None else self._fields(list(entry.fields)),
+            fields=None
+            if entry.fields is None
+            else self._once(entry.fields, self._fields, list(entry.fields)),
         )
 
 

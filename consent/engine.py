@@ -545,9 +545,10 @@ class _State:
         if chosen is None:
             return None
         leaving = self.leaving_fields.get(area)
-        if not leaving:
-            return chosen
-        return chosen | {name for name, until in leaving.items() if at < until}
+        if leaving:
+            chosen = chosen | {name for name, until in leaving.items() if at < until}
+        # Every field: None, as before field-level approval (the read path narrows nothing).
+        return None if len(chosen) == len(get_area(area).field_names) else chosen
 
     def _revoke(self, event: Revoked, grace: timedelta) -> None:
         end = revocation_end(event.end_at, event.at, grace)

@@ -3,9 +3,10 @@ audiences by year group and pupil, restrictions, and deletions when a pupil leav
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -351,3 +352,23 @@ def test_a_new_request_version_waits_for_the_admin(env: Env) -> None:
     listed = env.admin("GET", "/partners").json()["data"][0]
     assert listed["review_pending"] is False
     assert all("legal_surname" in r and "surname" not in r for r in env.records(BASIC))
+
+
+def test_an_access_log_entry_with_fields_is_chained_over_them() -> None:
+    from consent.access_log import LogEntry
+    from consent.chain import canonical
+
+    entry = LogEntry(
+        school_id="sch_1",
+        partner_id="prt_1",
+        areas=(BASIC,),
+        record_count=2,
+        decision="allowed",
+        reason="granted",
+        request_id="r1",
+        at=datetime(2026, 12, 2, 9, 0, tzinfo=UTC),
+        fields=("forename", "upn"),
+    )
+    assert entry.canonical() == canonical(entry.chained())
+    assert b'"fields":["forename","upn"]' in entry.canonical()
+    assert b"fields" not in dataclasses.replace(entry, fields=None).canonical()
