@@ -523,6 +523,10 @@ class _State:
             self.leaving[area] = removed_until
         for area in new:
             self.leaving.pop(area, None)
+            # A consent approving field by field shares nothing of a new area until its
+            # fields are approved (the service records both at one instant).
+            if self.fields and area not in self.fields:
+                self.fields[area] = frozenset()
         self.areas = new
         self.ever |= new
 

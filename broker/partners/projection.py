@@ -77,6 +77,13 @@ class Admitted:
             return False
         return self.allow is None or student_id in self.allow
 
+    def keeps(self, student_id: Any) -> bool:
+        """A row linked to this pupil (or to none) is shared: with no rule naming who is in
+        (only pupils out), a row linked to no pupil stays, as it did before audiences."""
+        if self.allow is None and student_id is None:
+            return True
+        return self.admits(student_id)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "allow": None if self.allow is None else sorted(self.allow),
@@ -101,7 +108,7 @@ def narrow(area: str, records: list[Record], admitted: Admitted) -> list[Record]
             if admitted.admits(record.get("id")):
                 out.append(record)
         elif area in STUDENT_ROW_AREAS:
-            if admitted.admits(record.get("student_id")):
+            if admitted.keeps(record.get("student_id")):
                 out.append(record)
         elif area == "contacts":
             kept = _linked(record, admitted)
@@ -121,7 +128,8 @@ def _linked(record: Record, admitted: Admitted) -> Record | None:
         for link in links or ()
         if isinstance(link, dict) and admitted.admits(link.get("student_id"))
     ]
-    if not linked and not linked_by_links:
+    unlinked = not ids and not links
+    if not linked and not linked_by_links and not (unlinked and admitted.allow is None):
         return None
     out = dict(record)
     if "student_ids" in out and ids is not None:

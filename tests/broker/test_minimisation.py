@@ -372,3 +372,14 @@ def test_an_access_log_entry_with_fields_is_chained_over_them() -> None:
     assert entry.canonical() == canonical(entry.chained())
     assert b'"fields":["forename","upn"]' in entry.canonical()
     assert b"fields" not in dataclasses.replace(entry, fields=None).canonical()
+
+
+def test_an_area_added_by_a_change_shares_its_required_fields_only(env: Env) -> None:
+    consent = grant(env, areas=[CONTACTS])
+    path = f"/consents/{consent['consent_id']}"
+    changed = env.admin("PATCH", path, json={"areas": [CONTACTS, GROUPS]})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["fields"][GROUPS] == ["name", "student_ids"]
+    refused = env.read(GROUPS, fields="name,group_type")
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["missing_fields"] == ["group_type"]
