@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from broker.partners.models import AudienceDeparture, AudienceView
@@ -244,10 +245,18 @@ class AudienceResolver:
             return found
         generation = self._generation
         started = self._monotonic()
-        with Session(self.engine) as session:
-            admitted, version = self._admitted(session, school_id, audience, now)
-            epoch = reconcile(session, self.cache, school_id, partner_id, admitted, now)
-            session.commit()
+        for attempt in (1, 2):
+            with Session(self.engine) as session:
+                admitted, version = self._admitted(session, school_id, audience, now)
+                try:
+                    epoch = reconcile(session, self.cache, school_id, partner_id, admitted, now)
+                    session.commit()
+                    break
+                except IntegrityError:
+                    # Another process recorded the same view at the same time: read its.
+                    session.rollback()
+                    if attempt == 2:
+                        raise
         admitted = Admitted(admitted.allow, admitted.deny, fingerprint(admitted, epoch))
         with self._lock:
             if generation == self._generation:
