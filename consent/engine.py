@@ -27,6 +27,12 @@ Rules, from DESIGN.md, and the choices made where it is silent:
   area during its grace window grants it afresh from that change (the grace ends there).
   An added area starts at the change time.  Areas may still change while a consent is
   ending or suspended; they share its end.
+- Field approval (`Granted.fields`, `FieldsChanged`) narrows what an allowed read holds:
+  a removed field is revoked like a removed area (readable until `changed_at + grace`), an
+  added one is shared from the change.  An area with no field list shares every field (a
+  grant from before field-level approval), and so does a list naming every field.  The
+  audience (`AudienceChanged`) acts at once, with no grace.  Both ride on the allowed
+  decisions of each segment, so deciding costs what it did.
 - Suspension denies everything from its time, with no grace; a resume restores whatever
   the consent allowed.  A suspension not resumed within `SUSPENSION_LIMIT` ends the consent
   at `suspended_at + SUSPENSION_LIMIT` ("suspension_expired"), unless a revocation ends it
