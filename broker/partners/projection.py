@@ -59,6 +59,7 @@ PUPIL_LINKED: Final = frozenset(
     }
 )
 Record = dict[str, Any]
+MAX_SCHOOLS_HELD: Final = 256  # schools whose pupils' year groups a process keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +214,11 @@ class AudienceResolver:
         self._held: dict[tuple[str, str], _Held] = {}
         self._generation = 0
         self._lock = threading.Lock()
+        # One load per pair at a time: the readers that missed together wait for it.
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
+        # Pupil -> year group per school, for the students.basic version it was read from:
+        # a refresh after the backstop age costs one indexed SELECT, not a decryption.
+        self._pupils: dict[str, tuple[int, dict[str, str | None]]] = {}
 
     def drop(self, school_id: str | None, partner_id: str | None) -> None:
         with self._lock:
@@ -243,6 +249,17 @@ class AudienceResolver:
         found = self.held(school_id, partner_id, audience)
         if found is not None:
             return found
+        with self._lock:
+            loading = self._loading.setdefault((school_id, partner_id), threading.Lock())
+        with loading:
+            found = self.held(school_id, partner_id, audience)
+            if found is not None:
+                return found
+            return self._resolve(school_id, partner_id, audience, now)
+
+    def _resolve(
+        self, school_id: str, partner_id: str, audience: Audience, now: datetime
+    ) -> Admitted:
         generation = self._generation
         started = self._monotonic()
         for attempt in (1, 2):
@@ -271,11 +288,20 @@ class AudienceResolver:
         deny = frozenset(restricted) | audience.exclude_students
         if audience.year_groups is None and audience.include_students is None:
             return Admitted(None, deny, ""), None
-        version, pupils = pupils_of(session, self.cache, school_id, now)
-        if version is not None and self.edge is not None:
-            state = cache_repo.area_state(session.connection(), school_id, BASIC)
-            if state is not None and state.data_version == version:
-                self.edge.hold_state(state, self.edge.generation)
+        state = cache_repo.area_state(session.connection(), school_id, BASIC)
+        known = self._pupils.get(school_id)
+        version: int | None
+        if state is not None and known is not None and known[0] == state.data_version:
+            version, pupils = known
+        else:
+            version, pupils = pupils_of(session, self.cache, school_id, now)
+            if version is not None:
+                with self._lock:
+                    if len(self._pupils) >= MAX_SCHOOLS_HELD:
+                        self._pupils.clear()  # read again when needed; memory stays bounded
+                    self._pupils[school_id] = (version, pupils)
+        if state is not None and state.data_version == version and self.edge is not None:
+            self.edge.hold_state(state, self.edge.generation)
         allow = frozenset(
             pupil for pupil, year in pupils.items() if audience.admits(pupil, year)
         ) | (audience.include_students or frozenset())
