@@ -383,3 +383,41 @@ def test_an_area_added_by_a_change_shares_its_required_fields_only(env: Env) -> 
     refused = env.read(GROUPS, fields="name,group_type")
     assert refused.status_code == 403, refused.text
     assert refused.json()["missing_fields"] == ["group_type"]
+
+
+def test_pages_narrowed_for_one_partner_never_serve_another(env: Env) -> None:
+    """Two partners, the same area and query: each gets its own projection, read after
+    read (the second and later reads come from the hot page held in memory)."""
+    resources: Resources = env.world.resources
+    with session_scope(resources.engine) as session:
+        other = register_partner(
+            PartnerRepository(session),
+            resources.sealer,
+            name="Textly",
+            areas=[],
+            reasons={},
+            webhook_url=None,
+            now=env.world.now(),
+            request=REQUEST,
+        )
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": other.partner.client_id,
+        "client_secret": other.client_secret,
+    }
+    other_token = env.client.post("/oauth/token", data=form).json()["access_token"]
+    mine = grant(env)
+    body = {"partner_id": other.partner.id, "areas": [BASIC], "fields": {BASIC: ["upn", "house"]}}
+    theirs = env.admin("POST", "/consents", json=body)
+    assert theirs.status_code == 201, theirs.text
+    years = {"year_groups": ["Year 11"], "exclude_students": []}
+    assert env.admin("PUT", f"/consents/{mine['consent_id']}/audience", json=years).is_success
+    path = f"/v1/schools/{env.school_id}/data/{BASIC}"
+    for _ in range(3):
+        ours = env.read(BASIC)
+        other_read = env.client.get(path, headers={"Authorization": f"Bearer {other_token}"})
+        assert {r["id"] for r in ours.json()["data"]} == {"p3", "p4"}
+        assert all("house" not in r for r in ours.json()["data"])
+        assert {r["id"] for r in other_read.json()["data"]} == set(PUPILS)
+        assert all(set(r) == {"id", "upn", "house"} for r in other_read.json()["data"])
+        assert ours.headers["etag"] != other_read.headers["etag"]
