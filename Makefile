@@ -57,6 +57,7 @@ test-fast: install
 bench: install
 	@scripts/ensure-wrk || echo "no wrk: bench/read.py uses its Python load generator" >&2
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(UV) run --frozen python $$b || exit 1; done
+	@echo "== bench/read.py --minimised"; $(UV) run --frozen python bench/read.py --minimised
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

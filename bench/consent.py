@@ -44,9 +44,18 @@ from broker.invalidation import InvalidationListener  # noqa: E402
 from broker.partners.models import Partner  # noqa: E402
 from broker.schools.models import School  # noqa: E402
 from consent.access_log import AccessLogWriter, LogEntry, append_entries  # noqa: E402
+from consent.areas import get_area  # noqa: E402
 from consent.decisions import CHANNEL, DecisionCache, publish_invalidations  # noqa: E402
 from consent.engine import ConsentTimeline, fold  # noqa: E402
-from consent.events import AreasChanged, ConsentEvent, Granted, Revoked, Suspended  # noqa: E402
+from consent.events import (  # noqa: E402
+    AreasChanged,
+    Audience,
+    AudienceChanged,
+    ConsentEvent,
+    Granted,
+    Revoked,
+    Suspended,
+)
 from consent.repository import ConsentRepository  # noqa: E402
 from consent.service import ConsentService  # noqa: E402
 
@@ -61,7 +70,8 @@ NO_GRACE = timedelta(0)  # so a retrospective revocation denies at once
 
 
 def history(school: str, partner: str, rng: random.Random) -> list[ConsentEvent]:
-    """A plausible consent: mostly plain grants, some ending, narrowed or suspended."""
+    """A plausible consent: mostly plain grants, some ending, narrowed or suspended; every
+    one approving fields one by one, half of them with a year-group audience."""
     cid = f"con_{school}_{partner}"
     areas = frozenset(rng.sample(AREAS, 3))
     events: list[ConsentEvent] = [
@@ -72,8 +82,18 @@ def history(school: str, partner: str, rng: random.Random) -> list[ConsentEvent]
             partner_id=partner,
             school_id=school,
             areas=areas,
+            # Field-level approval: two fields of each area, as a minimised grant has.
+            fields={a: frozenset(get_area(a).field_names[:2]) for a in areas},
+            request_version=1,
         )
     ]
+    if rng.random() < 0.5:  # half share only some year groups (an audience event)
+        years = frozenset({"Year 10", "Year 11"})
+        events.append(
+            AudienceChanged(
+                consent_id=cid, at=T0 + H / 2, actor="admin:a", audience=Audience(years)
+            )
+        )
     kind = rng.random()
     if kind < 0.10:
         events.append(Revoked(consent_id=cid, at=T0 + H, actor="admin:a", end_at=T0 + 90 * H))

@@ -15,7 +15,12 @@ read path costs over serving bytes (target: broker >= 0.6 of the baseline on SQL
 on PostgreSQL).  With two or more cores the load generator, Valkey and PostgreSQL run on
 one core and the servers on another.
 
-    uv run python bench/read.py [--seconds 10] [--connections 32] [--rounds 3]
+With `--minimised` the partner is one whose consent approves only its required fields
+(optional ones off) and shares only pupils in Years 10 and 11: every page is narrowed to
+them (so holds fewer than 100 records) and named by that audience.  The baseline then
+serves that narrowed page's bytes.  `make bench` runs both modes.
+
+    uv run python bench/read.py [--seconds 10] [--connections 32] [--rounds 3] [--minimised]
                                 [--database sqlite|postgresql]
 """
 
@@ -57,6 +62,26 @@ PAGE_LIMIT = 100
 RATE_LIMIT_PER_MINUTE = 1_000_000_000
 # The broker's req/s over the baseline's: SQLite's target, and PostgreSQL's (issue 15).
 TARGET_RATIO = {"sqlite": 0.6, "postgresql": 0.75}
+MINIMISED_PARTNER = "Bench Minimised"
+MINIMISED_YEARS = ["Year 10", "Year 11"]
+# Required fields on, optional ones off (not approved by the grant's default).
+MINIMISED_REQUEST = {
+    "areas": {
+        AREA: {
+            "reason": "Exam candidates",
+            "fields": {
+                **{
+                    name: {"required": True, "reason": "Exam entries"}
+                    for name in ("upn", "forename", "surname", "date_of_birth", "year_group")
+                },
+                **{
+                    name: {"required": False, "reason": "Seating plans"}
+                    for name in ("house", "gender", "registration_group", "exam_number")
+                },
+            },
+        }
+    }
+}
 WARMUP_SECONDS = 2
 UVICORN_OPTIONS: dict[str, Any] = {  # as broker.serve runs the API
     "log_config": None,
@@ -303,8 +328,11 @@ class World:
     client_secret: str
 
 
-def prepare_world(env: dict[str, str]) -> World:
-    """Database, school, admin, partner (rate limit raised) and consent, in this process."""
+def prepare_world(env: dict[str, str], minimised: bool = False) -> World:
+    """Database, school, admin, partner (rate limit raised) and consent, in this process.
+
+    `minimised`: the partner read is one with optional fields off and a year-group audience.
+    """
     os.environ.update({k: v for k, v in env.items() if k.startswith("MISBROKER_")})
     from broker.db import make_engine, session_scope, upgrade
     from broker.demo import DEMO_PARTNER, _ensure_world
@@ -323,14 +351,51 @@ def prepare_world(env: dict[str, str]) -> World:
     resources = Resources.build(settings)
     try:
         creds = _ensure_world(resources)  # the demo's school, partner and consent
+        client_id, client_secret = creds.client_id, creds.client_secret
         with session_scope(resources.engine) as session:
             partner = PartnerRepository(session).by_name(DEMO_PARTNER)
             assert partner is not None
             partner.rate_limit_per_minute = RATE_LIMIT_PER_MINUTE
             session.add(partner)
+        if minimised:
+            client_id, client_secret = _minimised_partner(resources, creds.school)
     finally:
         resources.close()
-    return World(creds.school.id, creds.agent_key, creds.client_id, creds.client_secret)
+    return World(creds.school.id, creds.agent_key, client_id, client_secret)
+
+
+def _minimised_partner(resources: Any, school: Any) -> tuple[str, str]:
+    """A partner asking field by field, granted its required fields for Years 10-11 only."""
+    from broker.admin.consents import SchoolConsents
+    from broker.db import session_scope
+    from broker.partners.repository import PartnerRepository
+    from broker.partners.service import register_partner
+    from consent.events import Audience
+
+    now = resources.clock.now()
+    with session_scope(resources.engine) as session:
+        created = register_partner(
+            PartnerRepository(session),
+            resources.sealer,
+            name=MINIMISED_PARTNER,
+            areas=[],
+            reasons={},
+            webhook_url=None,
+            now=now,
+            request=MINIMISED_REQUEST,
+        )
+        created.partner.rate_limit_per_minute = RATE_LIMIT_PER_MINUTE
+        session.add(created.partner)
+        consents = SchoolConsents(
+            session,
+            school=school,
+            actor="admin:bench",
+            now=now,
+            grace=resources.settings.consent.revocation_grace,
+        )
+        view = consents.grant(created.partner.id, [AREA], "read")
+        consents.set_audience(view.consent.id, Audience(year_groups=frozenset(MINIMISED_YEARS)))
+    return created.partner.client_id, created.client_secret
 
 
 def upload_students(client: httpx.Client, world: World, pupils: int) -> int:
@@ -348,13 +413,19 @@ def upload_students(client: httpx.Client, world: World, pupils: int) -> int:
     return len(records)
 
 
-def sample_page(client: httpx.Client, url: str, headers: dict[str, str]) -> httpx.Response:
+def sample_page(
+    client: httpx.Client, url: str, headers: dict[str, str], minimised: bool = False
+) -> httpx.Response:
     response = client.get(url, headers=headers)
     if response.status_code != 200:
         raise SystemExit(f"GET {url}: {response.status_code} {response.text[:300]}")
-    records = len(orjson.loads(response.content)["data"])
-    if records != PAGE_LIMIT:
-        raise SystemExit(f"GET {url}: {records} records, not {PAGE_LIMIT}")
+    records = orjson.loads(response.content)["data"]
+    if minimised:
+        years = {r.get("year_group") for r in records}
+        if not records or not years <= set(MINIMISED_YEARS) or any("house" in r for r in records):
+            raise SystemExit(f"GET {url}: not narrowed to the minimised consent: {years}")
+    elif len(records) != PAGE_LIMIT:
+        raise SystemExit(f"GET {url}: {len(records)} records, not {PAGE_LIMIT}")
     return response
 
 
@@ -450,7 +521,7 @@ def _run(args: argparse.Namespace, db: Database) -> None:
         env = broker_env(root / "broker", redis.url, "development") | db.env()
         for backing in db.processes():  # a backing service, as Valkey: on the client's core
             pin(backing.pid, cores.client)
-        world = prepare_world(env)
+        world = prepare_world(env, args.minimised)
 
         py = sys.executable
         api_port, api_log = free_port(), root / "api.log"
@@ -470,8 +541,8 @@ def _run(args: argparse.Namespace, db: Database) -> None:
                 auth=(world.client_id, world.client_secret),
             ).json()["access_token"]
             auth = {"Authorization": f"Bearer {token}"}
-            sample_page(client, page_path, auth)  # warm tier -> hot tier
-            page = sample_page(client, page_path, auth)  # served from the hot tier
+            sample_page(client, page_path, auth, args.minimised)  # warm tier -> hot tier
+            page = sample_page(client, page_path, auth, args.minimised)  # the hot tier
         body = page.content
 
         base_port, base_log = free_port(), root / "baseline.log"
@@ -501,10 +572,16 @@ def _run(args: argparse.Namespace, db: Database) -> None:
             f"misbroker read bench, {datetime.now(UTC):%Y-%m-%d %H:%M}Z, "
             f"python {sys.version.split()[0]}, {os.cpu_count()} cores"
         )
+        served = len(orjson.loads(body)["data"])
         print(
-            f"page          {PAGE_LIMIT} {AREA} records of {uploaded:,} uploaded, "
+            f"page          {served} {AREA} records of {uploaded:,} uploaded, "
             f"{len(body):,} bytes of JSON, hot tier"
         )
+        if args.minimised:
+            print(
+                f"consent       MINIMISED: required fields only (optional off), audience "
+                f"{', '.join(MINIMISED_YEARS)}: a page of {PAGE_LIMIT} narrowed to {served}"
+            )
         print(
             "broker        python -m broker.serve (uvicorn, 1 process, Valkey on a "
             "unix socket); consent check + access-log commit + hot page per request"
@@ -548,7 +625,7 @@ def _run(args: argparse.Namespace, db: Database) -> None:
 
         log_after = settled_log_count(env, world.school_id)
         with httpx.Client(timeout=10) as client:
-            after = sample_page(client, api_url + page_path, auth)
+            after = sample_page(client, api_url + page_path, auth, args.minimised)
         total, full_pages, db_bytes = access_log_counts(env, world.school_id)
         sound = report(
             targets,
@@ -558,6 +635,7 @@ def _run(args: argparse.Namespace, db: Database) -> None:
             same=after.content == body,
             logged=log_after - log_before,
             in_flight=args.rounds * args.connections,
+            minimised=args.minimised,
         )
         print(
             f"access log    {total:,} entries in all, {full_pages:,} of them for "
@@ -591,6 +669,7 @@ def report(
     same: bool,
     logged: int,
     in_flight: int,
+    minimised: bool = False,
 ) -> bool:
     """Print the summary; False if the broker failed a request or a read went unlogged."""
     base, broker = targets["baseline"], targets["broker"]
@@ -631,7 +710,8 @@ def report(
         f"(must be 0); baseline {base_errors}"
     )
     print(
-        f"after         a sampled broker read is a 200 with {PAGE_LIMIT} records, "
+        f"after         a sampled broker read is a 200 with "
+        f"{'the narrowed' if minimised else PAGE_LIMIT} records, "
         f"{'the same' if same else 'DIFFERENT'} bytes as the baseline serves"
     )
     print(
@@ -658,6 +738,11 @@ def main() -> None:
         choices=("sqlite", "postgresql"),
         default="sqlite",
         help="the broker's database; postgresql: a throwaway server, as the tests start",
+    )
+    parser.add_argument(
+        "--minimised",
+        action="store_true",
+        help="read as a partner with optional fields off and a year-group audience",
     )
     # Internal: the baseline server and the Python load generator run as this script.
     parser.add_argument(

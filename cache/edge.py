@@ -51,9 +51,10 @@ MAX_HELD_CURSOR: Final = 512
 # counted against the budget so that many small pages cannot outgrow it.
 PAGE_OVERHEAD_BYTES: Final = 600
 
-# What names a page: school, area, data_version, stale, fields, updated_since, cursor, limit.
+# What names a page: school, area, data_version, stale, fields, updated_since, cursor, limit
+# and the audience the page was narrowed to.
 RefQuery: TypeAlias = tuple[
-    str, str, int, bool, frozenset[str] | None, datetime | None, str | None, int
+    str, str, int, bool, frozenset[str] | None, datetime | None, str | None, int, str
 ]
 
 
@@ -317,6 +318,7 @@ class HotReader:
             query.updated_since,
             query.cursor,
             query.limit,
+            query.audience,
         )
         named = self.edge.ref(key)
         if named is None:
@@ -330,6 +332,7 @@ class HotReader:
                 updated_since=query.updated_since,
                 cursor=query.cursor,
                 limit=query.limit,
+                audience=query.audience,
             )
             named = (ref, self.namer.etag(ref.key))
             self.edge.hold_ref(key, *named)

@@ -65,10 +65,14 @@ def page_ref(
     updated_since: datetime | None,
     cursor: str | None,
     limit: int,
+    audience: str = "",
 ) -> PageRef:
+    """`audience`: the fingerprint of the pupils a page was narrowed to ("" none), so a
+    page built for one partner's audience is never another's."""
     projection = None if fields is None else sorted(fields)
     since = instant_key(updated_since)
-    key = namer.hot_key(school_id, area, data_version, stale, projection, since, cursor, limit)
+    parts = (school_id, area, data_version, stale, projection, since, cursor, limit)
+    key = namer.hot_key(*parts, audience) if audience else namer.hot_key(*parts)
     return PageRef(school_id, area, data_version, key)
 
 

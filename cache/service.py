@@ -12,6 +12,7 @@ for this session's write lock.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ class PageQuery:
     updated_since: datetime | None
     limit: int
     cursor: str | None
+    # The fingerprint of the pupils the page is narrowed to ("": not narrowed); part of the
+    # page's name, so pages narrowed for one audience never serve another.
+    audience: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +152,16 @@ class CacheService:
         limit: int,
         cursor: str | None,
         now: datetime,
+        audience: str = "",
+        narrow: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+        keep_hot: bool = True,
     ) -> ServedPage:
         """One page as response bytes; raises `NotCachedError` if the area was never cached.
 
-        Pagination guarantees are those of `cache.warm.read_page`.
+        Pagination guarantees are those of `cache.warm.read_page`.  `narrow` drops the
+        records outside the reader's audience (named by `audience`) before the page is
+        encoded, so a page may hold fewer than `limit` records; `keep_hot` False neither
+        reads nor keeps a hot page (a page the caller will change).
         """
         state = repo.area_state(session.connection(), school_id, area)
         if state is None or state.as_of is None:
@@ -161,10 +171,11 @@ class CacheService:
             "updated_since": updated_since,
             "cursor": cursor,
             "limit": limit,
+            "audience": audience,
         }
         stale = is_stale(area, state.as_of, now)
         ref = self._ref(state.school_id, area, state.data_version, stale, query)
-        hot_ok = self.hot is not None and hot_cacheable(area, fields)
+        hot_ok = keep_hot and self.hot is not None and hot_cacheable(area, fields)
         hot = self._hot_get(ref) if hot_ok else None
         if hot is not None:
             warm.touch_after_commit(session, state, now)
@@ -185,8 +196,13 @@ class CacheService:
             school_id=school_id,
             area=area,
             now=now,
-            **query,
+            fields=fields,
+            updated_since=updated_since,
+            cursor=cursor,
+            limit=limit,
         )
+        if narrow is not None:
+            page = dataclasses.replace(page, records=narrow(page.records))
         body = encode_body(page)
         ref = self._ref(school_id, area, page.data_version, page.stale, query)
         count = len(page.records)

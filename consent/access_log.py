@@ -99,6 +99,7 @@ class LogEntry:
     # A partner's write (write-back) or, by default, a read.  Only a write names it in the
     # hashed fields, so every entry chained before writes existed verifies as it did.
     operation: OperationText = "read"
+    fields: tuple[str, ...] | None = None  # hashed only when given: older entries verify
 
     def __post_init__(self) -> None:
         if self.at.utcoffset() is None:
@@ -117,7 +118,7 @@ class LogEntry:
 
     def chained(self) -> dict[str, Any]:
         """The fields the hash covers (everything but seq, which `link_hash` adds)."""
-        fields = {
+        out: dict[str, Any] = {
             "school_id": self.school_id,
             "partner_id": self.partner_id,
             "consent_id": self.consent_id,
@@ -129,8 +130,10 @@ class LogEntry:
             "at": self.at,
         }
         if self.operation != "read":
-            fields["operation"] = self.operation
-        return fields
+            out["operation"] = self.operation
+        if self.fields is not None:
+            out["fields"] = list(self.fields)
+        return out
 
     def canonical(self) -> bytes:
         """`canonical(self.chained())`, byte for byte, without its generic walk.
@@ -145,23 +148,24 @@ class LogEntry:
             and all(type(v) is str for v in self._texts)
             and all(type(a) is str for a in self.areas)
             and (self.consent_id is None or type(self.consent_id) is str)
+            and (self.fields is None or all(type(f) is str for f in self.fields))
         ):
             return canonical(self.chained())
         try:
-            return orjson.dumps(
-                {
-                    "school_id": self.school_id,
-                    "partner_id": self.partner_id,
-                    "consent_id": self.consent_id,
-                    "areas": self.areas,
-                    "record_count": self.record_count,
-                    "decision": self.decision,
-                    "reason": self.reason,
-                    "request_id": self.request_id,
-                    "at": utc_text(self.at),
-                },
-                option=orjson.OPT_SORT_KEYS,
-            )
+            out = {
+                "school_id": self.school_id,
+                "partner_id": self.partner_id,
+                "consent_id": self.consent_id,
+                "areas": self.areas,
+                "record_count": self.record_count,
+                "decision": self.decision,
+                "reason": self.reason,
+                "request_id": self.request_id,
+                "at": utc_text(self.at),
+            }
+            if self.fields is not None:
+                out["fields"] = self.fields
+            return orjson.dumps(out, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:  # e.g. a lone surrogate, or an int beyond 64 bits
             return canonical(self.chained())
 
@@ -172,7 +176,7 @@ class LogEntry:
 
 def row_entry(row: AccessLogRow) -> dict[str, Any]:
     """A stored row as `LogEntry.chained` had it, for verification."""
-    fields = {
+    out: dict[str, Any] = {
         "school_id": row.school_id,
         "partner_id": row.partner_id,
         "consent_id": row.consent_id,
@@ -184,8 +188,10 @@ def row_entry(row: AccessLogRow) -> dict[str, Any]:
         "at": row.at,
     }
     if row.operation != "read":
-        fields["operation"] = row.operation
-    return fields
+        out["operation"] = row.operation
+    if row.fields is not None:
+        out["fields"] = list(row.fields)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,6 +319,7 @@ class _Statements:
         self._at = processor("at")
         self.blob = processor("hash")
         self._areas = processor("areas")
+        self._fields = processor("fields")
         self._decision = processor("decision")
         self._memo: dict[tuple[str, ...] | str, Any] = {}
 
@@ -343,6 +350,9 @@ class _Statements:
             request_id=entry.request_id,
             operation=entry.operation,
             hash=self.blob(digest),
+            fields=None
+            if entry.fields is None
+            else self._once(entry.fields, self._fields, list(entry.fields)),
         )
 
 
@@ -795,6 +805,7 @@ def entry_json(row: AccessLogRow) -> dict[str, Any]:
         "reason": row.reason,
         "request_id": row.request_id,
         "hash": bytes(row.hash).hex(),
+        "fields": None if row.fields is None else list(row.fields),
     }
 
 

@@ -85,6 +85,16 @@ class DecisionCache:
         self._generation = 0
         self._lock = threading.Lock()
         self.loads = 0
+        # Caches that hang off a pair's decisions (the partner's admitted pupils): dropped
+        # with them, `(school_id, partner_id)`, None for "every".
+        self._on_drop: list[Callable[[str | None, str | None], None]] = []
+
+    def on_drop(self, callback: Callable[[str | None, str | None], None]) -> None:
+        self._on_drop.append(callback)
+
+    def _dropped(self, school_id: str | None, partner_id: str | None) -> None:
+        for callback in self._on_drop:
+            callback(school_id, partner_id)
 
     @property
     def connected(self) -> bool:
@@ -146,17 +156,20 @@ class DecisionCache:
         with self._lock:
             self._generation += 1
             self._entries.pop((partner_id, school_id), None)
+        self._dropped(school_id, partner_id)
 
     def invalidate_school(self, school_id: str) -> None:
         with self._lock:
             self._generation += 1
             for key in [k for k in self._entries if k[1] == school_id]:
                 del self._entries[key]
+        self._dropped(school_id, None)
 
     def clear(self) -> None:
         with self._lock:
             self._generation += 1
             self._entries.clear()
+        self._dropped(None, None)
 
     def set_connected(self, connected: bool) -> None:
         """Listening (long backstop) or not (short); either way, nothing before is trusted."""
@@ -165,6 +178,7 @@ class DecisionCache:
             self._age = self._max_age if connected else self._degraded_max_age
             self._generation += 1
             self._entries.clear()
+        self._dropped(None, None)
 
     def apply(self, message: str) -> None:
         """Apply one invalidation message: "school:partner", "school:*" or "*"."""

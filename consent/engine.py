@@ -27,6 +27,12 @@ Rules, from DESIGN.md, and the choices made where it is silent:
   area during its grace window grants it afresh from that change (the grace ends there).
   An added area starts at the change time.  Areas may still change while a consent is
   ending or suspended; they share its end.
+- Field approval (`Granted.fields`, `FieldsChanged`) narrows what an allowed read holds:
+  a removed field is revoked like a removed area (readable until `changed_at + grace`), an
+  added one is shared from the change.  An area with no field list shares every field (a
+  grant from before field-level approval), and so does a list naming every field.  The
+  audience (`AudienceChanged`) acts at once, with no grace.  Both ride on the allowed
+  decisions of each segment, so deciding costs what it did.
 - Suspension denies everything from its time, with no grace; a resume restores whatever
   the consent allowed.  A suspension not resumed within `SUSPENSION_LIMIT` ends the consent
   at `suspended_at + SUSPENSION_LIMIT` ("suspension_expired"), unless a revocation ends it
@@ -50,9 +56,13 @@ from typing import Final, Literal, TypeAlias
 
 from consent.areas import UnknownAreaError, get_area
 from consent.events import (
+    EVERYONE,
     MODES,
     AreasChanged,
+    Audience,
+    AudienceChanged,
     ConsentEvent,
+    FieldsChanged,
     Granted,
     Mode,
     Revoked,
@@ -94,6 +104,10 @@ class AreaDecision:
     consent_id: str | None
     ends_at: datetime | None = None
     in_grace: bool = False
+    # What an allowed read may hold: the approved fields (None: every field of the area,
+    # a grant from before field-level approval) and the pupils shared.
+    fields: frozenset[str] | None = None
+    audience: Audience = EVERYONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +119,9 @@ class Decision:
     ends_at: datetime | None
     in_grace: bool
     missing_areas: tuple[str, ...]
+    # Of a one-area decision (the read path's): that area's approved fields and audience.
+    fields: frozenset[str] | None = None
+    audience: Audience = EVERYONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +143,12 @@ class ConsentSnapshot:
     areas: frozenset[str]
     ends_at: datetime | None
     ending_areas: Mapping[str, datetime]  # removed areas still readable in grace, to when
+    # Approved fields per area (areas absent: every field), removed fields still readable
+    # in grace (area -> field -> until when), the pupils shared and the request reviewed.
+    fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    ending_fields: Mapping[str, Mapping[str, datetime]] = field(default_factory=dict)
+    audience: Audience = EVERYONE
+    request_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +333,8 @@ def _combine(per_area: dict[str, AreaDecision]) -> Decision:
         ends_at=ends_at,
         in_grace=in_grace is not None,
         missing_areas=tuple(missing),
+        fields=lead.fields if len(per_area) == 1 else None,
+        audience=lead.audience,
     )
 
 
@@ -396,9 +421,14 @@ def _areas_of(event: ConsentEvent) -> frozenset[str]:
 def _check_areas(event: ConsentEvent) -> None:
     if isinstance(event, Granted | AreasChanged) and not event.areas:
         raise ConsentHistoryError(f"{type(event).__name__} at {event.at} names no area")
+    fields = event.fields if isinstance(event, Granted | FieldsChanged) else None
     try:
         for name in _areas_of(event):
             get_area(name)
+        for name, chosen in (fields or {}).items():
+            unknown = chosen - set(get_area(name).field_names)
+            if unknown:
+                raise ConsentHistoryError(f"{name} has no field(s) {', '.join(sorted(unknown))}")
     except UnknownAreaError as exc:
         raise ConsentHistoryError(str(exc)) from None
 
@@ -441,10 +471,17 @@ class _State:
     end: datetime | None = None  # earliest end any revocation set
     retrospective: bool = False  # a retrospective revocation put the consent in grace
     suspended_at: datetime | None = None
+    fields: dict[str, frozenset[str]] = field(default_factory=dict)  # absent: every field
+    leaving_fields: dict[str, dict[str, datetime]] = field(default_factory=dict)
+    audience: Audience = EVERYONE
+    request_version: int | None = None
 
     @classmethod
     def from_grant(cls, grant: Granted) -> _State:
-        return cls(grant, grant.areas, grant.areas, {})
+        state = cls(grant, grant.areas, grant.areas, {})
+        state.fields = dict(grant.fields or {})
+        state.request_version = grant.request_version
+        return state
 
     def cutoff(self) -> tuple[datetime, Reason] | None:
         """When the whole consent ends as known now, and why."""
@@ -459,6 +496,8 @@ class _State:
         if cutoff is not None:
             yield cutoff[0]
         yield from self.leaving.values()
+        for until in self.leaving_fields.values():
+            yield from until.values()
 
     def apply(self, event: ConsentEvent, grace: timedelta) -> None:
         cutoff = self.cutoff()
@@ -468,6 +507,12 @@ class _State:
             raise ConsentHistoryError("a consent is granted once; a new grant is a new consent")
         if isinstance(event, AreasChanged):
             self._change_areas(event.areas, event.at + grace)
+        elif isinstance(event, FieldsChanged):
+            self._change_fields(event.fields, event.at + grace)
+            if event.request_version is not None:
+                self.request_version = event.request_version
+        elif isinstance(event, AudienceChanged):
+            self.audience = event.audience
         elif isinstance(event, Revoked):
             self._revoke(event, grace)
         elif isinstance(event, Suspended):
@@ -484,8 +529,36 @@ class _State:
             self.leaving[area] = removed_until
         for area in new:
             self.leaving.pop(area, None)
+            # A consent approving field by field shares nothing of a new area until its
+            # fields are approved (the service records both at one instant).
+            if self.fields and area not in self.fields:
+                self.fields[area] = frozenset()
         self.areas = new
         self.ever |= new
+
+    def _change_fields(self, new: Mapping[str, frozenset[str]], removed_until: datetime) -> None:
+        for area, chosen in new.items():
+            before = self.fields.get(area)
+            removed = (frozenset(get_area(area).field_names) if before is None else before) - chosen
+            leaving = self.leaving_fields.setdefault(area, {})
+            for name in removed:
+                leaving[name] = removed_until
+            for name in chosen:
+                leaving.pop(name, None)
+            if not leaving:
+                del self.leaving_fields[area]
+            self.fields[area] = chosen
+
+    def fields_at(self, area: str, at: datetime) -> frozenset[str] | None:
+        """The fields of `area` readable at `at`: approved, or removed and still in grace."""
+        chosen = self.fields.get(area)
+        if chosen is None:
+            return None
+        leaving = self.leaving_fields.get(area)
+        if leaving:
+            chosen = chosen | {name for name, until in leaving.items() if at < until}
+        # Every field: None, as before field-level approval (the read path narrows nothing).
+        return None if len(chosen) == len(get_area(area).field_names) else chosen
 
     def _revoke(self, event: Revoked, grace: timedelta) -> None:
         end = revocation_end(event.end_at, event.at, grace)
@@ -505,13 +578,16 @@ class _State:
         refusal = self.refusal(at)
         if refusal is not None:
             return _refused(area, refusal, consent_id)
+        fields, audience = self.fields_at(area, at), self.audience
         if area in self.areas:
             reason: Reason = "in_grace" if self.retrospective else "granted"
-            return AreaDecision(area, True, reason, consent_id, self.end, self.retrospective)
+            return AreaDecision(
+                area, True, reason, consent_id, self.end, self.retrospective, fields, audience
+            )
         leaves_at = self.leaving.get(area)
         if leaves_at is not None and at < leaves_at:
             ends_at = leaves_at if self.end is None else min(leaves_at, self.end)
-            return AreaDecision(area, True, "in_grace", consent_id, ends_at, True)
+            return AreaDecision(area, True, "in_grace", consent_id, ends_at, True, fields, audience)
         return _refused(area, "ended" if area in self.ever else "not_granted", consent_id)
 
     def snapshot(self, at: datetime) -> ConsentSnapshot:
@@ -525,6 +601,16 @@ class _State:
             areas=self.areas,
             ends_at=cutoff[0] if cutoff is not None and ended else self.end,
             ending_areas=MappingProxyType({} if ended else self._ending_areas(at)),
+            fields=MappingProxyType(dict(self.fields)),
+            ending_fields=MappingProxyType(
+                {
+                    area: MappingProxyType(ends)
+                    for area, until in sorted(self.leaving_fields.items())
+                    if (ends := {f: t for f, t in sorted(until.items()) if at < t})
+                }
+            ),
+            audience=self.audience,
+            request_version=self.request_version,
         )
 
     def _status(self, ended: bool) -> Status:

@@ -95,6 +95,8 @@ class AccessLogRow(SQLModel, table=True):
         default="read", sa_column=Column(String(8), nullable=False, server_default="read")
     )
     hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # The fields served, when the consent approves fields one by one (else every field).
+    fields: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class AccessLogHead(SQLModel, table=True):

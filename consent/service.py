@@ -32,7 +32,10 @@ from consent.errors import ConsentConflictError, ConsentInvalidError, ConsentNot
 from consent.events import (
     MODES,
     AreasChanged,
+    Audience,
+    AudienceChanged,
     ConsentEvent,
+    FieldsChanged,
     Granted,
     Resumed,
     Revoked,
@@ -44,6 +47,8 @@ from consent.models import Consent, ConsentStatus
 from consent.repository import ConsentRepository, live_key
 
 EventSink: TypeAlias = Callable[[str, Consent, dict[str, Any], datetime], None]
+# What a partner requests, per area: field name -> required.
+RequestedFields: TypeAlias = Mapping[str, Mapping[str, bool]]
 MAX_REASON_LENGTH = 1000
 
 
@@ -144,8 +149,16 @@ class ConsentService:
         requested: Collection[str],
         actor: str,
         now: datetime,
+        fields: Mapping[str, Collection[str]] | None = None,
+        requested_fields: RequestedFields | None = None,
+        request_version: int | None = None,
     ) -> ConsentView:
         chosen = _check_areas(areas, requested)
+        approved = (
+            None
+            if requested_fields is None
+            else _check_fields(chosen, fields or {}, requested_fields, {})
+        )
         if mode not in MODES:
             raise ConsentInvalidError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         self._retire_ended(school_id, partner_id, now)
@@ -158,6 +171,8 @@ class ConsentService:
             school_id=school_id,
             areas=chosen,
             mode=mode,  # checked against MODES above
+            fields=approved,
+            request_version=request_version if approved is not None else None,
         )
         timeline = _fold([event], self.grace)
         consent = Consent(
@@ -197,6 +212,55 @@ class ConsentService:
         if chosen == view.snapshot.areas:
             return view  # nothing changes, so nothing is recorded
         event = AreasChanged(consent_id=consent.id, at=now, actor=actor, areas=chosen)
+        return self._append(consent, view, event, "consent.updated", now)
+
+    def change(
+        self,
+        consent_id: str,
+        *,
+        school_id: str,
+        areas: Collection[str] | None,
+        fields: Mapping[str, Collection[str]] | None,
+        requested: Collection[str],
+        requested_fields: RequestedFields,
+        request_version: int | None,
+        actor: str,
+        now: datetime,
+    ) -> ConsentView:
+        """Change areas and/or approved fields: one review of the partner's request.
+
+        Areas added without fields get their required fields; fields given replace that
+        area's approval; removed fields follow the revocation rules (readable in grace).
+        """
+        consent, view = self._load_live(consent_id, school_id, now)
+        chosen = view.snapshot.areas if areas is None else _check_areas(areas, requested)
+        current = {a: view.snapshot.fields[a] for a in chosen if a in view.snapshot.fields}
+        approved = _check_fields(chosen, fields or {}, requested_fields, current)
+        events: list[ConsentEvent] = []
+        if chosen != view.snapshot.areas:
+            events.append(AreasChanged(consent_id=consent.id, at=now, actor=actor, areas=chosen))
+        changed = {a: f for a, f in approved.items() if view.snapshot.fields.get(a) != f}
+        if changed or request_version != view.snapshot.request_version:
+            events.append(
+                FieldsChanged(
+                    consent_id=consent.id,
+                    at=now,
+                    actor=actor,
+                    fields=changed,
+                    request_version=request_version,
+                )
+            )
+        for event in events:
+            view = self._append(consent, view, event, "consent.updated", now)
+        return view
+
+    def set_audience(
+        self, consent_id: str, *, school_id: str, audience: Audience, actor: str, now: datetime
+    ) -> ConsentView:
+        consent, view = self._load_live(consent_id, school_id, now)
+        if audience == view.snapshot.audience:
+            return view
+        event = AudienceChanged(consent_id=consent.id, at=now, actor=actor, audience=audience)
         return self._append(consent, view, event, "consent.updated", now)
 
     def revoke(
@@ -383,6 +447,10 @@ class ConsentService:
             "ends_at": _instant(snap.ends_at),
             "ending_areas": {a: format_instant(t) for a, t in snap.ending_areas.items()},
         }
+        if snap.fields:
+            payload["fields"] = {a: sorted(f) for a, f in snap.fields.items()}
+        if not snap.audience.everyone:
+            payload["audience"] = snap.audience.as_dict()
         if event is not None:
             payload["event"] = to_dict(event)
         self.on_event(kind, view.consent, payload, now)
@@ -398,6 +466,43 @@ def _check_areas(areas: Collection[str], requested: Collection[str]) -> frozense
             f"the partner did not request: {', '.join(extra)}", extra_areas=extra
         )
     return chosen
+
+
+def _check_fields(
+    areas: frozenset[str],
+    fields: Mapping[str, Collection[str]],
+    requested: RequestedFields,
+    current: Mapping[str, frozenset[str]],
+) -> dict[str, frozenset[str]]:
+    """The approved fields of every area: as given, else as now, else the required ones.
+
+    A field the partner did not request, or fields for an area not chosen, are invalid.
+    """
+    stray = sorted(set(fields) - areas)
+    if stray:
+        raise ConsentInvalidError(
+            f"fields given for area(s) not chosen: {', '.join(stray)}", extra_areas=stray
+        )
+    out: dict[str, frozenset[str]] = {}
+    for area in sorted(areas):
+        asked = requested.get(area, {})
+        if area in fields:
+            given = fields[area]
+            if isinstance(given, str):
+                raise ConsentInvalidError(f"fields of {area} must be a list of names")
+            chosen = frozenset(given)
+            extra = sorted(chosen - set(asked))
+            if extra:
+                raise ConsentInvalidError(
+                    f"the partner did not request field(s) of {area}: {', '.join(extra)}",
+                    extra_fields={area: extra},
+                )
+            out[area] = chosen
+        elif area in current:
+            out[area] = current[area]
+        else:
+            out[area] = frozenset(name for name, required in asked.items() if required)
+    return out
 
 
 def _fold(events: list[ConsentEvent], grace: timedelta) -> ConsentTimeline:

@@ -7,13 +7,14 @@ admin of one school, who never sees another school's consents.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session
 
+from broker.clock import rfc3339
 from broker.errors import (
     ConflictError,
     DomainError,
@@ -24,12 +25,15 @@ from broker.errors import (
 from broker.events.service import emit
 from broker.ids import new_id
 from broker.partners.models import Partner, PartnerAreaRequest, PartnerStatus
+from broker.partners.projection import PUPIL_LINKED
 from broker.partners.repository import PartnerRepository
+from broker.partners.requests import PartnerRequest, RequestVersions, pending
 from broker.schools.models import School, SchoolStatus
 from broker.writes.service import cancel_for_consent
 from consent.access_log import reads_between
 from consent.engine import Decision
 from consent.errors import ConsentError
+from consent.events import Audience
 from consent.models import AccessLogRow, Consent
 from consent.service import ConsentService, ConsentView, RevocationWindow
 
@@ -51,6 +55,8 @@ class PartnerOverview:
     partner: Partner
     requests: Sequence[PartnerAreaRequest]
     consent: ConsentView | None
+    request: PartnerRequest | None = None  # the newest version, field by field
+    pending: Mapping[str, list[str]] = field(default_factory=dict)  # area -> new fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,18 +104,91 @@ class SchoolConsents:
     def changed(self) -> set[tuple[str, str]]:
         return self.service.changed
 
-    def grant(self, partner_id: str, areas: Sequence[str], mode: str) -> ConsentView:
+    def grant(
+        self,
+        partner_id: str,
+        areas: Sequence[str],
+        mode: str,
+        fields: Mapping[str, Sequence[str]] | None = None,
+    ) -> ConsentView:
+        """Grant; without `fields` every required field is approved and no optional one."""
         if self.school.status is not SchoolStatus.ACTIVE:
             raise ConflictError(f"school {self.school.id} is closed: no new consent can start")
+        requested = self._requested(partner_id)
+        request = RequestVersions(self.service.repo.session).current(partner_id)
         return self.service.grant(
             school_id=self.school.id,
             partner_id=partner_id,
             areas=areas,
             mode=mode,
-            requested=self._requested(partner_id),
+            requested=requested,
+            actor=self.actor,
+            now=self.now,
+            fields=fields,
+            requested_fields=request.requested_fields(),
+            request_version=request.version,
+        )
+
+    def change(
+        self,
+        consent_id: str,
+        areas: Sequence[str] | None,
+        fields: Mapping[str, Sequence[str]] | None,
+    ) -> ConsentView:
+        """Change areas and/or fields: the admin has reviewed the partner's newest request."""
+        view = self.get(consent_id)
+        partner_id = view.consent.partner_id
+        request = RequestVersions(self.service.repo.session).current(partner_id)
+        changed = self.service.change(
+            consent_id,
+            school_id=self.school.id,
+            areas=areas,
+            fields=fields,
+            requested=self._requested(partner_id, active_only=False),
+            requested_fields=request.requested_fields(),
+            request_version=request.version,
             actor=self.actor,
             now=self.now,
         )
+        removed = {
+            area
+            for area, before in view.snapshot.fields.items()
+            if before - changed.snapshot.fields.get(area, frozenset())
+        }
+        self._data_updated(partner_id, removed)
+        return changed
+
+    def set_audience(self, consent_id: str, audience: Audience) -> ConsentView:
+        view = self.service.set_audience(
+            consent_id, school_id=self.school.id, audience=audience, actor=self.actor, now=self.now
+        )
+        areas = view.snapshot.areas | frozenset(view.snapshot.ending_areas)
+        self._data_updated(view.consent.partner_id, areas & PUPIL_LINKED)
+        return view
+
+    def restriction_changed(self) -> None:
+        """Every partner's view of pupil-linked areas may have changed: tell each one."""
+        for view in self.all():
+            if view.status == "revoked":
+                continue
+            areas = view.snapshot.areas | frozenset(view.snapshot.ending_areas)
+            self._data_updated(view.consent.partner_id, areas & PUPIL_LINKED)
+            self.service.changed.add((self.school.id, view.consent.partner_id))
+
+    def _data_updated(self, partner_id: str, areas: Iterable[str]) -> None:
+        """A `data.updated` per area for one partner: its next `updated_since` read of the
+        area carries what left its view."""
+        session = self.service.repo.session
+        for area in sorted(areas):
+            emit(
+                session,
+                "data.updated",
+                school_id=self.school.id,
+                partner_id=partner_id,
+                area=area,
+                payload={"school_id": self.school.id, "area": area, "as_of": rfc3339(self.now)},
+                now=self.now,
+            )
 
     def change_areas(self, consent_id: str, areas: Sequence[str]) -> ConsentView:
         view = self.get(consent_id)
@@ -157,15 +236,23 @@ class SchoolConsents:
 
     def overview(self) -> list[PartnerOverview]:
         """Every active partner, what it requests and why, and its consent with us."""
-        return [
-            PartnerOverview(
-                partner,
-                self.partners.requests(partner.id),
-                self.service.current_for_pair(self.school.id, partner.id, self.now),
+        versions = RequestVersions(self.service.repo.session)
+        out = []
+        for partner in self.partners.list():
+            if partner.status is not PartnerStatus.ACTIVE:
+                continue
+            consent = self.service.current_for_pair(self.school.id, partner.id, self.now)
+            request = versions.current(partner.id)
+            waiting: dict[str, list[str]] = {}
+            if consent is not None and consent.status != "revoked":
+                reviewed = versions.at(partner.id, consent.snapshot.request_version)
+                waiting = pending(request, reviewed)
+            out.append(
+                PartnerOverview(
+                    partner, self.partners.requests(partner.id), consent, request, waiting
+                )
             )
-            for partner in self.partners.list()
-            if partner.status is PartnerStatus.ACTIVE
-        ]
+        return out
 
     def receipt(self, consent_id: str) -> dict[str, Any]:
         return build_receipt(self.service, self.partners, self.school, self.get(consent_id))

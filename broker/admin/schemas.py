@@ -11,7 +11,7 @@ from broker.admin.consents import PartnerOverview, ReadsAfterEnd
 from consent.access_log import entry_json
 from consent.areas import SENSITIVE_AREAS
 from consent.engine import AreaDecision, Decision
-from consent.events import to_dict
+from consent.events import Audience, to_dict
 from consent.models import AccessLogRow
 from consent.service import ConsentView
 
@@ -41,14 +41,68 @@ class LoginOut(BaseModel):
     expires_at: datetime
 
 
+FieldsIn = dict[str, list[Annotated[str, Field(max_length=64)]]]
+FIELDS_DESCRIPTION = (
+    "Approved fields per area; an area not named here gets its required fields "
+    "(on a change: keeps its approval). A field the partner did not request is 422."
+)
+
+
 class GrantIn(BaseModel):
     partner_id: str = Field(max_length=40)
     areas: list[str] = Field(min_length=1, max_length=64)
     mode: Literal["read", "read_write"] = "read"
+    fields: FieldsIn | None = Field(default=None, description=FIELDS_DESCRIPTION)
 
 
 class ChangeAreasIn(BaseModel):
-    areas: list[str] = Field(min_length=1, max_length=64)
+    areas: list[str] | None = Field(default=None, min_length=1, max_length=64)
+    fields: FieldsIn | None = Field(default=None, description=FIELDS_DESCRIPTION)
+
+
+IdList = list[Annotated[str, Field(min_length=1, max_length=128)]]
+
+
+class AudienceIn(BaseModel):
+    year_groups: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        description="Pupils in these year groups (as the MIS names them); null: no year rule"
+    )
+    include_students: IdList | None = Field(
+        default=None, max_length=5000, description="Pupils shared by name; null: none"
+    )
+    exclude_students: IdList = Field(
+        default_factory=list, max_length=5000, description="Pupils never shared"
+    )
+
+    def audience(self) -> Audience:
+        return Audience(
+            year_groups=None if self.year_groups is None else frozenset(self.year_groups),
+            include_students=(
+                None if self.include_students is None else frozenset(self.include_students)
+            ),
+            exclude_students=frozenset(self.exclude_students),
+        )
+
+
+class AudienceOut(BaseModel):
+    year_groups: list[str] | None
+    include_students: list[str] | None
+    exclude_students: list[str]
+
+    @classmethod
+    def of(cls, audience: Audience) -> AudienceOut:
+        return cls.model_validate(audience.as_dict())
+
+
+class RestrictionIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class RestrictionOut(BaseModel):
+    student_id: str
+    restricted: bool
+    reason: str | None = None
+    at: str | None = None
 
 
 class RevokeIn(BaseModel):
@@ -74,6 +128,9 @@ class ConsentEventOut(BaseModel):
     reason: str | None
     areas: list[str] | None = None
     end_at: datetime | None = None
+    fields: dict[str, list[str]] | None = None
+    request_version: int | None = None
+    audience: AudienceOut | None = None
 
 
 class ConsentOut(BaseModel):
@@ -87,6 +144,14 @@ class ConsentOut(BaseModel):
     )
     granted_at: datetime
     ends_at: datetime | None
+    fields: dict[str, list[str]] = Field(
+        description="Approved fields per area (an area absent: every field)"
+    )
+    ending_fields: dict[str, dict[str, datetime]] = Field(
+        description="Removed fields still served during their grace window, and until when"
+    )
+    audience: AudienceOut
+    request_version: int | None = Field(description="The partner request version last reviewed")
     events: list[ConsentEventOut] | None = None
 
     @classmethod
@@ -107,6 +172,10 @@ class ConsentOut(BaseModel):
             ending_areas=dict(snap.ending_areas),
             granted_at=view.consent.granted_at,
             ends_at=snap.ends_at,
+            fields={a: sorted(f) for a, f in snap.fields.items()},
+            ending_fields={a: dict(f) for a, f in snap.ending_fields.items()},
+            audience=AudienceOut.of(snap.audience),
+            request_version=snap.request_version,
             events=events,
         )
 
@@ -115,10 +184,19 @@ class ConsentListOut(BaseModel):
     data: list[ConsentOut]
 
 
+class RequestedFieldOut(BaseModel):
+    name: str
+    required: bool
+    reason: str | None
+    approved: bool = Field(description="Shared with this partner by my consent now")
+    pending: bool = Field(description="New in the partner's request since my last review")
+
+
 class RequestedAreaOut(BaseModel):
     area: str
     reason: str | None
     sensitive: bool
+    fields: list[RequestedFieldOut] = Field(default_factory=list)
 
 
 class PartnerOut(BaseModel):
@@ -126,17 +204,56 @@ class PartnerOut(BaseModel):
     name: str
     requested_areas: list[RequestedAreaOut]
     consent: ConsentOut | None
+    request_version: int | None = None
+    review_pending: bool = Field(
+        default=False,
+        description="The partner asks for fields or areas my consent has not reviewed yet; "
+        "until an admin decides, the approval given keeps serving",
+    )
+    pending_fields: dict[str, list[str]] = Field(default_factory=dict)
 
     @classmethod
     def of(cls, item: PartnerOverview) -> PartnerOut:
+        snap = None if item.consent is None else item.consent.snapshot
+        request = item.request
+
+        def approved(area: str, name: str) -> bool:
+            if snap is None or item.consent is None or item.consent.status == "revoked":
+                return False
+            if area not in snap.areas and area not in snap.ending_areas:
+                return False
+            chosen = snap.fields.get(area)
+            return chosen is None or name in chosen
+
+        areas = []
+        for r in item.requests:
+            asked = None if request is None else request.areas.get(r.area)
+            fields = [
+                RequestedFieldOut(
+                    name=f.name,
+                    required=f.required,
+                    reason=f.reason,
+                    approved=approved(r.area, f.name),
+                    pending=f.name in item.pending.get(r.area, ()),
+                )
+                for f in (asked.fields if asked is not None else ())
+            ]
+            areas.append(
+                RequestedAreaOut(
+                    area=r.area,
+                    reason=r.reason,
+                    sensitive=r.area in SENSITIVE_AREAS,
+                    fields=fields,
+                )
+            )
         return cls(
             partner_id=item.partner.id,
             name=item.partner.name,
-            requested_areas=[
-                RequestedAreaOut(area=r.area, reason=r.reason, sensitive=r.area in SENSITIVE_AREAS)
-                for r in item.requests
-            ],
+            requested_areas=areas,
             consent=None if item.consent is None else ConsentOut.of(item.consent),
+            request_version=None if request is None else request.version,
+            review_pending=bool(item.pending),
+            pending_fields=dict(item.pending),
         )
 
 
@@ -151,16 +268,23 @@ class AreaDecisionOut(BaseModel):
     consent_id: str | None
     ends_at: datetime | None
     in_grace: bool
+    fields: list[str] | None = Field(
+        description="Fields approved at that moment (null: every field of the area)"
+    )
+    audience: AudienceOut | None = Field(description="The pupils shared at that moment")
 
     @classmethod
     def of(cls, decision: AreaDecision) -> AreaDecisionOut:
+        allowed = decision.allowed
         return cls(
             area=decision.area,
-            allowed=decision.allowed,
+            allowed=allowed,
             reason=decision.reason,
             consent_id=decision.consent_id,
             ends_at=decision.ends_at,
             in_grace=decision.in_grace,
+            fields=None if decision.fields is None or not allowed else sorted(decision.fields),
+            audience=AudienceOut.of(decision.audience) if allowed else None,
         )
 
 
@@ -202,6 +326,9 @@ class AccessLogEntryOut(BaseModel):
     reason: str
     request_id: str
     hash: str = Field(description="Hex of the entry's chained hash")
+    fields: list[str] | None = Field(
+        default=None, description="The fields served (null: every field of the area)"
+    )
 
     @classmethod
     def of(cls, row: AccessLogRow) -> AccessLogEntryOut:

@@ -25,6 +25,7 @@ from broker.clock import rfc3339
 from broker.db import current_revision, head_revision, upgrade
 from broker.errors import DomainError
 from broker.partners.repository import PartnerRepository
+from broker.partners.requests import RequestVersions, read_request_file
 from broker.partners.service import register_partner, rotate_client_secret
 from broker.schools.repository import SchoolRepository
 from broker.schools.service import add_admin, close_school, register_school
@@ -260,7 +261,14 @@ def _parse_reasons(values: list[str]) -> dict[str, str]:
 def partner_add(
     ctx: typer.Context,
     name: Annotated[str, typer.Option(help="Partner (app) name.")],
-    areas: Annotated[str, typer.Option(help="Requested areas, comma separated.")],
+    areas: Annotated[
+        str | None,
+        typer.Option(help="Requested areas, comma separated (every field required)."),
+    ] = None,
+    request: Annotated[
+        Path | None,
+        typer.Option(help="The request field by field: a JSON or TOML file."),
+    ] = None,
     reason: Annotated[
         list[str] | None,
         typer.Option(help='Why an area is needed: AREA="why" (repeatable).'),
@@ -269,8 +277,11 @@ def partner_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a partner; prints its OAuth client credentials and webhook secret (once)."""
+    if (areas is None) == (request is None):
+        fail("give --areas or --request (exactly one)")
     try:
-        requested = parse_area_list(areas)
+        requested = parse_area_list(areas) if areas is not None else ()
+        document = None if request is None else read_request_file(request)
     except UnknownAreaError as exc:
         fail(str(exc))
     with state(ctx).unit_of_work() as (res, session):
@@ -283,6 +294,7 @@ def partner_add(
             webhook_url=webhook_url,
             now=res.clock.now(),
             url_policy=WebhookSettings().url_policy(res.settings.broker.environment),
+            request=document,
         )
     out = {
         "partner_id": created.partner.id,
@@ -295,6 +307,24 @@ def partner_add(
         out,
         "\n".join(f"{k}: {v}" for k, v in out.items()) + "\n(secrets are shown once only)",
     )
+
+
+@partner_app.command("update-request")
+def partner_update_request(
+    ctx: typer.Context,
+    partner_id: Annotated[str, typer.Argument(help="Partner id (prt_...).")],
+    request: Annotated[Path, typer.Option(help="The new request: a JSON or TOML file.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """A new version of the partner's request: what it adds is pending at every school
+    until an admin approves it; the approvals given meanwhile keep serving."""
+    document = read_request_file(request)
+    with state(ctx).unit_of_work() as (res, session):
+        if PartnerRepository(session).get(partner_id) is None:
+            fail(f"no partner {partner_id!r}")
+        created = RequestVersions(session).add(partner_id, document, res.clock.now())
+    out = {"partner_id": partner_id, "request_version": created.version}
+    emit(as_json, out, f"{partner_id}: request version {created.version}")
 
 
 @partner_app.command("list")

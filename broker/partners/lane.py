@@ -74,6 +74,11 @@ class PartnerReadLane:
         decision = reads.decisions.peek(partner.partner_id, query.school_id, query.area, now)
         if hot is None or decision is None or not decision.allowed:
             return False
+        # Narrowed to the approved fields and admitted pupils (a page is named by them).
+        projected = reads.projected(partner.partner_id, query, decision, now)[0]
+        if projected is None:
+            return False
+        query = projected
         page = hot.held(query, now)
         if page is None:
             return False

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Column, LargeBinary
+from sqlalchemy import JSON, Column, Index, LargeBinary
 from sqlmodel import Field, SQLModel
 
 from consent.sqltypes import UTCDateTime, enum_column
@@ -43,3 +44,48 @@ class PartnerAreaRequest(SQLModel, table=True):
     partner_id: str = Field(foreign_key="partners.id", primary_key=True, max_length=40)
     area: str = Field(primary_key=True, max_length=64)
     reason: str | None = Field(default=None, max_length=1000)
+
+
+class PartnerRequestVersion(SQLModel, table=True):
+    """One version of what a partner asks schools for, field by field, each with a reason.
+
+    `request` is the normalised document (`broker.partners.requests`); versions are never
+    changed: a school's consent records the version its admin last reviewed, and what a
+    newer version adds stays pending there until an admin approves it.
+    """
+
+    __tablename__ = "partner_request_versions"
+
+    partner_id: str = Field(foreign_key="partners.id", primary_key=True, max_length=40)
+    version: int = Field(primary_key=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    request: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class AudienceView(SQLModel, table=True):
+    """The pupils a partner was last shared at a school (sealed with the school's key):
+    what the next change of audience is compared with to find the pupils who left."""
+
+    __tablename__ = "audience_views"
+
+    school_id: str = Field(foreign_key="schools.id", primary_key=True, max_length=40)
+    partner_id: str = Field(foreign_key="partners.id", primary_key=True, max_length=40)
+    fingerprint: str = Field(max_length=64)
+    members_sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AudienceDeparture(SQLModel, table=True):
+    """Pupils who left a partner's view at `left_at` (sealed ids): its `updated_since`
+    reads carry them as deletions."""
+
+    __tablename__ = "audience_departures"
+    __table_args__ = (
+        Index("ix_audience_departures_pair_at", "school_id", "partner_id", "left_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    school_id: str = Field(foreign_key="schools.id", max_length=40)
+    partner_id: str = Field(foreign_key="partners.id", max_length=40)
+    left_at: datetime = Field(sa_type=UTCDateTime)
+    ids_sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -7,11 +7,16 @@ read fails); denied attempts are logged too, so a school sees who tried.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
@@ -20,11 +25,22 @@ from broker.clock import rfc3339
 from broker.db import session_scope
 from broker.errors import DomainError, NotFoundError
 from broker.ops.metrics import decision_counter
+from broker.partners.projection import (
+    EVERY_PUPIL,
+    PUPIL_LINKED,
+    Admitted,
+    AudienceResolver,
+    departures_as_records,
+    left_since,
+    narrow,
+    scan,
+)
 from broker.schools.models import School, SchoolStatus
 from cache.edge import HotReader
 from cache.errors import NotCachedError
 from cache.service import CacheService, PageQuery, ServedPage
 from consent.access_log import AccessLogWriter, LogEntry
+from consent.areas import get_area
 from consent.decisions import DecisionCache
 from consent.engine import ConsentSnapshot, Decision, snapshot_at
 from consent.models import Consent
@@ -111,6 +127,10 @@ class PartnerReads:
         self.access_log = access_log
         self.cache = cache
         self.hot_reader = hot_reader
+        self.audiences = AudienceResolver(
+            engine, cache, None if hot_reader is None else hot_reader.edge
+        )
+        decisions.on_drop(self.audiences.drop)
         self._marked: dict[tuple[str, str], float] = {}
 
     async def log(
@@ -134,8 +154,81 @@ class PartnerReads:
                 request_id=request_id,
                 at=now,
                 consent_id=decision.consent_id,
+                fields=None if decision.fields is None else tuple(sorted(query.fields or ())),
             )
         )
+
+    def projected(
+        self, partner_id: str, query: PageQuery, decision: Decision, now: datetime
+    ) -> tuple[PageQuery | None, list[str]]:
+        """The query narrowed to what the consent shares, from memory only.
+
+        (query, []) when it can be served; (None, missing) when `fields=` names fields not
+        approved; (None, []) when the partner's admitted pupils are not in memory (the
+        caller works them out with `projected_async`).  Fields are narrowed to the
+        approved ones; an `updated_since` before a field was removed reads everything
+        again (each record without it); the audience names the page.
+        """
+        approved = decision.fields
+        fields = query.fields
+        if approved is not None:
+            if fields is None:
+                fields = approved
+            else:
+                known = frozenset(get_area(query.area).field_names)
+                missing = sorted((fields & known) - approved)
+                if missing:
+                    return None, missing
+        since = query.updated_since
+        if since is not None and approved is not None:
+            before = self.decisions.decide_cached(partner_id, query.school_id, query.area, since)
+            every = frozenset(get_area(query.area).field_names)
+            if before.allowed and (before.fields or every) - approved:
+                since = None  # a field left the view: send every record without it
+        admitted = EVERY_PUPIL
+        if query.area in PUPIL_LINKED:
+            held = self.audiences.held(query.school_id, partner_id, decision.audience)
+            if held is None:
+                return None, []
+            admitted = held
+        if fields is query.fields and since is query.updated_since and not admitted.key:
+            return query, []
+        return dataclasses.replace(
+            query, fields=fields, updated_since=since, audience=admitted.key
+        ), []
+
+    async def project(
+        self, partner_id: str, query: PageQuery, decision: Decision, request_id: str, now: datetime
+    ) -> PageQuery:
+        """`projected`, working the admitted pupils out when needed; fields not approved
+        are a logged 403."""
+        projected, missing = self.projected(partner_id, query, decision, now)
+        if projected is None and not missing:
+            await asyncio.to_thread(
+                self.audiences.resolve, query.school_id, partner_id, decision.audience, now
+            )
+            projected, missing = self.projected(partner_id, query, decision, now)
+        if missing:
+            refused = dataclasses.replace(decision, allowed=False, reason="not_granted")
+            await self.log(partner_id, query, refused, 0, request_id, now)
+            raise ConsentRequiredError(
+                f"fields not approved by this school: {', '.join(missing)}",
+                missing_fields=missing,
+                reason="field_not_approved",
+            )
+        if projected is None:  # dropped again meanwhile (an invalidation): work it out here
+            admitted = await asyncio.to_thread(
+                self.audiences.resolve, query.school_id, partner_id, decision.audience, now
+            )
+            projected = dataclasses.replace(query, audience=admitted.key)
+        return projected
+
+    def _admitted(
+        self, partner_id: str, query: PageQuery, decision: Decision, now: datetime
+    ) -> Admitted:
+        if query.area not in PUPIL_LINKED:
+            return EVERY_PUPIL
+        return self.audiences.resolve(query.school_id, partner_id, decision.audience, now)
 
     async def decide(
         self, partner_id: str, query: PageQuery, request_id: str, now: datetime
@@ -166,11 +259,21 @@ class PartnerReads:
     def fetch(
         self, partner_id: str, query: PageQuery, decision: Decision, now: datetime
     ) -> ServedPage | None:
-        """The page, or None when the area is not cached yet (an extraction is then queued)."""
+        """The page, or None when the area is not cached yet (an extraction is then queued).
+
+        Narrowed to the partner's admitted pupils; the first page of an `updated_since`
+        read also carries the pupils who left the partner's view since then.
+        """
+        admitted = self._admitted(partner_id, query, decision, now)
         with session_scope(self.engine) as session:
             self._mark_requested(session, query, now)
+            left: frozenset[str] = frozenset()
+            if query.updated_since is not None and query.cursor is None and admitted.key:
+                left = left_since(
+                    session, self.cache, query.school_id, partner_id, query.updated_since, admitted
+                )
             try:
-                return self.cache.read_page(
+                page = self.cache.read_page(
                     session,
                     school_id=query.school_id,
                     area=query.area,
@@ -179,7 +282,13 @@ class PartnerReads:
                     limit=query.limit,
                     cursor=query.cursor,
                     now=now,
+                    audience=query.audience,
+                    narrow=None if admitted.everyone else self._narrower(query.area, admitted),
+                    keep_hot=not left,
                 )
+                if left:
+                    page = self._with_departures(session, query, admitted, left, page, now)
+                return page
             except NotCachedError:
                 # During a grace window no new extraction starts on this partner's behalf.
                 if not decision.in_grace:
@@ -191,6 +300,39 @@ class PartnerReads:
                         now=now,
                     )
                 return None
+
+    @staticmethod
+    def _narrower(
+        area: str, admitted: Admitted
+    ) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+        return lambda records: narrow(area, records, admitted)
+
+    def _with_departures(
+        self,
+        session: Session,
+        query: PageQuery,
+        admitted: Admitted,
+        left: frozenset[str],
+        page: ServedPage,
+        now: datetime,
+    ) -> ServedPage:
+        """The page with the departed pupils' deletions (and narrowed resends) first."""
+        rows: list[dict[str, Any]] = []
+        if not query.area.startswith("students."):
+            scanned = scan(session, self.cache, query.school_id, query.area, None, now)
+            rows = [] if scanned is None else scanned[1]
+        extra = departures_as_records(query.area, left, rows, admitted)
+        if query.fields is not None:
+            keep = query.fields | {"id", "deleted"}
+            extra = [{k: v for k, v in r.items() if k in keep} for r in extra]
+        body = orjson.loads(page.body)
+        resent = {r["id"] for r in extra}
+        body["data"] = extra + [r for r in body["data"] if r.get("id") not in resent]
+        encoded = orjson.dumps(body)
+        etag = '"' + hashlib.sha256(encoded).hexdigest()[:32] + '"'
+        return dataclasses.replace(
+            page, body=encoded, etag=etag, source="warm", record_count=len(body["data"])
+        )
 
     def _mark_requested(self, session: Session, query: PageQuery, now: datetime) -> None:
         key = (query.school_id, query.area)

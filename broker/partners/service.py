@@ -7,13 +7,15 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
 from broker.errors import ConflictError, InvalidInputError, NotFoundError
 from broker.ids import new_id
-from broker.partners.models import Partner, PartnerAreaRequest
+from broker.partners.models import Partner
 from broker.partners.repository import PartnerRepository
+from broker.partners.requests import RequestVersions, from_areas, parse_request
 from broker.security import SecretSealer, digest_secret, generate_secret, secret_matches
 from broker.webhooks.addresses import UrlPolicy, check_webhook_url
 from consent.areas import CATALOGUE, SENSITIVE_AREAS
@@ -70,12 +72,19 @@ def register_partner(
     webhook_url: str | None,
     now: datetime,
     url_policy: UrlPolicy | None = None,
+    request: Mapping[str, Any] | None = None,
 ) -> NewPartner:
     """Register a partner; `url_policy` defaults to production's (https to public hosts)."""
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidInputError("partner name must be 1-200 characters")
-    requests = validate_requests(areas, reasons)
+    if request is None:
+        document = from_areas([a for a, _ in validate_requests(areas, reasons)], reasons)
+    else:
+        if areas or reasons:
+            raise InvalidInputError("give --request or --areas/--reason, not both")
+        document = dict(request)
+    parse_request(document)  # checked before anything is written
     if webhook_url is not None:
         check_webhook_url(webhook_url, url_policy or UrlPolicy())
     if repo.by_name(name) is not None:
@@ -96,9 +105,7 @@ def register_partner(
     )
     try:
         repo.add(partner)
-        repo.add(
-            *(PartnerAreaRequest(partner_id=partner_id, area=a, reason=r) for a, r in requests)
-        )
+        RequestVersions(repo.session).add(partner_id, document, now)
     except IntegrityError as exc:
         raise ConflictError(f"a partner named {name!r} already exists") from exc
     return NewPartner(partner=partner, client_secret=client_secret, webhook_secret=webhook_secret)

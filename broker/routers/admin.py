@@ -21,6 +21,7 @@ from broker.admin.schemas import (
     AccessLogEntryOut,
     AccessLogMeta,
     AccessLogOut,
+    AudienceIn,
     ChangeAreasIn,
     ConsentListOut,
     ConsentOut,
@@ -33,13 +34,18 @@ from broker.admin.schemas import (
     PartnerOut,
     ReadsAfterEndOut,
     ReceiptOut,
+    RestrictionIn,
+    RestrictionOut,
     ResumeIn,
     RevokeIn,
     SuspendIn,
 )
-from broker.consent_wiring import RuntimeDep
+from broker.cache_wiring import build_keyring
+from broker.consent_wiring import ConsentRuntime, RuntimeDep
 from broker.db import session_scope
 from broker.errors import InvalidInputError
+from broker.schools import restrictions
+from cache.keys import KeyRing
 from consent.access_log import MAX_PAGE, LogFilter, iter_csv, list_entries
 from consent.areas import CATALOGUE
 
@@ -115,7 +121,7 @@ def partners(ctx: AdminDep) -> PartnerListOut:
 
 @router.post("/consents", status_code=201, summary="Grant a consent", responses=CHANGE)
 def grant_consent(body: GrantIn, ctx: AdminDep) -> ConsentOut:
-    return ConsentOut.of(ctx.consents.grant(body.partner_id, body.areas, body.mode))
+    return ConsentOut.of(ctx.consents.grant(body.partner_id, body.areas, body.mode, body.fields))
 
 
 @router.get("/consents", summary="My school's consents, newest first", responses=AUTH)
@@ -130,11 +136,60 @@ def get_consent(consent_id: str, ctx: AdminDep) -> ConsentOut:
 
 @router.patch(
     "/consents/{consent_id}",
-    summary="Change the areas (removed ones are revoked)",
+    summary="Change the areas and/or approved fields (removed ones are revoked)",
     responses=CHANGE,
 )
 def change_areas(consent_id: str, body: ChangeAreasIn, ctx: AdminDep) -> ConsentOut:
-    return ConsentOut.of(ctx.consents.change_areas(consent_id, body.areas))
+    if body.areas is None and body.fields is None:
+        raise InvalidInputError("give areas, fields or both")
+    return ConsentOut.of(ctx.consents.change(consent_id, body.areas, body.fields))
+
+
+@router.put(
+    "/consents/{consent_id}/audience",
+    summary="Which pupils the partner is shared (year groups, pupils in, pupils out)",
+    responses=CHANGE,
+)
+def set_audience(consent_id: str, body: AudienceIn, ctx: AdminDep) -> ConsentOut:
+    return ConsentOut.of(ctx.consents.set_audience(consent_id, body.audience()))
+
+
+@router.post(
+    "/students/{student_id}/restriction",
+    summary="Share this pupil's data with no partner (e.g. safeguarding)",
+    responses=READ,
+)
+def restrict_student(
+    student_id: str, body: RestrictionIn, ctx: AdminDep, runtime: RuntimeDep
+) -> RestrictionOut:
+    out = restrictions.restrict(
+        ctx.session,
+        _keyring(runtime),
+        school_id=ctx.school.id,
+        student_id=student_id,
+        reason=body.reason,
+        actor=ctx.admin.actor,
+        now=ctx.now,
+    )
+    ctx.consents.restriction_changed()
+    return RestrictionOut.model_validate(out)
+
+
+@router.delete(
+    "/students/{student_id}/restriction",
+    summary="Lift a pupil's restriction",
+    responses={**READ, 404: _problem("The pupil is not restricted")},
+)
+def lift_restriction(student_id: str, ctx: AdminDep, runtime: RuntimeDep) -> RestrictionOut:
+    restrictions.lift(
+        ctx.session, _keyring(runtime), school_id=ctx.school.id, student_id=student_id, now=ctx.now
+    )
+    ctx.consents.restriction_changed()
+    return RestrictionOut(student_id=student_id, restricted=False)
+
+
+def _keyring(runtime: ConsentRuntime) -> KeyRing:
+    return build_keyring(runtime.resources)
 
 
 @router.post("/consents/{consent_id}/revoke", summary="Revoke with an end date", responses=CHANGE)

@@ -276,6 +276,7 @@ async def read_area(request: Request) -> Response:
     now = state.resources.clock.now()
     rid = request_id_var.get() or ""
     decision = await reads.decide(partner.partner_id, query, rid, now)
+    query = await reads.project(partner.partner_id, query, decision, rid, now)
     page = await reads.fetch_hot(query, now)
     if page is None:
         page = await run_in_threadpool(reads.fetch, partner.partner_id, query, decision, now)

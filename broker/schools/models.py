@@ -60,3 +60,15 @@ class SchoolAdmin(SQLModel, table=True):
     totp_confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(sa_type=UTCDateTime)
     disabled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class StudentRestrictions(SQLModel, table=True):
+    """A school's restricted pupils (data to no partner, e.g. for safeguarding): one sealed
+    map of pupil id -> {reason, at}, so neither ids nor reasons are stored in clear."""
+
+    __tablename__ = "student_restrictions"
+
+    school_id: str = Field(foreign_key="schools.id", primary_key=True, max_length=40)
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    version: int = 0
+    updated_at: datetime = Field(sa_type=UTCDateTime)

@@ -118,7 +118,10 @@ def _audience(event: OutboxEvent, recipients: Recipients) -> list[str]:
     if event.type.startswith(("consent.", "write.")):
         return [event.partner_id] if event.partner_id else []
     if event.type == "data.updated" and event.area:
-        return sorted(set(recipients(event.school_id, event.area, event.created_at)))
+        found = set(recipients(event.school_id, event.area, event.created_at))
+        if event.partner_id is not None:  # news for one partner only (its view changed)
+            found &= {event.partner_id}
+        return sorted(found)
     return []
 
 

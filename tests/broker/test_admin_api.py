@@ -274,9 +274,11 @@ def test_partners_list_requests_reasons_and_my_consent(world: World) -> None:
     partners = {p["name"]: p for p in world.call("GET", "/partners").json()["data"]}
     exampro = partners["ExamPro"]
     assert exampro["consent"]["consent_id"] == consent_id
-    assert {"area": DEMOGRAPHICS, "reason": "Pupil premium reporting", "sensitive": True} in (
-        exampro["requested_areas"]
-    )
+    areas = [{k: v for k, v in a.items() if k != "fields"} for a in exampro["requested_areas"]]
+    assert {"area": DEMOGRAPHICS, "reason": "Pupil premium reporting", "sensitive": True} in areas
+    # Requested with --areas: every field required, and a default grant approves them all.
+    demographics = next(a for a in exampro["requested_areas"] if a["area"] == DEMOGRAPHICS)
+    assert all(f["required"] and not f["pending"] for f in demographics["fields"])
     assert partners["Textly"]["consent"] is None
 
 

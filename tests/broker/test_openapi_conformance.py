@@ -66,6 +66,7 @@ from tests.support.admin import PASSWORD, cheap_argon2
 from tests.support.live import live_server
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+PUPIL_ID = "pupil-1"  # restrictions take any pupil id
 # Valid RFC 3339 with an offset, yet off the UTC timeline (before datetime.min, after max).
 BEFORE_TIME = "0001-01-01T00:00:00+01:00"
 AFTER_TIME = "9999-12-31T23:59:59-01:00"
@@ -285,6 +286,7 @@ def _seeded_values(seeded: Seeded) -> dict[str, list[Any]]:
         "consent_id": [seeded.consent_id, seeded.other_consent_id],
         "command_id": [seeded.command_id],
         "delivery_id": [seeded.delivery_id],
+        "student_id": [PUPIL_ID],
         "partner_id": [seeded.partner_id, seeded.spare_partner_id],
         "fields": ["forename,surname", "upn"],
         "updated_since": [rfc3339(T0 - timedelta(days=1)), BEFORE_TIME, AFTER_TIME],
@@ -613,6 +615,7 @@ def _linked_document(seeded: Seeded) -> dict[str, Any]:
         "command_id": seeded.command_id,
         "delivery_id": seeded.delivery_id,
         "write_id": "wrt_0000000000nosuchwrite000",  # answers 404 (documented)
+        "student_id": PUPIL_ID,
     }
     healthz = doc["paths"]["/healthz"]["get"]
     links = {}

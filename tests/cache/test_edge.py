@@ -132,7 +132,7 @@ def test_everything_and_unreadable_messages_drop_everything(
 
 def test_refs_are_dropped_by_any_invalidation(tick: FakeMonotonic) -> None:
     edge = edge_cache(tick)
-    query = (OTHER_SCHOOL, BASIC, 1, False, None, None, None, 100)
+    query = (OTHER_SCHOOL, BASIC, 1, False, None, None, None, 100, "")
     edge.hold_ref(query, ref(OTHER_SCHOOL, BASIC), '"etag"')
     assert edge.ref(query) == (ref(OTHER_SCHOOL, BASIC), '"etag"')
     edge.apply(invalidation_message(SCHOOL, CONTACTS))

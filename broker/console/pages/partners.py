@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.datastructures import FormData
 
 from broker.admin.consents import PartnerOverview
-from broker.admin.schemas import ConsentOut, ReceiptOut
+from broker.admin.schemas import ConsentOut, PartnerOut, ReceiptOut
 from broker.console.dates import DateAnswer, read_date, read_time
 from broker.console.deps import ConsoleContext, ConsoleDep
 from broker.console.web import ConsoleRoute, redirect, render
@@ -23,6 +23,7 @@ from broker.errors import DomainError, InvalidInputError, NotFoundError
 from broker.schools.repository import SchoolRepository
 from consent.engine import revocation_end
 from consent.errors import ConsentError
+from consent.events import Audience
 from consent.service import ConsentView
 
 router = APIRouter(prefix="/school", route_class=ConsoleRoute, include_in_schema=False)
@@ -34,7 +35,11 @@ DONE = {
     "revoked": "Access revoked.",
     "suspended": "Access suspended. The partner can read nothing until you resume it.",
     "resumed": "Access resumed.",
+    "fields": "The fields shared were changed.",
+    "audience": "The pupils shared were changed.",
 }
+# The year groups an audience can name, as MISs name them (DESIGN.md: "Year 8").
+YEAR_GROUPS = ("Reception", *(f"Year {n}" for n in range(1, 14)))
 LIVE = ("active", "ending", "suspended")
 
 
@@ -71,6 +76,8 @@ def _page(request: Request, ctx: ConsoleContext, item: PartnerOverview, **extra:
         "mode": "read",
         "flash": DONE.get(request.query_params.get("done", "")),
         "errors": [],
+        "overview": PartnerOut.of(item),
+        "year_groups": YEAR_GROUPS,
     }
     values.update(extra)
     return render(request, "partner.html", values, status_code=422 if values["errors"] else 200)
@@ -295,6 +302,47 @@ async def resume(request: Request, partner_id: str, ctx: ConsoleDep) -> Response
     _, live = _live(ctx, partner_id)
     ctx.admin_ctx.consents.resume(live.consent.id, None)
     return redirect(f"/school/partners/{partner_id}?done=resumed")
+
+
+@router.post("/partners/{partner_id}/fields")
+async def change_field(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    """Share or stop sharing one field (optional, or new in the partner's request)."""
+    form = await ctx.form(request)
+    item, live = _live(ctx, partner_id)
+    area, name, action = (str(form.get(k) or "") for k in ("area", "field", "action"))
+    asked = None if item.request is None else item.request.areas.get(area)
+    if asked is None or name not in asked.field_names or action not in ("share", "stop"):
+        raise InvalidInputError(f"{item.partner.name} does not ask for that field")
+    approved = set(live.snapshot.fields.get(area, asked.field_names))
+    if action == "share":
+        approved.add(name)
+    else:
+        approved.discard(name)
+    ctx.admin_ctx.consents.change(live.consent.id, None, {area: sorted(approved)})
+    return redirect(f"/school/partners/{partner_id}?done=fields")
+
+
+@router.post("/partners/{partner_id}/audience")
+async def change_audience(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
+    """All pupils, or only the chosen year groups (pupils named one by one: the API)."""
+    form = await ctx.form(request)
+    item, live = _live(ctx, partner_id)
+    chosen = [y for y in form.getlist("year_groups") if isinstance(y, str)]
+    if any(y not in YEAR_GROUPS for y in chosen):
+        raise InvalidInputError("choose year groups from the list")
+    current = live.snapshot.audience
+    if form.get("who") == "years":
+        if not chosen:
+            return _page(
+                request, ctx, item,
+                errors=[{"text": "Select at least one year group", "href": "#year_groups"}],
+            )  # fmt: skip
+        years: frozenset[str] | None = frozenset(chosen)
+    else:
+        years = None
+    audience = Audience(years, current.include_students, current.exclude_students)
+    ctx.admin_ctx.consents.set_audience(live.consent.id, audience)
+    return redirect(f"/school/partners/{partner_id}?done=audience")
 
 
 @router.get("/consents/{consent_id}/receipt")

@@ -1,0 +1,55 @@
+"""The partner page's fields and pupils: share or stop sharing a field, review what a new
+request version adds, and choose the year groups shared (no browser: plain HTTP)."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.db import session_scope
+from broker.partners.requests import RequestVersions
+from tests.console.test_partner_pages import page, post
+from tests.support.admin import BASIC, World
+
+pytestmark = pytest.mark.usefixtures("signed_in")
+
+REQUEST = {
+    "areas": {
+        BASIC: {
+            "reason": "Exam entries",
+            "fields": {
+                "upn": {"required": True, "reason": "Match candidates"},
+                "house": {"required": False, "reason": "House points"},
+            },
+        }
+    }
+}
+
+
+def test_fields_and_pupils_shared_are_chosen_on_the_partner_page(world: World) -> None:
+    with session_scope(world.resources.engine) as session:
+        RequestVersions(session).add(world.partner_id, REQUEST, world.now())
+    consent = world.grant((BASIC,))
+    shown = world.client.get(page(world))
+    assert shown.status_code == 200
+    assert "Fields shared" in shown.text
+    assert "Optional" in shown.text
+    assert "Share house" in shown.text  # optional: off until shared
+    assert world.decision(BASIC)["areas"][0]["fields"] == ["upn"]
+    done = post(
+        world, page(world) + "/fields", page(world), area=BASIC, field="house", action="share"
+    )
+    assert done.status_code == 303, done.text
+    assert world.decision(BASIC)["areas"][0]["fields"] == ["house", "upn"]
+    assert "Stop sharing house" in world.client.get(page(world)).text
+    # Only some year groups: the rule is recorded in the consent's history.
+    missing = post(world, page(world) + "/audience", page(world), who="years")
+    assert missing.status_code == 422
+    assert "Select at least one year group" in missing.text
+    done = post(world, page(world) + "/audience", page(world), who="years", year_groups=["Year 10"])
+    assert done.status_code == 303, done.text
+    view = world.call("GET", f"/consents/{consent['consent_id']}").json()
+    assert view["audience"]["year_groups"] == ["Year 10"]
+    assert [e["type"] for e in view["events"]][-1] == "audience_changed"
+    unknown = post(world, page(world) + "/fields", page(world), area=BASIC, field="shoe")
+    assert unknown.status_code in (400, 422)
+    assert world.decision(BASIC)["areas"][0]["fields"] == ["house", "upn"]
