@@ -149,6 +149,12 @@ async def create_write(
             reason=decision.reason,
         )
 
+    # A partner writes only about pupils it may see: its audience, less restricted pupils.
+    admitted = await run_in_threadpool(
+        request.app.state.partner_reads.audiences.resolve,
+        school_id, partner.partner_id, decision.audience, now,
+    )  # fmt: skip
+
     def validate() -> list[dict[str, Any]]:
         with session_scope(resources.engine) as session:
             if not service.agent_can_write(session, school_id, area):
@@ -157,7 +163,7 @@ async def create_write(
                     "not support them, or it has not reported its capabilities yet)"
                 )
             return service.validate_records(
-                session, cache.keyring, school_id, area, body, settings.max_records
+                session, cache.keyring, school_id, area, body, settings.max_records, admitted
             )
 
     valid = await run_in_threadpool(validate)

@@ -25,6 +25,7 @@ from broker.clock import rfc3339
 from broker.errors import ConflictError, InvalidInputError, NotFoundError
 from broker.events.service import emit
 from broker.ids import new_id
+from broker.partners.projection import EVERY_PUPIL, Admitted
 from broker.schools.models import Agent, School, SchoolStatus
 from broker.writes.models import FINISHED_STATUSES, OPEN_STATUSES, Write, WriteStatus
 from cache.crypto import Slot, SlotKind, open_json, seal_json
@@ -105,7 +106,13 @@ def _invalid(index: int, field: str, message: str) -> WriteValidationError:
 
 
 def validate_records(
-    session: Session, keyring: KeyRing, school_id: str, area: str, body: Any, max_records: int
+    session: Session,
+    keyring: KeyRing,
+    school_id: str,
+    area: str,
+    body: Any,
+    max_records: int,
+    admitted: Admitted = EVERY_PUPIL,
 ) -> list[dict[str, Any]]:
     """The records of a write body, or a 422 naming the first bad record index and field."""
     records = body.get("records") if isinstance(body, dict) else None
@@ -125,15 +132,21 @@ def validate_records(
         for name in REQUIRED_FIELDS.get(area, ()):
             if record.get(name) is None:
                 raise _invalid(index, name, "required")
-    _check_students(session, keyring, school_id, records)
+    _check_students(session, keyring, school_id, records, admitted)
     return records
 
 
 def _check_students(
-    session: Session, keyring: KeyRing, school_id: str, records: Sequence[dict[str, Any]]
+    session: Session,
+    keyring: KeyRing,
+    school_id: str,
+    records: Sequence[dict[str, Any]],
+    admitted: Admitted,
 ) -> None:
     """Every student id must be a pupil the broker holds for the school (by keyed digest:
-    record ids are stored only as HMACs)."""
+    record ids are stored only as HMACs) and one in the partner's view.  A pupil outside the
+    view gets the same answer as one who does not exist: the refusal must not tell the
+    partner that the pupil is there."""
     macs = school_macs(keyring, school_id)
     wanted = {str(r["student_id"]) for r in records}
     keys = {macs.record_key(s): s for s in wanted}
@@ -147,7 +160,8 @@ def _check_students(
         )
         found.update(session.exec(stmt).all())
     for index, record in enumerate(records):
-        if macs.record_key(str(record["student_id"])) not in found:
+        student_id = str(record["student_id"])
+        if macs.record_key(student_id) not in found or not admitted.admits(student_id):
             raise _invalid(index, "student_id", "no such pupil at this school")
 
 

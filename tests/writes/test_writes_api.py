@@ -327,3 +327,32 @@ def test_a_marker_in_a_written_record_is_nowhere_at_rest(
     with Session(world.resources.engine) as session:
         assert session.exec(select(col(Write.id))).all() == [write_id]
     assert PUPILS
+
+
+def test_a_pupil_outside_the_partners_view_is_written_about_as_one_that_does_not_exist(
+    setup: tuple[World, WritingPartner],
+) -> None:
+    """Excluded from the audience, or restricted from every partner: the same 422 as an
+    unknown pupil, so a refusal never tells the partner that the pupil is at the school."""
+    world, partner = setup
+    consent_id = partner.grant()
+    audience = {"year_groups": None, "include_students": None, "exclude_students": [PUPILS[1]]}
+    changed = world.call("PUT", f"/consents/{consent_id}/audience", json=audience)
+    assert changed.status_code == 200, changed.text
+    restricted = world.call(
+        "POST", f"/students/{PUPILS[2]}/restriction", json={"reason": "Safeguarding"}
+    )
+    assert restricted.status_code in (200, 201), restricted.text
+    for key, pupil in (("out", PUPILS[1]), ("restricted", PUPILS[2])):
+        records = marks(1)
+        records[0]["student_id"] = pupil
+        refused = partner.write(MARKS, records, key=key)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"] == [
+            {"index": 0, "field": "student_id", "message": "no such pupil at this school"}
+        ]
+    records = marks(1)
+    records[0]["student_id"] = PUPILS[0]
+    assert partner.write(MARKS, records, key="in").status_code == 202
+    with Session(world.resources.engine) as session:
+        assert len(session.exec(select(Write)).all()) == 1
