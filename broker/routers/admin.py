@@ -148,7 +148,8 @@ def change_areas(consent_id: str, body: ChangeAreasIn, ctx: AdminDep) -> Consent
 @router.put(
     "/consents/{consent_id}/audience",
     summary="Which pupils the partner is shared (year groups, pupils in, pupils out)",
-    responses=CHANGE,
+    # Its pupil lists can pass the 64 KiB body limit.
+    responses={**CHANGE, 413: _problem("Body over the limit")},
 )
 def set_audience(consent_id: str, body: AudienceIn, ctx: AdminDep) -> ConsentOut:
     return ConsentOut.of(ctx.consents.set_audience(consent_id, body.audience()))
