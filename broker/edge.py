@@ -25,6 +25,7 @@ Headers a response already has (the console sets its own) are left alone.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Final
 
 import orjson
@@ -236,3 +237,30 @@ def _with_headers(send: Send, no_store: bool, hsts: bool) -> Send:
         await send(message)
 
     return send_with_headers
+
+
+class HeadersOnPaths:
+    """Adds `headers` to every response under `prefixes` that does not set them itself:
+    the security headers of static assets, which no route handler stamps."""
+
+    def __init__(
+        self, app: ASGIApp, *, prefixes: tuple[str, ...], headers: Mapping[str, str]
+    ) -> None:
+        self.app = app
+        self.prefixes = prefixes
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", [])
+                names = {name.lower() for name, _ in headers}
+                missing = [(k, v) for k, v in self.headers if k not in names]
+                message["headers"] = [*headers, *missing]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

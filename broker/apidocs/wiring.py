@@ -17,7 +17,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.responses import HTMLResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker.edge import HeadersOnPaths
 
 log = logging.getLogger(__name__)
 
@@ -74,27 +75,5 @@ def install_api_docs(app: FastAPI, settings: ApiDocsSettings | None = None) -> N
     app.include_router(router)
     app.mount(f"{STATIC_PREFIX}/swagger-ui", StaticFiles(directory=assets), name="swagger-ui")
     app.mount(f"{STATIC_PREFIX}/app", StaticFiles(directory=HERE / "static"), name="api-docs")
-    app.add_middleware(DocsHeadersMiddleware)
-
-
-class DocsHeadersMiddleware:
-    """The CSP (and framing refusal) on the docs page and its assets."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/docs"):
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_csp(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"content-security-policy", CSP.encode()),
-                    (b"x-frame-options", b"DENY"),
-                ]
-            await send(message)
-
-        await self.app(scope, receive, send_with_csp)
+    headers = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY"}
+    app.add_middleware(HeadersOnPaths, prefixes=("/docs",), headers=headers)

@@ -24,7 +24,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, PackageLoader, PrefixLoader, select_autoescape
 from starlette.datastructures import FormData
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.admin.consents import to_domain_error
 from broker.clock import rfc3339
@@ -209,30 +208,8 @@ def _error_page(request: Request, exc: DomainError) -> HTMLResponse:
 _ERROR_TITLES = {404: "Page not found", 409: "That cannot be done now", 403: "Not allowed"}
 
 
-class ConsoleHeadersMiddleware:
-    """Security headers on the console's static assets (pages set their own in `secure`)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(("/assets/", "/school/")):
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                names = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [
-                    (k.lower().encode(), v.encode())
-                    for k, v in STATIC_HEADERS.items()
-                    if k.lower().encode() not in names
-                ]
-                if b"content-security-policy" not in names:
-                    extra.append(
-                        (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-                    )
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+# Security headers on the console's static assets (pages set their own in `secure`).
+ASSET_HEADERS: Mapping[str, str] = {
+    **STATIC_HEADERS,
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}

@@ -17,7 +17,8 @@ from broker.console.pages import (
     writes,
 )
 from broker.console.settings import ConsoleSettings
-from broker.console.web import HERE, ConsoleHeadersMiddleware
+from broker.console.web import ASSET_HEADERS, HERE
+from broker.edge import HeadersOnPaths
 
 
 def install_console(app: FastAPI, settings: ConsoleSettings | None = None) -> None:
@@ -40,4 +41,4 @@ def install_console(app: FastAPI, settings: ConsoleSettings | None = None) -> No
     app.mount("/school/static/console", StaticFiles(directory=HERE / "static"), name="console")
     # GOV.UK Frontend's stylesheet asks for its fonts and images at /assets.
     app.mount("/assets", StaticFiles(directory=assets / "assets"), name="govuk-assets")
-    app.add_middleware(ConsoleHeadersMiddleware)
+    app.add_middleware(HeadersOnPaths, prefixes=("/assets/", "/school/"), headers=ASSET_HEADERS)
