@@ -497,6 +497,29 @@ def measure(
     return result, valkey_cpu / n * 1e6, db_cpu / n * 1e6
 
 
+def profile_broker(gen: LoadGenerator, target: Target, out: Path, seconds: float) -> None:
+    """An extra, unmeasured run with py-spy sampling the broker: collapsed stacks to `out`
+    (flamegraph.pl or speedscope read them), and the hottest functions printed."""
+    argv = ["py-spy", "record", "--pid", str(target.proc.pid), "--format", "raw", "--gil"]
+    argv += ["--rate", "500"]
+    argv += ["--output", str(out), "--duration", f"{seconds:g}", "--nonblocking"]
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    gen.run(target.url, target.headers, seconds)
+    _, err = spy.communicate(timeout=seconds + 60)
+    if spy.returncode != 0:
+        raise SystemExit(f"py-spy failed: {err.decode(errors='replace').strip()}")
+    print(f"\nprofile       {out} (py-spy, threads holding the GIL; own time by function)")
+    own: dict[str, int] = {}
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frame = stack.rsplit(";", 1)[-1]
+        own[frame] = own.get(frame, 0) + int(count)
+        total += int(count)
+    for frame, samples in sorted(own.items(), key=lambda kv: -kv[1])[:25]:
+        print(f"  {samples / max(1, total):6.1%}  {frame}")
+
+
 def run(args: argparse.Namespace) -> None:
     with database(args.database) as db:
         _run(args, db)
@@ -627,6 +650,8 @@ def _run(args: argparse.Namespace, db: Database) -> None:
         with httpx.Client(timeout=10) as client:
             after = sample_page(client, api_url + page_path, auth, args.minimised)
         total, full_pages, db_bytes = access_log_counts(env, world.school_id)
+        if args.profile is not None:  # after the counts: its reads are not in them
+            profile_broker(gen, targets["broker"], args.profile, args.seconds)
         sound = report(
             targets,
             valkey_us,
@@ -743,6 +768,12 @@ def main() -> None:
         "--minimised",
         action="store_true",
         help="read as a partner with optional fields off and a year-group audience",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="after the rounds, one more broker run under py-spy: collapsed stacks to FILE",
     )
     # Internal: the baseline server and the Python load generator run as this script.
     parser.add_argument(

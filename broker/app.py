@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from starlette.types import ASGIApp
 
 from broker import __version__
 from broker.apidocs.wiring import install_api_docs
@@ -38,6 +39,14 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
     prefix is already part of its routes' paths, so they can be added as they are.
     """
     app.router.routes.extend(router.routes)
+
+
+class BrokerApp(FastAPI):
+    """The broker's application: FastAPI with the partner read fast lane in front of its
+    whole middleware stack (the lane stamps its own responses as that stack would)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return PartnerReadLane(super().build_middleware_stack(), self)
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
@@ -90,7 +99,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     production = (settings.broker if settings else BrokerSettings()).environment is (
         Environment.PRODUCTION
     )
-    app = FastAPI(
+    app = BrokerApp(
         docs_url=None,
         redoc_url=None,
         title="misbroker",
@@ -109,7 +118,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     install_console(app)
     if not production:
         install_api_docs(app)
-    app.add_middleware(PartnerReadLane)  # inside the request-id and metrics middleware
     app.add_middleware(EdgeMiddleware)  # body limits before the lane, routing or auth
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -25,7 +25,7 @@ Headers a response already has (the console sets its own) are left alone.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import orjson
@@ -60,7 +60,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        settings = _settings(scope)
+        settings = edge_settings(scope)
         length: bytes | None = None
         has_body = credentials = False
         for name, value in scope["headers"]:
@@ -70,7 +70,9 @@ class EdgeMiddleware:
                 has_body = True
             elif name == b"authorization":
                 credentials = True
-        send = _with_headers(send, credentials or scope["path"] in TOKEN_PATHS, settings.sends_hsts)
+        send = with_security_headers(
+            send, credentials or scope["path"] in TOKEN_PATHS, settings.sends_hsts
+        )
         if not has_body:
             await self.app(scope, receive, send)
             return
@@ -102,7 +104,7 @@ class EdgeMiddleware:
         await self.app(scope, _replay(body, receive), send)
 
 
-def _settings(scope: Scope) -> BrokerSettings:
+def edge_settings(scope: Scope) -> BrokerSettings:
     resources = getattr(scope["app"].state, "resources", None)
     return _DEFAULTS if resources is None else resources.settings.broker
 
@@ -222,18 +224,26 @@ def _counting(receive: Receive, limit: int) -> Receive:
     return counted
 
 
-def _with_headers(send: Send, no_store: bool, hsts: bool) -> Send:
+def secured(
+    headers: Iterable[tuple[bytes, bytes]], no_store: bool, hsts: bool
+) -> list[tuple[bytes, bytes]]:
+    """`headers` and the security headers every response carries, where not set already.
+    `no_store`: a response to credentials, or one that carries a token."""
+    out = list(headers)
+    names = {name.lower() for name, _ in out}
+    if b"x-content-type-options" not in names:
+        out.append(_NOSNIFF)
+    if no_store and b"cache-control" not in names:
+        out.append(_NO_STORE)
+    if hsts and b"strict-transport-security" not in names:
+        out.append((b"strict-transport-security", HSTS_VALUE))
+    return out
+
+
+def with_security_headers(send: Send, no_store: bool, hsts: bool) -> Send:
     async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = list(message.get("headers", []))
-            names = {name.lower() for name, _ in headers}
-            if b"x-content-type-options" not in names:
-                headers.append(_NOSNIFF)
-            if no_store and b"cache-control" not in names:
-                headers.append(_NO_STORE)
-            if hsts and b"strict-transport-security" not in names:
-                headers.append((b"strict-transport-security", HSTS_VALUE))
-            message["headers"] = headers
+            message["headers"] = secured(message.get("headers", []), no_store, hsts)
         await send(message)
 
     return send_with_headers

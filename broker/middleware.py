@@ -37,8 +37,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = scope_header(scope, b"x-request-id")
-        rid = incoming if incoming and _INCOMING_ID.match(incoming) else os.urandom(16).hex()
+        rid = request_id_of(scope)
         token = request_id_var.set(rid)
         status = 500
         started = time.perf_counter()
@@ -61,10 +60,20 @@ class RequestContextMiddleware:
                 await internal_error_response()(scope, receive, send_with_id)
             raise
         finally:
-            route = _route_template(scope)
-            _requests(scope["method"], route, status).inc()
-            _latency(scope["method"], route).observe(time.perf_counter() - started)
+            count_request(scope["method"], _route_template(scope), status, started)
             request_id_var.reset(token)
+
+
+def request_id_of(scope: Scope) -> str:
+    """The request's id: the client's `X-Request-Id` if sane, else a new random one."""
+    incoming = scope_header(scope, b"x-request-id")
+    return incoming if incoming and _INCOMING_ID.match(incoming) else os.urandom(16).hex()
+
+
+def count_request(method: str, route: str, status: int, started: float) -> None:
+    """The request metrics: `started` is `time.perf_counter()` when it arrived."""
+    _requests(method, route, status).inc()
+    _latency(method, route).observe(time.perf_counter() - started)
 
 
 # Children by label values, found once: `labels()` takes a lock and builds a key each call.

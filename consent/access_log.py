@@ -36,6 +36,7 @@ from sqlalchemy import (
     Boolean,
     Connection,
     DateTime,
+    Engine,
     Integer,
     LargeBinary,
     String,
@@ -386,6 +387,27 @@ _PG_SET_HEADS: Final = (
 )
 
 
+# The writer's fast path, for schools whose heads it knows (it wrote their last entries):
+# heads moved and rows inserted in one autocommitted statement, one round trip and no
+# lock held between round trips.  A head moves only if it is still where this writer left
+# it, and only moved schools' rows are inserted; any other (another process or a worker
+# appended since) comes back unmoved and goes through the locking path.
+_PG_MOVE_KNOWN_HEADS: Final = (
+    "WITH want AS (SELECT * FROM json_to_recordset(%s::json)"
+    " AS w(school_id text, from_seq int8, from_hash text, to_seq int8, to_hash text)),"
+    " moved AS (UPDATE access_log_heads AS h"
+    " SET last_seq = w.to_seq, last_hash = decode(w.to_hash, 'hex') FROM want AS w"
+    " WHERE h.school_id = w.school_id AND h.last_seq = w.from_seq"
+    " AND h.last_hash = decode(w.from_hash, 'hex') RETURNING h.school_id)"
+)
+_PG_COMMITTED: Final = (
+    "SELECT v.school_id FROM json_to_recordset(%s::json)"
+    " AS v(school_id text, to_seq int8, to_hash text)"
+    " JOIN access_log AS a ON a.school_id = v.school_id AND a.seq = v.to_seq"
+    " AND a.hash = decode(v.to_hash, 'hex')"
+)
+
+
 class _PgRows:
     """`_INSERT_ROWS` as one statement, its rows one JSON document: every column of the
     table (one added later travels too, or fails here, loudly), each value as
@@ -404,10 +426,15 @@ class _PgRows:
             selects.append(select)
             columns.append(f'"{name}" {record_type}')
             self._convert.append((name, convert))
-        self.text = (
-            f"{_PG_SET_HEADS} INSERT INTO access_log ({', '.join(names)})"  # noqa: S608
+        insert_rows = (
+            f"INSERT INTO access_log ({', '.join(names)})"  # noqa: S608
             f" SELECT {', '.join(selects)}"
             f" FROM json_to_recordset(%s::json) AS v({', '.join(columns)})"
+        )
+        self.text = f"{_PG_SET_HEADS} {insert_rows}"
+        self.if_heads_text = (
+            f"{_PG_MOVE_KNOWN_HEADS}, rows AS ({insert_rows}"  # noqa: S608 (the table's names)
+            " WHERE v.school_id IN (SELECT school_id FROM moved)) SELECT school_id FROM moved"
         )
 
     def row(self, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -470,9 +497,13 @@ def _batched_statements(conn: Connection) -> bool:
 
 
 def _append_batched(
-    conn: Connection, items: Sequence[tuple[LogEntry, bytes]], key_for: KeyFor
+    conn: Connection,
+    items: Sequence[tuple[LogEntry, bytes]],
+    key_for: KeyFor,
+    left: dict[str, tuple[int, bytes]] | None = None,
 ) -> list[int]:
-    """`_append` on psycopg in a round trip per school and one for every row."""
+    """`_append` on psycopg in a round trip per school and one for every row; each
+    school's head as this transaction leaves it goes into `left`."""
     dbapi: Any = conn.connection.dbapi_connection
     by_school: dict[str, list[int]] = defaultdict(list)
     for index, (entry, _) in enumerate(items):
@@ -501,11 +532,14 @@ def _append_batched(
                 assert isinstance(values, dict)  # psycopg's paramstyle is named
                 rows.append(pg.row(values))
             heads.append({"school_id": school_id, "hash": prev.hex()})
+            if left is not None:
+                left[school_id] = (last_seq, prev)
         cursor.execute(pg.text, (orjson.dumps(heads).decode(), orjson.dumps(rows).decode()))
     return seqs
 
 
 _MISSING: Final = object()
+_HEADS_KNOWN: Final = 10_000
 _STATEMENTS: dict[str, _Statements] = {}
 
 
@@ -549,6 +583,10 @@ class AccessLogWriter:
     _waiter: asyncio.Future[None] | None = field(default=None, init=False)
     _wake_at: int = field(default=0, init=False)
     _last_batch: int = field(default=0, init=False)
+    # PostgreSQL: the engine of the locking path's sessions, and each school's head as this
+    # writer last left it (touched by the writer's one thread only).
+    _engine: Engine | None = field(default=None, init=False)
+    _heads: dict[str, tuple[int, bytes]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.linger < 0 or self.linger_batch < 1:
@@ -651,24 +689,126 @@ class AccessLogWriter:
 
     def _write(self, items: list[tuple[LogEntry, bytes]]) -> list[int]:
         keys = {e.school_id: self.key_for(e.school_id) for e, _ in items}  # before any lock
+        seqs: list[int | None] = [None] * len(items)
+        if self._engine is not None and self._heads:
+            self._append_known(items, keys.__getitem__, seqs)
+        rest = [index for index, seq in enumerate(seqs) if seq is None]
+        if rest:
+            locked = [items[index] for index in rest]
+            try:
+                written = self._write_once(locked, keys.__getitem__)
+            except _StaleConnectionError:
+                # Found dead before its commit (the pool does not ping: a round trip per
+                # batch); the unit's rollback has discarded it.  Once more, on a new one.
+                written = self._write_once(locked, keys.__getitem__)
+            for index, seq in zip(rest, written, strict=True):
+                seqs[index] = seq
+        return [seq for seq in seqs if seq is not None]
+
+    def _append_known(
+        self, items: list[tuple[LogEntry, bytes]], key_for: KeyFor, seqs: list[int | None]
+    ) -> None:
+        """The fast path: every entry of a school whose head this writer knows, in one
+        autocommitted statement.  Fills `seqs` for the schools it wrote."""
+        assert self._engine is not None
+        by_school: dict[str, list[int]] = defaultdict(list)
+        for index, (entry, _) in enumerate(items):
+            if entry.school_id in self._heads:
+                by_school[entry.school_id].append(index)
+        if not by_school:
+            return
+        sql, pg = _statements(self._engine.dialect), _pg_rows()
+        want: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
+        planned: dict[str, tuple[int, bytes]] = {}
+        for school_id, indexes in by_school.items():
+            last_seq, prev = self._heads.pop(school_id)  # known again only once written
+            key = key_for(school_id)
+            start = prev
+            for seq, index in enumerate(indexes, start=last_seq + 1):
+                entry, body = items[index]
+                prev = link_hash_canonical(prev, seq, body, key)
+                values = sql.row(entry, seq, prev)
+                assert isinstance(values, dict)  # psycopg's paramstyle is named
+                rows.append(pg.row(values))
+            to_seq = last_seq + len(indexes)
+            planned[school_id] = (to_seq, prev)
+            want.append(
+                {
+                    "school_id": school_id,
+                    "from_seq": last_seq,
+                    "from_hash": start.hex(),
+                    "to_seq": to_seq,
+                    "to_hash": prev.hex(),
+                }
+            )
+        moved = self._move_known_heads(pg, want, rows, planned)
+        for school_id in moved:
+            to_seq, last_hash = planned[school_id]
+            for seq, index in enumerate(
+                by_school[school_id], start=to_seq - len(by_school[school_id]) + 1
+            ):
+                seqs[index] = seq
+            self._heads[school_id] = (to_seq, last_hash)
+        if len(self._heads) > _HEADS_KNOWN:  # unbounded variety: start again
+            self._heads.clear()
+
+    def _move_known_heads(
+        self,
+        pg: _PgRows,
+        want: list[dict[str, Any]],
+        rows: list[dict[str, Any]],
+        planned: dict[str, tuple[int, bytes]],
+    ) -> set[str]:
+        """The schools whose heads moved and whose rows are committed."""
+        assert self._engine is not None
+        params = (orjson.dumps(want).decode(), orjson.dumps(rows).decode())
+        raw = self._engine.raw_connection()
+        dbapi: Any = raw.driver_connection
         try:
-            return self._write_once(items, keys.__getitem__)
-        except _StaleConnectionError:
-            # Found dead before its commit (the pool does not ping: a round trip per
-            # batch); the unit's rollback has discarded it.  Once more, on a new one.
-            return self._write_once(items, keys.__getitem__)
+            dbapi.autocommit = True  # one statement, its own transaction: no BEGIN, no COMMIT
+            with dbapi.cursor() as cursor:
+                cursor.execute(pg.if_heads_text, params)
+                moved = {str(row[0]) for row in cursor.fetchall()}
+            dbapi.autocommit = False
+        except Exception:
+            if not dbapi.closed:  # the server refused the statement: nothing was written
+                raw.close()
+                return set()
+            # The connection died with the statement in flight: it may have committed.
+            # The rows say which (each planned last hash is unique to this batch).
+            raw.invalidate()
+            with self.unit() as session:
+                conn = session.connection()
+                found = conn.exec_driver_sql(
+                    _PG_COMMITTED,
+                    (
+                        orjson.dumps(
+                            [
+                                {"school_id": s, "to_seq": q, "to_hash": h.hex()}
+                                for s, (q, h) in planned.items()
+                            ]
+                        ).decode(),
+                    ),
+                )
+                return {str(row[0]) for row in found}
+        raw.close()
+        return moved
 
     def _write_once(self, items: list[tuple[LogEntry, bytes]], key_for: KeyFor) -> list[int]:
         dbapi: Any = None
         committing = False
+        left: dict[str, tuple[int, bytes]] = {}
         try:
             with self.unit() as session:
                 conn = session.connection()
                 if not _batched_statements(conn):
                     return _append(conn, items, key_for)
                 dbapi = conn.connection.dbapi_connection
-                seqs = _append_batched(conn, items, key_for)
+                seqs = _append_batched(conn, items, key_for, left)
                 committing = True
+            self._engine = conn.engine
+            self._heads.update(left)  # committed: where the next batch starts from
             return seqs
         except Exception as exc:
             # Dead before the commit was sent (the server restarted since the connection

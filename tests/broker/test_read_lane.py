@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from broker.clock import FrozenClock, rfc3339
 from broker.db import session_scope
+from broker.middleware import HTTP_REQUESTS
 from broker.partners.reads import PartnerReads
 from broker.partners.repository import PartnerRepository
 from tests.broker.test_partner_api import STUDENTS, Partner, access_log, upload
@@ -114,6 +115,10 @@ def test_the_lane_enforces_the_rate_limit_with_the_routes_problem(
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.json()["limit_per_minute"] == 3
     assert "Amara" not in refused.text
+    # Stamped as the middleware the lane runs in front of would have stamped it.
+    assert refused.headers["x-content-type-options"] == "nosniff"
+    assert refused.headers["cache-control"] == "no-store"
+    assert len(refused.headers["x-request-id"]) == 32
     assert len(access_log(world)) == 3
 
 
@@ -128,6 +133,44 @@ def test_without_an_access_log_the_lane_sends_no_data(world: World, route: Route
     assert response.status_code >= 500
     assert response.headers["content-type"] == "application/problem+json"
     assert "Amara" not in response.text
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "x-request-id" in response.headers
+
+
+def test_the_lane_keeps_a_sane_request_id_and_counts_the_request(
+    world: World, route: RouteCalls
+) -> None:
+    def served() -> float:
+        labels = {"method": "GET", "route": "/v1/schools/{school_id}/data/{area}"}
+        value = HTTP_REQUESTS.labels(**labels, status="200")._value.get()
+        return float(value)
+
+    partner = Partner(world)
+    path = f"/schools/{world.school_id}/data/{BASIC}"
+    hold(partner, path, route)
+    before = served()
+    by_lane = partner.get(path, headers={"X-Request-Id": "client-chosen-id-0001"})
+    assert route.count == 2, "the lane should have answered"
+    assert by_lane.headers["x-request-id"] == "client-chosen-id-0001"
+    assert access_log(world)[0]["request_id"] == "client-chosen-id-0001"
+    assert served() == before + 1
+    insane = partner.get(path, headers={"X-Request-Id": "<script>"})
+    assert insane.headers["x-request-id"] != "<script>"
+
+
+def test_a_get_with_a_body_is_the_edges_to_judge(world: World, route: RouteCalls) -> None:
+    """The lane takes no request with a body: the edge middleware's limits apply to it."""
+    partner = Partner(world)
+    path = f"/schools/{world.school_id}/data/{BASIC}"
+    hold(partner, path, route)
+    response = world.client.request(
+        "GET",
+        f"/v1{path}",
+        headers={"Authorization": f"Bearer {partner.token}"},
+        content=b"x" * (2 * 1024 * 1024),
+    )
+    assert response.status_code == 413
+    assert route.count == 2
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """The access log's group commit on a real PostgreSQL: a batch of many entries is a fixed
-number of statements (one per school, one for every row), concurrent group commits keep
-every school's chain whole, and a pooled connection the server dropped costs no read."""
+number of statements (one per school, one for every row; a single autocommitted one when
+the writer knows the heads), concurrent group commits keep every school's chain whole, and
+a connection the server dropped costs no read and writes no entry twice."""
 
 from __future__ import annotations
 
@@ -92,31 +93,114 @@ async def test_a_group_commit_of_many_entries_is_one_statement_for_all_its_rows(
         units += 1
         return session_scope(engine)
 
+    with session_scope(db.engine) as session:  # heads this writer has never seen
+        append_entries(session, [entry(db, 0, school) for school in SCHOOLS], db.keyring.key_for)
     writer = AccessLogWriter(unit, db.keyring.key_for, linger=60.0, linger_batch=60)
     await writer.start()
-    try:
-        for school in SCHOOLS:  # each school's head exists: its first entry creates it
-            await writer.append(entry(db, 0, school))
-        statements.clear()
-        units = 0
+
+    async def sixty(first: int) -> list[int]:
         # 60 reads at once: the writer lingers until all 60 have queued, then writes them.
-        batch = [entry(db, n, SCHOOLS[n % 3]) for n in range(1, 61)]
-        seqs = await asyncio.wait_for(
+        batch = [entry(db, n, SCHOOLS[n % 3]) for n in range(first, first + 60)]
+        return await asyncio.wait_for(
             asyncio.gather(*(writer.append(e) for e in batch)), timeout=120
         )
+
+    try:
+        first = await sixty(1)
+        # Heads it does not know: one transaction, each school's head locked by one
+        # UPDATE taking all of its seqs, then one statement for every row and head.
+        assert units == 1
+        reserves = [s for s in statements.sent if s.startswith("UPDATE ACCESS_LOG_HEADS")]
+        assert len(reserves) == len(SCHOOLS)
+        assert len(statements.inserting_rows()) == 1
+        assert len(statements.sent) == len(SCHOOLS) + 1
+        statements.clear()
+        units = 0
+        second = await sixty(61)
+        # Heads it left itself: one autocommitted statement moves them and inserts the
+        # rows, one round trip in all, and no transaction of the locking path.
+        assert units == 0
+        assert len(statements.sent) == 1
+        assert "INSERT INTO ACCESS_LOG " in statements.sent[0]
+        with engine.connect() as conn:  # the pooled connection went back as it came
+            assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
     finally:
         await writer.stop()
         engine.dispose()
-    assert units == 1  # one transaction
-    reserves = [s for s in statements.sent if s.startswith("UPDATE ACCESS_LOG_HEADS")]
-    assert len(reserves) == len(SCHOOLS)  # one per school, taking all of its seqs
-    assert len(statements.inserting_rows()) == 1  # the 60 rows and the heads: one statement
-    assert len(statements.sent) == len(SCHOOLS) + 1
-    assert sorted(seqs) == sorted(n for n in range(2, 22) for _ in SCHOOLS)
+    assert sorted(first) == sorted(n for n in range(2, 22) for _ in SCHOOLS)
+    assert sorted(second) == sorted(n for n in range(22, 42) for _ in SCHOOLS)
     with Session(db.engine) as session:
         for school in SCHOOLS:
             report = verify(session, school, db.keyring.key_for(school))
-            assert (report.entries, report.head_seq, report.breaks) == (21, 21, [])
+            assert (report.entries, report.head_seq, report.breaks) == (41, 41, [])
+
+
+async def test_a_head_moved_by_another_writer_goes_through_the_lock(
+    db: ConsentDb, database_url: str
+) -> None:
+    """The fast path moves a head only from where this writer left it: after a worker's
+    append it moves nothing, and the locking path chains from the real head."""
+    db.keyring.audit_key()
+    engine = make_engine(database_url, pre_ping=False)
+    statements = Statements(engine)
+    writer = AccessLogWriter(partial(session_scope, engine), db.keyring.key_for)
+    await writer.start()
+    try:
+        assert await writer.append(entry(db, 1)) == 1
+        assert await writer.append(entry(db, 2)) == 2  # the fast path: its own head
+        with session_scope(db.engine) as session:  # a worker appends in its transaction
+            assert append_entries(session, [entry(db, 3)], db.keyring.key_for) == [3]
+        statements.clear()
+        assert await writer.append(entry(db, 4)) == 4
+        # Tried from seq 2, moved nothing; then reserved under the lock and written.
+        assert [s.split()[0] for s in statements.sent] == ["WITH", "UPDATE", "WITH"]
+        statements.clear()
+        assert await writer.append(entry(db, 5)) == 5
+        assert len(statements.sent) == 1  # its own head again
+    finally:
+        await writer.stop()
+        engine.dispose()
+    with Session(db.engine) as session:
+        report = verify(session, "sch_a", db.keyring.key_for("sch_a"))
+        assert (report.entries, report.head_seq, report.breaks) == (5, 5, [])
+
+
+async def test_a_connection_lost_after_the_fast_path_committed_writes_nothing_twice(
+    db: ConsentDb, database_url: str
+) -> None:
+    """In doubt (the connection died with the statement sent), the writer asks the rows:
+    a batch that committed is reported as written, not written again."""
+    db.keyring.audit_key()
+    engine = make_engine(database_url, pre_ping=False)
+    lose_after_commit = False
+
+    class LosingAfterCommit(psycopg.Cursor[Any]):
+        def execute(self, query: Any, *args: Any, **kw: Any) -> Any:
+            result = super().execute(query, *args, **kw)
+            if lose_after_commit and str(query).startswith("WITH want"):
+                self.connection.close()  # committed (autocommit), then the line drops
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+            return result
+
+    @event.listens_for(engine, "connect")
+    def _losing(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.cursor_factory = LosingAfterCommit
+
+    writer = AccessLogWriter(partial(session_scope, engine), db.keyring.key_for)
+    await writer.start()
+    try:
+        assert await writer.append(entry(db, 1)) == 1
+        lose_after_commit = True
+        assert await writer.append(entry(db, 2)) == 2
+        lose_after_commit = False
+        assert await writer.append(entry(db, 3)) == 3
+    finally:
+        await writer.stop()
+        engine.dispose()
+    with Session(db.engine) as session:
+        assert count_entries(session, "sch_a") == 3
+        report = verify(session, "sch_a", db.keyring.key_for("sch_a"))
+        assert (report.entries, report.head_seq, report.breaks) == (3, 3, [])
 
 
 async def test_concurrent_group_commits_keep_every_chain_whole(
