@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -208,20 +209,42 @@ def report(title: str, samples: list[Sample], base: tuple[int, float]) -> None:
           "at this per-school wall time (the rest is I/O wait)")  # fmt: skip
 
 
-def run(pupils: int, runs: int, kind: str) -> None:
+@contextmanager
+def profiled(proc: psutil.Process, out: Path | None) -> Iterator[None]:
+    """py-spy sampling `proc` (threads on the CPU, system calls included) while inside;
+    collapsed stacks to `out`, which flamegraph.pl or speedscope read."""
+    if out is None:
+        yield
+        return
+    argv = ["py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "500"]
+    spy = subprocess.Popen(
+        [*argv, "--output", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+        _, err = spy.communicate(timeout=60)
+        if spy.returncode not in (0, -signal.SIGINT):
+            print(f"py-spy failed: {err.decode(errors='replace').strip()}", file=sys.stderr)
+
+
+def run(pupils: int, runs: int, kind: str, profile: Path | None = None) -> None:
     root = Path(tempfile.mkdtemp(prefix="mb-bench-"))
     with (root / "agent.log").open("w", encoding="utf-8") as agent_log:
         configure_logging("WARNING", stream=agent_log)
         try:
             with database(kind) as db:
-                _run(root, pupils, runs, db)
+                _run(root, pupils, runs, db, profile)
         except BaseException:
             print(f"failed: logs kept in {root} (api.log, agent.log)", file=sys.stderr)
             raise
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _run(root: Path, pupils: int, runs: int, db: Database) -> None:
+def _run(root: Path, pupils: int, runs: int, db: Database, profile: Path | None) -> None:
     with running_broker(root, db) as (url, env, data_dir, broker, valkey):
         mis = SyntheticMis(seed=2000, pupils=pupils, phase="secondary", day=DAY)
         base = baseline(mis)
@@ -229,7 +252,9 @@ def _run(root: Path, pupils: int, runs: int, db: Database) -> None:
         for n in range(1, runs + 1):
             school = SyntheticMis(seed=2000 + n, pupils=pupils, phase="secondary", day=DAY)
             agent = make_agent(root, url, add_school(env, data_dir, n), school, n)
-            fulls.append(measure(agent, broker, valkey, db, partial(upload, agent, full=True)))
+            with profiled(broker, profile if n == 1 else None):
+                full = measure(agent, broker, valkey, db, partial(upload, agent, full=True))
+            fulls.append(full)
             school.advance(1)
             deltas.append(measure(agent, broker, valkey, db, partial(upload, agent, full=False)))
             agent.close()
@@ -250,8 +275,14 @@ def main() -> None:
         default="sqlite",
         help="the broker's database; postgresql: a throwaway server, as the tests start",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="py-spy samples the broker during the first full upload: collapsed stacks to FILE",
+    )
     args = parser.parse_args()
-    run(args.pupils, args.runs, args.database)
+    run(args.pupils, args.runs, args.database, args.profile)
 
 
 if __name__ == "__main__":

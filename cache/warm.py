@@ -21,9 +21,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from cache import photo_packs
 from cache import repository as repo
 from cache.blobs import BlobStore
-from cache.cold import delete_blob_after_commit, new_blob_key, photo_slot, promote_area
+from cache.cold import photo_slot, promote_area
 from cache.crypto import Slot, SlotKind, open_json, open_sealed, seal, seal_json
 from cache.cursors import Position, decode_cursor, encode_cursor
 from cache.errors import (
@@ -38,6 +39,7 @@ from cache.freshness import OUT_OF_DATE_RETENTION, is_stale, purge_after
 from cache.keys import KeyRing
 from cache.models import CacheTier
 from cache.naming import Namer, SchoolMacs, school_macs
+from cache.photo_packs import PackWriter, PhotoReader
 from cache.unit import after_commit
 from consent.areas import Area, FieldType, get_area
 
@@ -107,7 +109,7 @@ class _Batch:
     """What every row of one batch shares."""
 
     keyring: KeyRing
-    blobs: BlobStore
+    packs: PackWriter  # the batch's photos, written just before it commits
     namer: Namer
     macs: SchoolMacs
     school_id: str
@@ -166,7 +168,8 @@ def apply_batch(
         raise StaleUploadError(f"{area} extracted at {extracted_at} is older than the cache")
     if state.tier is CacheTier.COLD:
         state = promote_area(session, keyring, blobs, school_id=school_id, area=area, now=now)
-    batch = _Batch(keyring, blobs, namer, macs, school_id, spec, extracted_at, now)
+    packs = PackWriter(blobs, namer, school_id, area)
+    batch = _Batch(keyring, packs, namer, macs, school_id, spec, extracted_at, now)
     keyed = {macs.record_key(str(r["id"])): r for r in records}
     to_delete = {macs.record_key(i): i for i in deleted}
     wanted = None if mode == "full" else keyed.keys() | to_delete.keys()
@@ -182,7 +185,7 @@ def apply_batch(
             else repo.count_live_records(conn, school_id, area)
         )
         deletion_guard(live, len(gone))
-    _plan_tombstones(batch, plan, gone, _ids_of(conn, batch, gone, to_delete))
+    _plan_tombstones(batch, plan, gone, _ids_of(conn, batch, gone, to_delete), existing)
     if mode == "full":
         plan.trimmed = _old_tombstones(spec, existing, keyed.keys(), now)
     _write(session, batch, plan)
@@ -241,13 +244,9 @@ def _split_binary(
     encoded = record.get(name)
     if encoded is None:
         return orjson.dumps(rest), None
-    school_id, area = batch.school_id, batch.area.name
-    blob_key = new_blob_key(batch.namer, school_id, area, "photo")
     raw = base64.b64decode(encoded)
-    batch.blobs.put(
-        blob_key, seal(batch.keyring, photo_slot(school_id, area, record_key, seq), raw)
-    )
-    return orjson.dumps(rest), blob_key
+    slot = photo_slot(batch.school_id, batch.area.name, record_key, seq)
+    return orjson.dumps(rest), batch.packs.add(seal(batch.keyring, slot, raw))
 
 
 def _tombstone_keys(
@@ -276,9 +275,16 @@ def _ids_of(
 
 
 def _plan_tombstones(
-    batch: _Batch, plan: _Plan, keys: Sequence[str], ids: Mapping[str, str]
+    batch: _Batch,
+    plan: _Plan,
+    keys: Sequence[str],
+    ids: Mapping[str, str],
+    existing: Mapping[str, repo.RecordState],
 ) -> None:
     for record_key in keys:
+        old = existing.get(record_key)
+        if old is not None and old.blob_key is not None:  # the photo goes with the record
+            plan.stale_blobs.append(old.blob_key)
         seq = plan.next_seq()
         slot = record_slot(batch.school_id, batch.area.name, record_key, seq)
         ciphertext = seal_json(batch.keyring, slot, {"id": ids[record_key]})
@@ -313,8 +319,8 @@ def _write(session: Session, batch: _Batch, plan: _Plan) -> None:
     repo.insert_records(conn, plan.inserts)
     repo.update_records(conn, plan.updates)
     repo.delete_records(conn, batch.school_id, batch.area.name, plan.trimmed)
-    for key in plan.stale_blobs:
-        delete_blob_after_commit(session, batch.blobs, key)
+    photo_packs.release(session, conn, batch.packs, plan.stale_blobs)
+    batch.packs.flush()  # before the commit: a committed row never names a missing pack
 
 
 def _finish_area(conn: Any, batch: _Batch, state: repo.AreaState, plan: _Plan) -> ApplyResult:
@@ -388,7 +394,7 @@ def read_page(
     rows = _fetch(conn, state, position, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    reader = _Reader(keyring, blobs, school_id, spec, wanted)
+    reader = _Reader(keyring, PhotoReader(blobs), school_id, spec, wanted)
     next_cursor = _next_cursor(namer, state, position, rows[-1]) if more else None
     touch_after_commit(session, state, now)
     assert state.as_of is not None
@@ -453,7 +459,7 @@ def _next_cursor(namer: Namer, state: repo.AreaState, position: Position, last: 
 @dataclass(frozen=True, slots=True)
 class _Reader:
     keyring: KeyRing
-    blobs: BlobStore
+    photos: PhotoReader
     school_id: str
     area: Area
     wanted: tuple[str, ...]
@@ -471,7 +477,7 @@ class _Reader:
         return out
 
     def _binary(self, row: repo.AnyRow) -> str:
-        sealed = self.blobs.get(row.blob_key)
+        sealed = self.photos.sealed(row.blob_key)
         if sealed is None:
             raise ColdBlobMissingError("a photo is missing from the blob store")
         slot = photo_slot(self.school_id, self.area.name, row.record_key, row.seq)
