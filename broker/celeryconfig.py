@@ -22,7 +22,7 @@ broker_connection_retry_on_startup = True
 worker_hijack_root_logger = False
 broker_transport_options = {
     # A task not acknowledged within this is redelivered (acks_late + a crashed worker).
-    "visibility_timeout": 3600,
+    "visibility_timeout": _settings.broker.celery_visibility_timeout_seconds,
     "socket_timeout": 5,
 }
 # The cache's jobs (purge, refresh, demote, shred, rewrap) at their own periods.

@@ -91,6 +91,10 @@ def configure_logging(
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     # httpx logs whole URLs at INFO; a partner's webhook URL may carry a token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # botocore (the S3 cold tier) and urllib3 log whole requests at DEBUG: signed headers
+    # name the access key.  A broker at DEBUG must not print them.
+    for name in ("botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # alembic announces each of its plugins at INFO whenever a process imports it.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # Celery tells of every task received, sent and succeeded at INFO: with beat's 5-second

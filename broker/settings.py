@@ -69,6 +69,9 @@ class BrokerSettings(BaseSettings):
     # Access tokens minted per client per minute; more get 429 with Retry-After.
     token_mint_per_minute: int = Field(default=30, ge=1)
     worker_concurrency: int = Field(default=2, ge=1, le=64)
+    # A task not acknowledged within this is given to another worker (acks_late: a worker
+    # killed mid-task).  Longer than any task runs, or a slow one runs twice at once.
+    celery_visibility_timeout_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     log_level: str = "INFO"
     # "system", or "file:PATH" (an RFC 3339 time in a file; not in production).
     clock: str = "system"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from broker.settings import SettingsError, load_settings
+from broker.settings import BrokerSettings, SettingsError, load_settings
 
 
 def test_embedded_defaults_derive_from_the_data_dir(tmp_path: Path) -> None:
@@ -96,3 +99,31 @@ def test_production_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.setenv(k, v)
     with pytest.raises(SettingsError, match="MISBROKER_KEK or MISBROKER_KEK_FILE"):
         load_settings()
+
+
+@pytest.mark.parametrize(("value", "taken"), [("120", 120), (None, 3600)])
+def test_the_queue_s_visibility_timeout_is_a_setting(
+    tmp_path: Path, value: str | None, taken: int
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MISBROKER_")}
+    env["MISBROKER_DATA_DIR"] = str(tmp_path)
+    if value is not None:
+        env["MISBROKER_CELERY_VISIBILITY_TIMEOUT_SECONDS"] = value
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import broker.celeryconfig as c;"
+            "print(c.broker_transport_options['visibility_timeout'])",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(shown.stdout) == taken
+
+
+def test_a_visibility_timeout_shorter_than_a_minute_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        BrokerSettings(celery_visibility_timeout_seconds=10)

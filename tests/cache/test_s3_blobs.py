@@ -9,6 +9,7 @@ the bucket, and neither settings nor errors show the credentials.
 from __future__ import annotations
 
 import base64
+import logging
 import secrets
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from broker.app import create_app
+from broker.logging import configure_logging
 from broker.clock import FrozenClock
 from broker.db import make_engine, upgrade
 from broker.settings import Settings
@@ -251,3 +253,21 @@ def test_blob_urls_name_a_bucket_and_a_prefix(url: str, bucket: str, prefix: str
 def test_other_blob_urls_are_refused(url: str) -> None:
     with pytest.raises(ValidationError, match="MISBROKER_BLOB_URL"):
         CacheSettings(blob_url=url)
+
+
+def test_the_cold_tier_logs_no_credentials_even_at_debug(
+    seaweedfs: SeaweedFS, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """botocore logs whole signed requests at DEBUG; the broker's logging keeps it quiet."""
+    configure_logging("DEBUG")
+    try:
+        store = store_on(seaweedfs)
+        store.put("k/one", b"sealed")
+        assert store.get("k/one") == b"sealed"
+        logging.getLogger("cache").debug("the broker's own debug lines still print")
+    finally:
+        configure_logging("INFO")
+    printed = capfd.readouterr().err
+    assert "the broker's own debug lines still print" in printed
+    assert seaweedfs.access_key not in printed
+    assert seaweedfs.secret_key not in printed
