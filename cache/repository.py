@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, TypeAlias
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import orjson
 from sqlalchemy import (
@@ -270,6 +270,9 @@ def insert_records(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     if conn.dialect.name == "postgresql" and all(row.keys() == _PG_COLUMNS for row in rows):
         _pg_bulk(conn, _PG_INSERT_RECORDS, rows)
         return
+    if conn.dialect.name == "sqlite" and all(row.keys() == _ALL_COLUMNS for row in rows):
+        _Bulk.of(conn, "insert").run(conn, rows)
+        return
     conn.execute(insert(cached_records), list(rows))
 
 
@@ -291,8 +294,10 @@ def update_records(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         {**row, "k_school": row["school_id"], "k_area": row["area"], "k_record": row["record_key"]}
         for row in rows
     ]
-    values: dict[str, Any] = {name: bindparam(name) for name in _UPDATABLE}
-    conn.execute(update(cached_records).where(_BY_PK).values(values), params)
+    if conn.dialect.name == "sqlite" and _PG_UPDATES_ALL:
+        _Bulk.of(conn, "update").run(conn, params)
+        return
+    conn.execute(_UPDATE_RECORDS, params)
 
 
 _UPDATABLE: Final = (
@@ -304,6 +309,67 @@ _UPDATABLE: Final = (
     "ciphertext",
     "blob_key",
 )
+
+_UPDATE_RECORDS: Final = (
+    update(cached_records).where(_BY_PK).values({name: bindparam(name) for name in _UPDATABLE})
+)
+_ALL_COLUMNS: Final = frozenset(c.name for c in cached_records.c)
+
+
+class _Bulk:
+    """A statement compiled once for a dialect and sent with the DBAPI cursor's executemany,
+    each parameter bound by its own type's processor (the dialect's: SQLite formats times
+    itself), so the rows stored are exactly those SQLAlchemy would store.  SQLAlchemy's
+    executemany builds its parameters row by row through its execution context: a third of
+    a full upload's broker time on SQLite (profiled), more than the inserts themselves.
+    A batch's rows share their times and names: each distinct object is bound once."""
+
+    _compiled: ClassVar[dict[tuple[str, str], _Bulk]] = {}
+
+    def __init__(self, statement: Any, dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect)
+        if not compiled.positional or compiled.positiontup is None:
+            raise TypeError(f"{dialect.name}: bulk statements need positional parameters")
+        self.text: str = compiled.string
+        self.names: tuple[str, ...] = tuple(compiled.positiontup)
+        self.processors = tuple(
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in self.names
+        )
+
+    @classmethod
+    def of(cls, conn: Connection, kind: Literal["insert", "update"]) -> _Bulk:
+        key = (conn.dialect.name, kind)
+        found = cls._compiled.get(key)
+        if found is None:
+            statement = insert(cached_records) if kind == "insert" else _UPDATE_RECORDS
+            found = cls._compiled[key] = cls(statement, conn.dialect)
+        return found
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        width = len(self.names)
+        seen: list[Any] = [_UNSEEN] * width
+        bound: list[Any] = [None] * width
+        params = []
+        for row in rows:
+            values = []
+            for i, (name, process) in enumerate(zip(self.names, self.processors, strict=True)):
+                value = row[name]
+                if process is not None and value is not None:
+                    if value is not seen[i]:
+                        seen[i], bound[i] = value, process(value)
+                    value = bound[i]
+                values.append(value)
+            params.append(tuple(values))
+        dbapi: Any = conn.connection.dbapi_connection
+        cursor = dbapi.cursor()
+        try:
+            cursor.executemany(self.text, params)
+        finally:
+            cursor.close()
+
+
+_UNSEEN: Final = object()
 
 # PostgreSQL: a batch's rows as one JSON document per statement (json_to_recordset), not an
 # executemany: psycopg runs that in pipeline mode, whose wait spins on the always-writable

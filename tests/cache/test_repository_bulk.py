@@ -1,0 +1,75 @@
+"""The cache's bulk writes store exactly what SQLAlchemy's own statements store: rows
+written both ways read back identical, as raw column values and through the ORM types."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, text
+
+from broker.db import make_engine, upgrade
+from cache import repository as repo
+from cache.models import cached_records
+
+LONDON_SUMMER = timezone(timedelta(hours=1))
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def rows(school: str, version: int) -> list[dict[str, Any]]:
+    at = datetime(2026, 6, 1, 9, 30, 15, 123456, tzinfo=LONDON_SUMMER)
+    return [
+        {
+            "school_id": school,
+            "area": "students.photos",
+            "record_key": f"rk-{n:03d}",
+            "seq": version * 100 + n,
+            "changed_at": at + timedelta(microseconds=n),
+            "deleted": n % 3 == 0,
+            "as_of": datetime(2026, 6, 1, 8, 0, tzinfo=UTC),
+            "content_hash": bytes([n, version]) * 16,
+            "ciphertext": b"\x00\xffsealed" * (n + 1),
+            "blob_key": None if n % 2 else f"pfx/pack-{n}#0:{n}",
+        }
+        for n in range(1, 9)
+    ]
+
+
+def stored(engine: Engine, school: str) -> list[tuple[Any, ...]]:
+    query = text(
+        "SELECT record_key, seq, changed_at, deleted, as_of, content_hash, ciphertext, blob_key"
+        " FROM cached_records WHERE school_id = :school ORDER BY record_key"
+    )
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(query, {"school": school})]
+
+
+def test_bulk_inserts_and_updates_store_what_sqlalchemy_stores(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(cached_records), rows("sch_generic", 1))
+        repo.insert_records(conn, rows("sch_bulk", 1))
+    assert stored(engine, "sch_bulk") == stored(engine, "sch_generic")
+    with engine.begin() as conn:
+        conn.execute(
+            repo._UPDATE_RECORDS,
+            [
+                {**r, "k_school": r["school_id"], "k_area": r["area"], "k_record": r["record_key"]}
+                for r in rows("sch_generic", 2)
+            ],
+        )
+        repo.update_records(conn, rows("sch_bulk", 2))
+    assert stored(engine, "sch_bulk") == stored(engine, "sch_generic")
+    assert [r[1] for r in stored(engine, "sch_bulk")] == list(range(201, 209))
+    with engine.connect() as conn:  # and through the ORM types: aware UTC times
+        states = repo.record_states(conn, "sch_bulk", "students.photos")
+    assert states["rk-001"].changed_at == rows("x", 2)[0]["changed_at"]
+    assert states["rk-001"].changed_at.tzinfo is not None
