@@ -252,7 +252,11 @@ def _run(root: Path, pupils: int, runs: int, db: Database, profile: Path | None)
         for n in range(1, runs + 1):
             school = SyntheticMis(seed=2000 + n, pupils=pupils, phase="secondary", day=DAY)
             agent = make_agent(root, url, add_school(env, data_dir, n), school, n)
-            with profiled(broker, profile if n == 1 else None):
+            agent_profile = None if profile is None else profile.with_suffix(".agent.raw")
+            with (
+                profiled(broker, profile if n == 1 else None),
+                profiled(psutil.Process(), agent_profile if n == 1 else None),
+            ):
                 full = measure(agent, broker, valkey, db, partial(upload, agent, full=True))
             fulls.append(full)
             school.advance(1)
@@ -279,7 +283,8 @@ def main() -> None:
         "--profile",
         type=Path,
         metavar="FILE",
-        help="py-spy samples the broker during the first full upload: collapsed stacks to FILE",
+        help="py-spy samples the broker during the first full upload: collapsed stacks to "
+        "FILE, and the agent's (this process) to FILE with the suffix .agent.raw",
     )
     args = parser.parse_args()
     run(args.pupils, args.runs, args.database, args.profile)

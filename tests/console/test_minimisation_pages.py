@@ -53,3 +53,20 @@ def test_fields_and_pupils_shared_are_chosen_on_the_partner_page(world: World) -
     unknown = post(world, page(world) + "/fields", page(world), area=BASIC, field="shoe")
     assert unknown.status_code in (400, 422)
     assert world.decision(BASIC)["areas"][0]["fields"] == ["house", "upn"]
+
+
+def test_an_area_with_nothing_to_decide_is_folded(world: World) -> None:
+    """A partner that asked for whole areas (no field reasons, nothing optional): each area's
+    fields sit in a details element, not forty open rows; one with choices stays open."""
+    world.grant((BASIC,))
+    shown = world.client.get(page(world)).text
+    summary = f"{BASIC}: all "
+    assert summary in shown
+    assert "fields shared, every one required" in shown
+    folded = shown.index('<details class="govuk-details">')
+    assert folded < shown.index(summary) < shown.index(f">{BASIC}</caption>")
+    with session_scope(world.resources.engine) as session:
+        RequestVersions(session).add(world.partner_id, REQUEST, world.now())
+    chosen = world.client.get(page(world)).text
+    assert summary not in chosen  # an optional field and reasons: the table stays open
+    assert ">house</th>" in chosen
