@@ -80,6 +80,9 @@ CSV_COLUMNS: Final = (
     "reason",
     "request_id",
     "hash",
+    # Added in 0.4.0, after the columns above, so that readers by position keep working.
+    "operation",
+    "fields",  # the fields the partner was shared, `;`-joined; `*`: every field of the areas
 )
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 
@@ -969,6 +972,7 @@ def csv_lines(rows: Iterable[AccessLogRow], *, header: bool = True) -> Iterator[
         cells["at"] = _rfc3339(row.at)
         cells["areas"] = ";".join(row.areas)
         cells["consent_id"] = row.consent_id or ""
+        cells["fields"] = "*" if row.fields is None else ";".join(row.fields)
         writer.writerow([csv_safe(str(cells[name])) for name in CSV_COLUMNS])
         if buffer.tell() > 64 * 1024:
             yield _drain(buffer)

@@ -111,7 +111,7 @@ def test_naive_times_and_bad_cursors_are_422(world: World) -> None:
 def test_the_log_exports_as_csv(world: World) -> None:
     log_read(world, 1, request_id="-1+1", areas=(BASIC, CONTACTS))
     world.clock.advance(S)
-    log_read(world, 2, reason="in_grace")
+    log_read(world, 2, reason="in_grace", fields=("upn", "surname"))
     response = world.call("GET", "/access-log", headers={"Accept": "text/csv"})
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
@@ -124,6 +124,10 @@ def test_the_log_exports_as_csv(world: World) -> None:
     assert rows[1]["request_id"] == "'-1+1"  # a formula-looking cell is defused
     assert rows[1]["areas"] == f"{CONTACTS};{BASIC}"
     assert rows[0]["reason"] == "in_grace"
+    assert list(rows[0])[-2:] == ["operation", "fields"]  # appended: positions kept
+    assert [r["operation"] for r in rows] == ["read", "read"]
+    assert rows[0]["fields"] == "upn;surname"
+    assert rows[1]["fields"] == "*"  # not narrowed: every field of its areas
 
 
 # ---------------------------------------------------------------------------------------
