@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -16,6 +16,7 @@ from broker.console.models import SessionStage
 from broker.console.sessions import COOKIE, SessionLimits, resolve_session
 from broker.console.web import CsrfRefused, SignInRequired, csrf_ok, read_form
 from broker.db import session_scope
+from broker.schools.repository import SchoolRepository
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,14 @@ class ConsoleContext:
     admin_ctx: AdminContext
     token: str
     csrf_token: str
+
+    def people(self, actors: Iterable[str]) -> dict[str, str]:
+        """Each actor in words: an admin of this school by email, anyone else as recorded."""
+        admins = {
+            f"admin:{a.id}": a.email
+            for a in SchoolRepository(self.admin_ctx.session).admins(self.admin_ctx.school.id)
+        }
+        return {actor: admins.get(actor, actor.replace(":", " ", 1)) for actor in actors}
 
     async def form(self, request: Request) -> FormData:
         """The posted form, refused (and nothing changed) unless it carries our CSRF token."""

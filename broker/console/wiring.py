@@ -13,6 +13,7 @@ from broker.console.pages import (
     decisions,
     home,
     partners,
+    restrictions,
     sign_in,
     writes,
 )
@@ -35,7 +36,17 @@ def install_console(app: FastAPI, settings: ConsoleSettings | None = None) -> No
         return RedirectResponse("/school", status_code=307)
 
     app.include_router(root)
-    for module in (sign_in, home, partners, agent, writes, access_log, admins, decisions):
+    for module in (
+        sign_in,
+        home,
+        partners,
+        agent,
+        writes,
+        restrictions,
+        access_log,
+        admins,
+        decisions,
+    ):
         app.include_router(module.router)
     app.mount("/school/static/govuk", StaticFiles(directory=assets), name="govuk-frontend")
     app.mount("/school/static/console", StaticFiles(directory=HERE / "static"), name="console")

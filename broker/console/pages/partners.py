@@ -20,7 +20,6 @@ from broker.console.dates import DateAnswer, read_date, read_time
 from broker.console.deps import ConsoleContext, ConsoleDep
 from broker.console.web import ConsoleRoute, redirect, render
 from broker.errors import DomainError, InvalidInputError, NotFoundError
-from broker.schools.repository import SchoolRepository
 from consent.engine import revocation_end
 from consent.errors import ConsentError
 from consent.events import Audience
@@ -85,12 +84,7 @@ def _page(request: Request, ctx: ConsoleContext, item: PartnerOverview, **extra:
 
 def _people(ctx: ConsoleContext, consent: ConsentOut | None) -> dict[str, str]:
     """Each actor of the history in words: an admin of this school by email."""
-    admins = {
-        f"admin:{a.id}": a.email
-        for a in SchoolRepository(ctx.admin_ctx.session).admins(ctx.admin_ctx.school.id)
-    }
-    actors = {e.actor for e in (consent.events or [])} if consent else set()
-    return {actor: admins.get(actor, actor.replace(":", " ", 1)) for actor in actors}
+    return ctx.people({e.actor for e in (consent.events or [])} if consent else set())
 
 
 @router.get("/partners/{partner_id}")
