@@ -77,7 +77,8 @@ def test_a_school_admin_grants_suspends_revokes_audits_and_signs_out(
     waiting = f"{tenant.partner_name} is waiting for your decision"
     expect(page.get_by_role("listitem").filter(has_text=waiting)).to_be_visible()
     nav = page.get_by_role("navigation", name="Menu")
-    for label in ("Home", "Access log", "Decisions", "Agent and data", "Writes", "Admins"):
+    labels = ("Home", "Access log", "Decisions", "Agent and data", "Writes", "Restricted pupils")
+    for label in (*labels, "Admins"):
         expect(nav.get_by_role("link", name=label, exact=True)).to_be_visible()
     cookies = [c for c in context.cookies() if c.get("httpOnly")]
     assert cookies, "no HttpOnly cookie holds the session"
