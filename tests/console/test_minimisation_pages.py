@@ -70,3 +70,44 @@ def test_an_area_with_nothing_to_decide_is_folded(world: World) -> None:
     chosen = world.client.get(page(world)).text
     assert summary not in chosen  # an optional field and reasons: the table stays open
     assert ">house</th>" in chosen
+
+
+def test_pupils_are_named_in_and_out_of_the_audience(world: World) -> None:
+    consent = world.grant((BASIC,))
+
+    def audience() -> dict[str, object]:
+        view = world.call("GET", f"/consents/{consent['consent_id']}").json()
+        found: dict[str, object] = view["audience"]
+        return found
+
+    done = post(
+        world, page(world) + "/audience", page(world),
+        who="all", exclude_students="stu-00002\r\nstu-00001, stu-00002",
+    )  # fmt: skip
+    assert done.status_code == 303, done.text
+    assert audience() == {
+        "year_groups": None,
+        "include_students": None,
+        "exclude_students": ["stu-00001", "stu-00002"],
+    }
+    shown = world.client.get(page(world)).text
+    assert "stu-00001\nstu-00002</textarea>" in shown  # the form shows what is saved
+    done = post(
+        world, page(world) + "/audience", page(world),
+        who="years", year_groups=["Year 7"], include_students="stu-00009",
+        exclude_students="",
+    )  # fmt: skip
+    assert done.status_code == 303, done.text
+    assert audience() == {
+        "year_groups": ["Year 7"],
+        "include_students": ["stu-00009"],
+        "exclude_students": [],
+    }
+    # Bad ids and an empty "only some" are form errors that change nothing.
+    bad = post(world, page(world) + "/audience", page(world), who="all", exclude_students="<b>")
+    assert bad.status_code == 422
+    assert "&lt;b&gt; is not a pupil id" in bad.text
+    empty = post(world, page(world) + "/audience", page(world), who="years")
+    assert empty.status_code == 422
+    assert "Select at least one year group or name a pupil" in empty.text
+    assert audience()["include_students"] == ["stu-00009"]

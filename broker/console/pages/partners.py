@@ -20,6 +20,7 @@ from broker.console.dates import DateAnswer, read_date, read_time
 from broker.console.deps import ConsoleContext, ConsoleDep
 from broker.console.web import ConsoleRoute, redirect, render
 from broker.errors import DomainError, InvalidInputError, NotFoundError
+from consent.areas import is_valid_record_id
 from consent.engine import revocation_end
 from consent.errors import ConsentError
 from consent.events import Audience
@@ -318,25 +319,49 @@ async def change_field(request: Request, partner_id: str, ctx: ConsoleDep) -> Re
 
 @router.post("/partners/{partner_id}/audience")
 async def change_audience(request: Request, partner_id: str, ctx: ConsoleDep) -> Response:
-    """All pupils, or only the chosen year groups (pupils named one by one: the API)."""
+    """All pupils, or only those in the chosen year groups or named; pupils never shared."""
     form = await ctx.form(request)
     item, live = _live(ctx, partner_id)
     chosen = [y for y in form.getlist("year_groups") if isinstance(y, str)]
     if any(y not in YEAR_GROUPS for y in chosen):
         raise InvalidInputError("choose year groups from the list")
-    current = live.snapshot.audience
-    if form.get("who") == "years":
-        if not chosen:
-            return _page(
-                request, ctx, item,
-                errors=[{"text": "Select at least one year group", "href": "#year_groups"}],
-            )  # fmt: skip
-        years: frozenset[str] | None = frozenset(chosen)
+    named, named_error = _pupil_ids(form, "include_students")
+    never, never_error = _pupil_ids(form, "exclude_students")
+    errors = [e for e in (named_error, never_error) if e is not None]
+    some = form.get("who") == "years"
+    if some and not chosen and not named and not errors:
+        errors.append(
+            {"text": "Select at least one year group or name a pupil", "href": "#year_groups"}
+        )
+    if errors:
+        return _page(request, ctx, item, errors=errors)
+    if some:
+        audience = Audience(
+            frozenset(chosen) if chosen else None,
+            frozenset(named) if named else None,
+            frozenset(never),
+        )
     else:
-        years = None
-    audience = Audience(years, current.include_students, current.exclude_students)
+        audience = Audience(None, None, frozenset(never))
     ctx.admin_ctx.consents.set_audience(live.consent.id, audience)
     return redirect(f"/school/partners/{partner_id}?done=audience")
+
+
+MAX_NAMED_PUPILS = 5000  # as the admin API's audience
+
+
+def _pupil_ids(form: FormData, name: str) -> tuple[list[str], dict[str, str] | None]:
+    """Pupil ids typed one a line (commas and spaces separate too), and the form error."""
+    text = str(form.get(name) or "")
+    ids = sorted(set(text.replace(",", " ").split()))
+    bad = [i for i in ids if not is_valid_record_id(i)]
+    if bad:
+        shown = bad[0] if len(bad[0]) <= 40 else bad[0][:40] + "..."
+        message = f"{shown} is not a pupil id: use the ids your MIS gives, one a line"
+        return [], {"text": message, "href": f"#{name}"}
+    if len(ids) > MAX_NAMED_PUPILS:
+        return [], {"text": f"Name {MAX_NAMED_PUPILS:,} pupils or fewer", "href": f"#{name}"}
+    return ids, None
 
 
 @router.get("/consents/{consent_id}/receipt")
