@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -144,18 +144,23 @@ def upload(
     records: list[dict[str, Any]],
     school: str = SCHOOL,
     at: datetime = T0,
+    *,
+    mode: Literal["full", "delta"] = "full",
+    deleted: Sequence[str] = (),
+    deletion_guard: Callable[[int, int], None] | None = None,
 ) -> None:
-    """A full upload of `records`, extracted and applied at `at`."""
+    """An upload of `records` (full unless said), extracted and applied at `at`."""
     with session_scope(engine) as session:
         service.apply_batch(
             session,
             school_id=school,
             area=area,
-            mode="full",
+            mode=mode,
             records=records,
-            deleted=[],
+            deleted=list(deleted),
             extracted_at=at,
             now=at,
+            deletion_guard=deletion_guard,
         )
 
 

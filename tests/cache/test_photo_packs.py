@@ -16,7 +16,7 @@ from cache.blobs import BlobStore
 from cache.models import cached_records
 from cache.photo_packs import PACK_PHOTOS, PhotoRef
 from cache.service import CacheService
-from tests.cache.conftest import SCHOOL
+from tests.cache.conftest import SCHOOL, upload
 from tests.conftest import T0
 
 
@@ -44,30 +44,6 @@ def photos(count: int, *, start: int = 1, version: int = 1) -> list[dict[str, An
         {"id": f"stu-{n:05d}", "photo": jpeg(n, version), "photo_available": True}
         for n in range(start, start + count)
     ]
-
-
-def upload(
-    service: CacheService,
-    engine: Engine,
-    records: list[dict[str, Any]],
-    *,
-    at: Any = T0,
-    mode: Any = "full",
-    deleted: tuple[str, ...] = (),
-    guard: Any = None,
-) -> None:
-    with session_scope(engine) as session:
-        service.apply_batch(
-            session,
-            school_id=SCHOOL,
-            area=PHOTOS,
-            mode=mode,
-            records=records,
-            deleted=list(deleted),
-            extracted_at=at,
-            now=at,
-            deletion_guard=guard,
-        )
 
 
 def read_photos(service: CacheService, engine: Engine) -> dict[str, str | None]:
@@ -120,7 +96,7 @@ def test_an_upload_s_photos_are_a_few_packs_and_all_read_back(
     service: CacheService, engine: Engine, blobs: BlobStore
 ) -> None:
     count = 2 * PACK_PHOTOS + 2
-    upload(service, engine, photos(count))
+    upload(engine, service, PHOTOS, photos(count))
     assert len(list(blobs.keys())) == 3  # 64 + 64 + 2
     assert read_photos(service, engine) == {r["id"]: r["photo"] for r in photos(count)}
     for blob in everything_stored(blobs):
@@ -130,11 +106,11 @@ def test_an_upload_s_photos_are_a_few_packs_and_all_read_back(
 def test_a_deleted_pupil_s_photo_leaves_the_store_with_the_deletion(
     service: CacheService, engine: Engine, blobs: BlobStore
 ) -> None:
-    upload(service, engine, photos(10))
+    upload(engine, service, PHOTOS, photos(10))
     before = references(engine)
     (pack,) = blobs.keys()
     doomed = {key: sealed_bytes(blobs, ref) for key, ref in before.items()}
-    upload(service, engine, [], mode="delta", deleted=("stu-00003",), at=T0 + H)
+    upload(engine, service, PHOTOS, [], mode="delta", deleted=("stu-00003",), at=T0 + H)
     after = references(engine)
     assert len(after) == 9
     (repacked,) = blobs.keys()
@@ -150,12 +126,12 @@ def test_a_deleted_pupil_s_photo_leaves_the_store_with_the_deletion(
 def test_a_replaced_photo_is_repacked_and_the_others_move_with_it(
     service: CacheService, engine: Engine, blobs: BlobStore
 ) -> None:
-    upload(service, engine, photos(PACK_PHOTOS + 5))
+    upload(engine, service, PHOTOS, photos(PACK_PHOTOS + 5))
     assert len(list(blobs.keys())) == 2
     old = references(engine)
     changed = photos(1, start=2, version=2)
     everyone = [changed[0] if r["id"] == "stu-00002" else r for r in photos(PACK_PHOTOS + 5)]
-    upload(service, engine, everyone, at=T0 + H)  # a full upload: one photo differs
+    upload(engine, service, PHOTOS, everyone, at=T0 + H)  # a full upload: one photo differs
     new = references(engine)
     # The first pack held the replaced photo: its 63 others moved to a new pack with the
     # new photo; the second pack was not touched.
@@ -174,14 +150,14 @@ def test_a_replaced_photo_is_repacked_and_the_others_move_with_it(
 def test_a_refused_mass_deletion_stores_no_photo(
     service: CacheService, engine: Engine, blobs: BlobStore
 ) -> None:
-    upload(service, engine, photos(20))
+    upload(engine, service, PHOTOS, photos(20))
     (pack,) = blobs.keys()
 
     def refuse(live: int, deleting: int) -> None:
         raise RefusedDeletionError(f"{deleting} of {live}")
 
     with pytest.raises(RefusedDeletionError):
-        upload(service, engine, photos(2, start=100), at=T0 + H, guard=refuse)
+        upload(engine, service, PHOTOS, photos(2, start=100), at=T0 + H, deletion_guard=refuse)
     assert list(blobs.keys()) == [pack]
 
 
@@ -189,7 +165,7 @@ def test_a_photo_stored_whole_before_packs_still_reads_and_is_deleted_with_its_p
     service: CacheService, engine: Engine, blobs: BlobStore
 ) -> None:
     """References written before packs name a whole blob: they read, and go when stale."""
-    upload(service, engine, photos(3))
+    upload(engine, service, PHOTOS, photos(3))
     refs = references(engine)
     record_key, reference = sorted(refs.items())[0]
     ref = PhotoRef.parse(reference)
@@ -202,6 +178,6 @@ def test_a_photo_stored_whole_before_packs_still_reads_and_is_deleted_with_its_p
             .values(blob_key=whole)
         )
     assert read_photos(service, engine) == {r["id"]: r["photo"] for r in photos(3)}
-    upload(service, engine, [], at=T0 + H)  # every pupil left
+    upload(engine, service, PHOTOS, [], at=T0 + H)  # every pupil left
     assert list(blobs.keys()) == []  # the whole blob and the pack
     assert references(engine) == {}

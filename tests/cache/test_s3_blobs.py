@@ -24,9 +24,9 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from broker.app import create_app
-from broker.logging import configure_logging
 from broker.clock import FrozenClock
 from broker.db import make_engine, upgrade
+from broker.logging import configure_logging
 from broker.settings import Settings
 from cache import tasks
 from cache.blobs import BlobStore, BlobStoreError
