@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 
 class FieldType(StrEnum):
@@ -68,6 +69,10 @@ class Area:
     # agent to apply to the MIS (write-back).
     writable: bool = False
     field_index: Mapping[str, FieldSpec] = field(init=False, repr=False, compare=False)
+    # Each field's check, built on first use (`validate_record`).
+    field_checks: Mapping[str, Check] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.fields]
@@ -551,6 +556,67 @@ def is_valid_record_id(value: object) -> bool:
     return isinstance(value, str) and _ID_RE.match(value) is not None
 
 
+Check: TypeAlias = Callable[[Any], "str | None"]
+
+
+@functools.cache
+def _check_of(spec: FieldSpec) -> Check:
+    """`_check_value` for one field, with the common valid values settled by a type test
+    first: every upload record passes here on the agent and again on the broker, and the
+    general check cost 7-20 us a record.  Anything the quick test does not pass gets the
+    general check, so what is refused, and the message, are unchanged."""
+    general = functools.partial(_check_value, spec)
+    kind = spec.type
+    quick: type | None = {
+        FieldType.STRING: str,
+        FieldType.BOOLEAN: bool,
+        FieldType.INTEGER: int,
+    }.get(kind)
+    if quick is str and spec.choices is not None:
+        choices = frozenset(spec.choices)
+
+        def check_choice(value: Any) -> str | None:
+            if value is None or (value.__class__ is str and value in choices):
+                return None
+            return general(value)
+
+        return check_choice
+    if quick is str:
+
+        def check_string(value: Any) -> str | None:
+            if value is None or (value.__class__ is str and len(value) <= MAX_STRING_LENGTH):
+                return None
+            return general(value)
+
+        return check_string
+    if quick is not None:
+        exact = quick  # `bool` is an `int` subclass: the class itself, not isinstance
+
+        def check_exact(value: Any) -> str | None:
+            return None if value is None or value.__class__ is exact else general(value)
+
+        return check_exact
+    if kind is FieldType.OBJECT_LIST:
+        items = {item.name: _check_of(item) for item in spec.item_fields}
+
+        def check_objects(value: Any) -> str | None:
+            if value is None:
+                return None
+            if value.__class__ is not list or len(value) > MAX_LIST_ITEMS:
+                return general(value)
+            for item in value:
+                if item.__class__ is not dict:
+                    return general(value)
+                for key, inner in item.items():
+                    check = items.get(key)
+                    if check is None or check(inner) is not None:
+                        return general(value)
+            return None
+
+        return check_objects
+    return general
+
+
 def _check_value(spec: FieldSpec, value: Any) -> str | None:
     """Return why `value` does not fit `spec`, or None.  Null is always allowed."""
     if value is None:
@@ -636,15 +702,18 @@ def validate_record(area: Area, index: int, record: Any) -> Iterator[FieldError]
         yield FieldError(index, None, "id", "missing id")
     elif not is_valid_record_id(record_id):
         yield FieldError(index, shown_id, "id", "id must be 1-128 of A-Z a-z 0-9 . _ : / -")
-    index_ = area.field_index
+    checks = area.field_checks
+    if checks is None:
+        checks = {spec.name: _check_of(spec) for spec in area.fields}
+        object.__setattr__(area, "field_checks", checks)
     for key, value in record.items():
         if key == "id":
             continue
-        spec = index_.get(key)
-        if spec is None:
+        check = checks.get(key)
+        if check is None:
             yield FieldError(index, shown_id, key, f"unknown field for area {area.name}")
             continue
-        problem = _check_value(spec, value)
+        problem = check(value)
         if problem is not None:
             yield FieldError(index, shown_id, key, problem)
 
