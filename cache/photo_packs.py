@@ -96,7 +96,12 @@ class _Pack:
 
 class PackWriter:
     """The packs of one batch of one area: `add` gives each photo its reference now, and
-    `flush` writes the packs (before the batch commits)."""
+    `flush` writes the packs (before the batch commits).
+
+    While planning, packs wait in memory (the upload's own photos, bounded by the upload's
+    size), so a batch the mass-deletion guard refuses stores nothing.  Once `writing()`,
+    a pack is written as soon as it is full: repacking an area whose every pack lost one
+    photo holds one pack in memory, not the area's photos."""
 
     def __init__(self, blobs: BlobStore, namer: Namer, school_id: str, area: str) -> None:
         self.blobs = blobs
@@ -104,10 +109,21 @@ class PackWriter:
         self.school_id = school_id
         self.area = area
         self._packs: list[_Pack] = []
+        self._eager = False
+
+    def writing(self) -> None:
+        """From now on, write each pack once full (the batch is past its guard)."""
+        self._eager = True
+        for pack in self._packs[:-1]:
+            self._write(pack)
+        self._packs = self._packs[-1:]
 
     def add(self, sealed: bytes) -> str:
         pack = self._packs[-1] if self._packs else None
         if pack is None or len(pack.parts) >= PACK_PHOTOS or pack.size + len(sealed) > PACK_BYTES:
+            if pack is not None and self._eager:
+                self._write(pack)
+                self._packs.clear()
             key = new_blob_key(self.namer, self.school_id, self.area, "pack")
             pack = _Pack(key)
             self._packs.append(pack)
@@ -116,13 +132,16 @@ class PackWriter:
         pack.size += len(sealed)
         return str(ref)
 
-    def flush(self) -> int:
-        """Write every pack; returns how many."""
+    def flush(self) -> None:
+        """Write every pack not written yet."""
         for pack in self._packs:
-            self.blobs.put(pack.key, b"".join(pack.parts))
-        written = len(self._packs)
+            self._write(pack)
         self._packs.clear()
-        return written
+
+    def _write(self, pack: _Pack) -> None:
+        if pack.parts:
+            self.blobs.put(pack.key, b"".join(pack.parts))
+            pack.parts.clear()
 
 
 def release(

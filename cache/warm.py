@@ -319,6 +319,7 @@ def _write(session: Session, batch: _Batch, plan: _Plan) -> None:
     repo.insert_records(conn, plan.inserts)
     repo.update_records(conn, plan.updates)
     repo.delete_records(conn, batch.school_id, batch.area.name, plan.trimmed)
+    batch.packs.writing()  # past the guard: packs may be written as they fill
     photo_packs.release(session, conn, batch.packs, plan.stale_blobs)
     batch.packs.flush()  # before the commit: a committed row never names a missing pack
 

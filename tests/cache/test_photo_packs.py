@@ -14,7 +14,8 @@ from sqlalchemy import Engine, select, update
 from broker.db import session_scope
 from cache.blobs import BlobStore
 from cache.models import cached_records
-from cache.photo_packs import PACK_PHOTOS, PhotoRef
+from cache.naming import Namer
+from cache.photo_packs import PACK_PHOTOS, PackWriter, PhotoRef
 from cache.service import CacheService
 from tests.cache.conftest import SCHOOL, upload
 from tests.conftest import T0
@@ -181,3 +182,21 @@ def test_a_photo_stored_whole_before_packs_still_reads_and_is_deleted_with_its_p
     upload(engine, service, PHOTOS, [], at=T0 + H)  # every pupil left
     assert list(blobs.keys()) == []  # the whole blob and the pack
     assert references(engine) == {}
+
+
+def test_packs_wait_for_the_guard_then_are_written_as_they_fill(
+    blobs: BlobStore, namer: Namer
+) -> None:
+    """Planning holds the upload's photos; past the guard a full pack is written at once,
+    so repacking a large area holds one pack in memory, not all of its photos."""
+    packs = PackWriter(blobs, namer, SCHOOL, PHOTOS)
+    for n in range(PACK_PHOTOS + 1):
+        packs.add(f"sealed {n}".encode())
+    assert list(blobs.keys()) == []  # two packs, in memory until the guard has passed
+    packs.writing()
+    assert len(list(blobs.keys())) == 1  # the full one; the open one waits for more
+    for n in range(2 * PACK_PHOTOS):
+        packs.add(f"moved {n}".encode())
+    assert len(list(blobs.keys())) == 3
+    packs.flush()
+    assert len(list(blobs.keys())) == 4
