@@ -200,7 +200,8 @@ def test_csv_is_rfc4180_and_defuses_formulas(db: ConsentDb) -> None:
         )
     text_out = "".join(csv_lines(stored(db, "sch_a")))
     assert text_out.startswith(
-        "seq,at,partner_id,consent_id,areas,record_count,decision,reason,request_id,hash\r\n"
+        "seq,at,partner_id,consent_id,areas,record_count,decision,reason,request_id,hash,"
+        "operation,fields\r\n"
     )
     assert '"in_grace, ""quoted"""' in text_out
     rows = list(csv.DictReader(io.StringIO(text_out)))
