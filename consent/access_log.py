@@ -25,7 +25,7 @@ import io
 import json
 import queue
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -638,9 +638,13 @@ class AccessLogWriter:
     max_batch: int = 500
     linger: float = 0.001
     linger_batch: int = 16
-    _queue: asyncio.Queue[_Pending | None] | None = field(default=None, init=False)
+    # Queued entries, oldest first: a deque, as asyncio.Queue's bookkeeping (its getters,
+    # its unfinished-task count and event) cost every read more than the append itself.
+    _pending: deque[_Pending] = field(default_factory=deque, init=False)
+    _accepting: bool = field(default=False, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _thread: _WriterThread | None = field(default=None, init=False)
+    # The writer task waiting for `_wake_at` entries to be queued (the first, or more).
     _waiter: asyncio.Future[None] | None = field(default=None, init=False)
     _wake_at: int = field(default=0, init=False)
     _last_batch: int = field(default=0, init=False)
@@ -655,20 +659,21 @@ class AccessLogWriter:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        """Accepting entries: started, and neither stopped nor ended by an error."""
+        return self._accepting and self._task is not None and not self._task.done()
 
     async def start(self) -> None:
-        if self.running:
+        if self._task is not None and not self._task.done():
             return
-        self._queue = asyncio.Queue()
         self._thread = _WriterThread(self._write)
-        self._task = asyncio.create_task(self._run(self._queue), name="access-log-writer")
+        self._accepting = True
+        self._task = asyncio.create_task(self._run(), name="access-log-writer")
 
     async def stop(self) -> None:
         """Write what is queued, then stop; later appends fail."""
-        if self._task is None or self._queue is None:
+        if self._task is None:
             return
-        self._queue.put_nowait(None)
+        self._accepting = False
         self._wake()
         await self._task
         self._task = None
@@ -681,11 +686,12 @@ class AccessLogWriter:
             body = entry.canonical()  # a malformed entry fails here, alone, not its batch
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
             raise AccessLogWriteError(f"the access-log entry cannot be encoded: {exc}") from exc
-        if not self.running or self._queue is None:
+        if not self._accepting:
             raise AccessLogWriteError("the access log is not accepting entries")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(entry, body, future))
-        if self._waiter is not None and self._queue.qsize() >= self._wake_at:
+        pending = self._pending
+        pending.append(_Pending(entry, body, future))
+        if self._waiter is not None and len(pending) >= self._wake_at:
             self._wake()
         return await future
 
@@ -693,57 +699,62 @@ class AccessLogWriter:
         """Append one entry in the caller's transaction (workers, tests); caller commits."""
         return append_entries(session, [entry], self.key_for)[0]
 
-    async def _run(self, queue: asyncio.Queue[_Pending | None]) -> None:
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        stopping = False
-        while not stopping:
-            first = await queue.get()
-            if first is None:
-                break
-            batch = [first]
-            stopping = self._drain(queue, batch)
-            if not stopping and self._should_linger(batch):
-                await self._linger(loop, self.linger_batch - len(batch))
-                stopping = self._drain(queue, batch)
-            self._last_batch = len(batch)
-            items = [(p.entry, p.body) for p in batch]
-            try:
-                assert self._thread is not None
-                seqs = await self._thread.write(loop, items)
-            except Exception as exc:
-                _fail(batch, exc)
-            else:
-                for pending, seq in zip(batch, seqs, strict=True):
-                    if not pending.future.done():  # the caller may have gone away
-                        pending.future.set_result(seq)
-        while not queue.empty():
-            item = queue.get_nowait()
-            if item is not None:
-                _fail([item], RuntimeError("the access-log writer stopped"))
+        pending = self._pending
+        try:
+            while pending or self._accepting:
+                if not pending:
+                    await self._wait(loop, 1, None)
+                    continue
+                batch = self._take(self.max_batch)
+                if self._accepting and self._should_linger(batch):
+                    await self._wait(loop, self.linger_batch - len(batch), self.linger)
+                    batch += self._take(self.max_batch - len(batch))
+                self._last_batch = len(batch)
+                items = [(p.entry, p.body) for p in batch]
+                try:
+                    assert self._thread is not None
+                    seqs = await self._thread.write(loop, items)
+                except Exception as exc:
+                    _fail(batch, exc)
+                else:
+                    for one, seq in zip(batch, seqs, strict=True):
+                        if not one.future.done():  # the caller may have gone away
+                            one.future.set_result(seq)
+        finally:  # stopped (nothing is queued) or ended by an error: nothing more is taken
+            self._accepting = False
+            left = list(pending)
+            pending.clear()
+            _fail(left, RuntimeError("the access-log writer stopped"))
 
-    def _drain(self, queue: asyncio.Queue[_Pending | None], batch: list[_Pending]) -> bool:
-        """Move what is queued into `batch` (up to max_batch); True if told to stop."""
-        while len(batch) < self.max_batch and not queue.empty():
-            item = queue.get_nowait()
-            if item is None:
-                return True
-            batch.append(item)
-        return False
+    def _take(self, limit: int) -> list[_Pending]:
+        """Up to `limit` queued entries, oldest first."""
+        pending = self._pending
+        if len(pending) <= limit:
+            batch = list(pending)
+            pending.clear()
+            return batch
+        return [pending.popleft() for _ in range(limit)]
 
     def _should_linger(self, batch: list[_Pending]) -> bool:
         if self.linger <= 0 or len(batch) >= min(self.linger_batch, self.max_batch):
             return False
         return len(batch) > 1 or self._last_batch > 1
 
-    async def _linger(self, loop: asyncio.AbstractEventLoop, wanted: int) -> None:
-        """Wait until `wanted` more entries have queued, or `linger` seconds have passed."""
+    async def _wait(
+        self, loop: asyncio.AbstractEventLoop, wanted: int, at_most: float | None
+    ) -> None:
+        """Wait until `wanted` entries are queued, `at_most` seconds have passed (None: no
+        limit) or the writer is told to stop."""
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter, self._wake_at = waiter, wanted
-        timer = loop.call_later(self.linger, self._wake)
+        timer = None if at_most is None else loop.call_later(at_most, self._wake)
         try:
             await waiter
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._waiter = None
 
     def _wake(self) -> None:
