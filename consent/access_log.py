@@ -652,6 +652,7 @@ class AccessLogWriter:
     # writer last left it (touched by the writer's one thread only).
     _engine: Engine | None = field(default=None, init=False)
     _heads: dict[str, tuple[int, bytes]] = field(default_factory=dict, init=False)
+    _fast: Any = field(default=None, init=False)  # `_fast_connection`'s, the thread's alone
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.linger < 0 or self.linger_batch < 1:
@@ -680,6 +681,10 @@ class AccessLogWriter:
         if self._thread is not None:
             self._thread.stop()
             self._thread = None
+        if self._fast is not None:  # the thread has ended: nothing else uses it
+            with contextlib.suppress(Exception):
+                self._fast.close()
+            self._fast = None
 
     async def append(self, entry: LogEntry) -> int:
         try:
@@ -835,21 +840,20 @@ class AccessLogWriter:
         """The schools whose heads moved and whose rows are committed."""
         assert self._engine is not None
         params = (orjson.dumps(want).decode(), orjson.dumps(rows).decode())
-        raw = self._engine.raw_connection()
-        dbapi: Any = raw.driver_connection
+        raw = self._fast_connection()
+        dbapi: Any = raw.dbapi_connection
         try:
-            dbapi.autocommit = True  # one statement, its own transaction: no BEGIN, no COMMIT
             with dbapi.cursor() as cursor:
                 cursor.execute(pg.if_heads_text, params)
-                moved = {str(row[0]) for row in cursor.fetchall()}
-            dbapi.autocommit = False
+                return {str(row[0]) for row in cursor.fetchall()}
         except Exception:
-            if not dbapi.closed:  # the server refused the statement: nothing was written
+            self._fast = None  # the next batch starts on a new connection
+            with contextlib.suppress(Exception):
                 raw.close()
+            if not dbapi.closed:  # the server refused the statement: nothing was written
                 return set()
             # The connection died with the statement in flight: it may have committed.
             # The rows say which (each planned last hash is unique to this batch).
-            raw.invalidate()
             with self.unit() as session:
                 conn = session.connection()
                 found = conn.exec_driver_sql(
@@ -864,8 +868,24 @@ class AccessLogWriter:
                     ),
                 )
                 return {str(row[0]) for row in found}
-        raw.close()
-        return moved
+
+    def _fast_connection(self) -> Any:
+        """The fast path's own connection, in autocommit (one statement, its own
+        transaction: no BEGIN, no COMMIT) for as long as it lives.  Taken out of the pool
+        (which frees its slot): a checkout and checkin per batch, and autocommit turned on
+        and off again, cost the writer more CPU than the statement."""
+        if self._fast is None:
+            assert self._engine is not None
+            raw = self._engine.raw_connection()
+            raw.detach()  # closing it now closes the connection
+            dbapi: Any = raw.dbapi_connection  # a detached one has no driver_connection
+            try:
+                dbapi.autocommit = True
+            except Exception:
+                raw.close()
+                raise
+            self._fast = raw
+        return self._fast
 
     def _write_once(self, items: list[tuple[LogEntry, bytes]], key_for: KeyFor) -> list[int]:
         dbapi: Any = None
