@@ -717,16 +717,8 @@ class AccessLogWriter:
                     await self._wait(loop, self.linger_batch - len(batch), self.linger)
                     batch += self._take(self.max_batch - len(batch))
                 self._last_batch = len(batch)
-                items = [(p.entry, p.body) for p in batch]
-                try:
-                    assert self._thread is not None
-                    seqs = await self._thread.write(loop, items)
-                except Exception as exc:
-                    _fail(batch, exc)
-                else:
-                    for one, seq in zip(batch, seqs, strict=True):
-                        if not one.future.done():  # the caller may have gone away
-                            one.future.set_result(seq)
+                assert self._thread is not None
+                await self._thread.write(loop, batch)  # its callers are answered by then
         finally:  # stopped (nothing is queued) or ended by an error: nothing more is taken
             self._accepting = False
             left = list(pending)
@@ -914,9 +906,7 @@ class _StaleConnectionError(Exception):
     pass
 
 
-_Job: TypeAlias = tuple[
-    list[tuple[LogEntry, bytes]], asyncio.AbstractEventLoop, asyncio.Future[list[int]]
-]
+_Job: TypeAlias = tuple[list[_Pending], asyncio.AbstractEventLoop, asyncio.Future[None]]
 
 
 class _WriterThread:
@@ -925,7 +915,8 @@ class _WriterThread:
     Not `run_in_executor`: a pool's hand-off (its work item, a concurrent future chained to
     the loop's, an idle semaphore released after every job) cost more per batch than the
     batch's own bookkeeping.  Here a batch is one put on a C queue and one call back into
-    the loop.
+    the loop, which answers the batch's callers itself: they resume in the loop's next
+    turn, not one turn later, after the writer's task has woken to answer them.
     """
 
     def __init__(self, write: Callable[[list[tuple[LogEntry, bytes]]], list[int]]) -> None:
@@ -936,12 +927,11 @@ class _WriterThread:
         self._thread = threading.Thread(target=self._serve, name="access-log", daemon=True)
         self._thread.start()
 
-    def write(
-        self, loop: asyncio.AbstractEventLoop, items: list[tuple[LogEntry, bytes]]
-    ) -> asyncio.Future[list[int]]:
-        """A future of the batch's seqs (or of its failure), resolved in `loop`."""
-        done: asyncio.Future[list[int]] = loop.create_future()
-        self._jobs.put((items, loop, done))
+    def write(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> asyncio.Future[None]:
+        """Write `batch`; the future is done once each of its callers has its seq (or the
+        batch's failure), in `loop`."""
+        done: asyncio.Future[None] = loop.create_future()
+        self._jobs.put((batch, loop, done))
         return done
 
     def stop(self) -> None:
@@ -951,27 +941,37 @@ class _WriterThread:
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
-            items, loop, done = job
+            batch, loop, done = job
             seqs: list[int] | None = None
             failure: BaseException | None = None
             try:
-                seqs = self._write(items)
+                seqs = self._write([(p.entry, p.body) for p in batch])
             except BaseException as exc:  # the batch's failure is its callers' to see
                 failure = exc
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
-                loop.call_soon_threadsafe(_settle, done, seqs, failure)
+                loop.call_soon_threadsafe(_settle, batch, done, seqs, failure)
 
 
 def _settle(
-    done: asyncio.Future[list[int]], seqs: list[int] | None, exc: BaseException | None
+    batch: list[_Pending],
+    done: asyncio.Future[None],
+    seqs: list[int] | None,
+    failure: BaseException | None,
 ) -> None:
-    if done.cancelled():  # the writer's task was cancelled while the batch was written
-        return
-    if exc is not None:
-        done.set_exception(exc)
-    else:
-        assert seqs is not None
-        done.set_result(seqs)
+    """In the loop: each caller's seq, or the batch's failure; then the writer's turn."""
+    try:
+        if failure is not None:
+            _fail(batch, failure)
+        else:
+            assert seqs is not None
+            for one, seq in zip(batch, seqs, strict=True):
+                if not one.future.done():  # the caller may have gone away
+                    one.future.set_result(seq)
+    except Exception as exc:  # seqs not matching the batch: no caller is left waiting
+        _fail(batch, exc)
+    finally:
+        if not done.cancelled():  # the writer's task was cancelled meanwhile
+            done.set_result(None)
 
 
 def _fail(batch: Iterable[_Pending], exc: BaseException) -> None:
