@@ -109,6 +109,8 @@ def link_hash_canonical(
 
 def utc_text(value: datetime) -> str:
     """A time as `canonical` writes it: UTC, microseconds, `Z` (naive times are refused)."""
+    if value.tzinfo is UTC and type(value) is datetime:  # already UTC: skip the conversion
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"  # less its "+00:00"
     if value.utcoffset() is None:
         raise ValueError("naive datetime in an access-log entry")
     utc = value.astimezone(UTC).replace(tzinfo=None)

@@ -144,6 +144,31 @@ async def test_an_entry_that_cannot_be_written_fails_its_read(db: ConsentDb) -> 
         await writer.append(entry(db, 3))
 
 
+async def test_stop_writes_everything_queued_then_refuses_and_the_writer_restarts(
+    db: ConsentDb,
+) -> None:
+    db.keyring.audit_key()
+    writer = AccessLogWriter(
+        lambda: session_scope(db.engine), db.keyring.key_for, max_batch=3, linger=5.0
+    )
+    await writer.start()
+    queued = [asyncio.ensure_future(writer.append(entry(db, n))) for n in range(10)]
+    await asyncio.sleep(0)  # every append has queued its entry (more than a batch holds)
+    await writer.stop()
+    assert [q.result() for q in queued] == list(range(1, 11))
+    assert not writer.running
+    with pytest.raises(AccessLogWriteError, match="not accepting"):
+        await writer.append(entry(db, 10))
+    await writer.start()
+    try:
+        assert await writer.append(entry(db, 11)) == 11
+    finally:
+        await writer.stop()
+    with Session(db.engine) as session:
+        report = verify(session, "sch_a", db.keyring.key_for("sch_a"))
+    assert (report.entries, report.breaks) == (11, [])
+
+
 def test_a_malformed_entry_is_refused_before_it_is_queued(db: ConsentDb) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         entry(db, at=datetime(2026, 1, 1))

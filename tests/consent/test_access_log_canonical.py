@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consent.access_log import LogEntry
-from consent.chain import canonical, genesis, link_hash, link_hash_canonical
+from consent.chain import canonical, genesis, link_hash, link_hash_canonical, utc_text
 from consent.models import LogDecision
 
 KEY = bytes(range(32))
@@ -182,3 +182,19 @@ def test_random_entries_encode_and_link_exactly_as_before(
             prev, seq, entry.chained(), key
         )
         assert body == b'{"entry":' + new + b',"seq":' + str(seq).encode() + b"}"
+
+
+# The clock's own times (UTC, any microsecond, 0 included), which take orjson's time format.
+UTC_TIMES = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)).map(
+    lambda t: t.replace(tzinfo=UTC)
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(UTC_TIMES, st.sampled_from([0, 1, 999_999, None]))
+def test_utc_times_are_written_as_before(at: datetime, microsecond: int | None) -> None:
+    if microsecond is not None:
+        at = at.replace(microsecond=microsecond)
+    entry = log_entry(at=at)
+    assert entry.canonical() == reference_canonical(entry.chained())
+    assert utc_text(at) == reference_canonical({"at": at})[7:-2].decode()

@@ -122,17 +122,26 @@ async def test_a_group_commit_of_many_entries_is_one_statement_for_all_its_rows(
         assert units == 0
         assert len(statements.sent) == 1
         assert "INSERT INTO ACCESS_LOG " in statements.sent[0]
-        with engine.connect() as conn:  # the pooled connection went back as it came
+        # On a connection of its own, out of the pool: the pool's are as they were.
+        held = writer._fast.dbapi_connection
+        assert held.autocommit is True
+        with engine.connect() as conn:
+            assert conn.connection.driver_connection is not held
             assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
+        statements.clear()
+        assert len(await sixty(121)) == 60
+        assert len(statements.sent) == 1  # the same connection, still one statement
+        assert writer._fast.dbapi_connection is held
     finally:
         await writer.stop()
         engine.dispose()
+    assert held.closed  # stopping closed it
     assert sorted(first) == sorted(n for n in range(2, 22) for _ in SCHOOLS)
     assert sorted(second) == sorted(n for n in range(22, 42) for _ in SCHOOLS)
     with Session(db.engine) as session:
         for school in SCHOOLS:
             report = verify(session, school, db.keyring.key_for(school))
-            assert (report.entries, report.head_seq, report.breaks) == (41, 41, [])
+            assert (report.entries, report.head_seq, report.breaks) == (61, 61, [])
 
 
 async def test_a_head_moved_by_another_writer_goes_through_the_lock(
@@ -337,3 +346,32 @@ async def test_a_group_commit_stores_every_column_as_the_generic_path_does(
         for school in ("sch_a", "sch_b"):
             report = verify(session, school, db.keyring.key_for(school))
             assert (report.entries, report.breaks) == (6, [])
+
+
+async def test_the_fast_paths_own_connection_dropped_between_batches_costs_no_read(
+    db: ConsentDb, database_url: str
+) -> None:
+    """The fast path keeps its connection between batches: found dead, it is in doubt (the
+    rows say nothing was written), replaced, and the batch written once."""
+    db.keyring.audit_key()
+    engine = make_engine(database_url, pre_ping=False)
+    writer = AccessLogWriter(partial(session_scope, engine), db.keyring.key_for)
+    await writer.start()
+    try:
+        assert await writer.append(entry(db, 1)) == 1  # the locking path
+        assert await writer.append(entry(db, 2)) == 2  # the fast path, on its own connection
+        held = writer._fast.dbapi_connection
+        with db.engine.connect() as admin:
+            assert admin.execute(
+                text("SELECT pg_terminate_backend(:p)"), {"p": held.info.backend_pid}
+            ).one()[0]
+        assert await writer.append(entry(db, 3)) == 3
+        assert await writer.append(entry(db, 4)) == 4
+        assert writer._fast.dbapi_connection is not held
+    finally:
+        await writer.stop()
+        engine.dispose()
+    with Session(db.engine) as session:
+        assert count_entries(session, "sch_a") == 4
+        report = verify(session, "sch_a", db.keyring.key_for("sch_a"))
+        assert (report.entries, report.head_seq, report.breaks) == (4, 4, [])

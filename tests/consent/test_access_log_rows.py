@@ -13,6 +13,7 @@ from datetime import UTC, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, insert
 from sqlmodel import Session, select
@@ -218,3 +219,25 @@ def test_a_whole_second_is_stored_in_the_databases_own_format(db: ConsentDb) -> 
         assert at == "2026-11-23 09:00:00.000000"
     else:
         assert at == "2026-11-23 09:00:00"
+
+
+def test_a_postgresql_row_built_in_one_step_is_the_generic_one() -> None:
+    """`_PgRows.entry_row` writes each column by name; it must give exactly what converting
+    `_Statements.row` column by column gives, for every kind of entry."""
+    from sqlalchemy import create_engine
+
+    from consent.access_log import _pg_rows, _statements
+
+    dialect = create_engine("postgresql+psycopg://", module=psycopg).dialect  # no connection
+    sql, pg = _statements(dialect), _pg_rows()
+    entries = (
+        *ENTRIES,
+        log_entry(fields=("upn", "forename"), request_id="req-0007"),
+        log_entry(fields=(), operation="write", request_id="req-0008"),
+        log_entry(areas=("a", "b", "c"), fields=("x",), decision="denied", consent_id=None),
+    )
+    for seq, one in enumerate(entries * 2, start=1):  # again: from the memos this time
+        digest = bytes([seq]) * 32
+        generic = sql.row(one, seq, digest)
+        assert isinstance(generic, dict)
+        assert pg.entry_row(sql, one, seq, digest) == pg.row(generic)

@@ -198,9 +198,12 @@ def test_a_single_byte_change_is_found_at_its_seq(rows: list[Row], data: st.Data
     raw[position] = data.draw(st.integers(32, 126).filter(lambda b: b != raw[position]))
     try:
         altered = json.loads(raw.decode())
+        # A digit turned into an exponent can make a float JSON has no value for ("1e999"
+        # is infinity), which `canonical` refuses: not an entry anyone could have stored.
+        changed = isinstance(altered, dict) and canonical(altered) != canonical(content)
     except ValueError:
-        altered = None
-    assume(isinstance(altered, dict) and canonical(altered) != canonical(content))
+        altered, changed = None, False
+    assume(changed)
     assert isinstance(altered, dict)
     tampered = [*rows[:k], (seq, altered, digest), *rows[k + 1 :]]
     assert first(verify_chain(SCHOOL, tampered)) == (seq, "altered")
