@@ -3,26 +3,15 @@ written both ways read back identical, as raw column values and through the ORM 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, insert, text
 
-from broker.db import make_engine, upgrade
 from cache import repository as repo
 from cache.models import cached_records
 
 LONDON_SUMMER = timezone(timedelta(hours=1))
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def rows(school: str, version: int) -> list[dict[str, Any]]:
