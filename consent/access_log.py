@@ -402,12 +402,18 @@ _PG_SET_HEADS: Final = (
 # lock held between round trips.  A head moves only if it is still where this writer left
 # it, and only moved schools' rows are inserted; any other (another process or a worker
 # appended since) comes back unmoved and goes through the locking path.
+# The heads are locked first, in school order (the locking path's order too): an UPDATE
+# joined to a list takes its rows in the join's order, and two writers' batches of the same
+# schools in different orders deadlocked.
 _PG_MOVE_KNOWN_HEADS: Final = (
     "WITH want AS (SELECT * FROM json_to_recordset(%s::json)"
     " AS w(school_id text, from_seq int8, from_hash text, to_seq int8, to_hash text)),"
+    " locked AS MATERIALIZED (SELECT h.school_id FROM access_log_heads AS h"
+    " WHERE h.school_id IN (SELECT school_id FROM want) ORDER BY h.school_id FOR UPDATE),"
     " moved AS (UPDATE access_log_heads AS h"
     " SET last_seq = w.to_seq, last_hash = decode(w.to_hash, 'hex') FROM want AS w"
-    " WHERE h.school_id = w.school_id AND h.last_seq = w.from_seq"
+    " WHERE h.school_id = w.school_id AND h.school_id IN (SELECT school_id FROM locked)"
+    " AND h.last_seq = w.from_seq"
     " AND h.last_hash = decode(w.from_hash, 'hex') RETURNING h.school_id)"
 )
 _PG_COMMITTED: Final = (
@@ -769,12 +775,21 @@ class AccessLogWriter:
         rest = [index for index, seq in enumerate(seqs) if seq is None]
         if rest:
             locked = [items[index] for index in rest]
-            try:
-                written = self._write_once(locked, keys.__getitem__)
-            except _StaleConnectionError:
-                # Found dead before its commit (the pool does not ping: a round trip per
-                # batch); the unit's rollback has discarded it.  Once more, on a new one.
-                written = self._write_once(locked, keys.__getitem__)
+            for attempt in range(_DEADLOCK_ATTEMPTS):
+                try:
+                    written = self._write_once(locked, keys.__getitem__)
+                    break
+                except _StaleConnectionError:
+                    # Found dead before its commit (the pool does not ping: a round trip
+                    # per batch); the unit's rollback has discarded it.  Once more, on a
+                    # new one.
+                    written = self._write_once(locked, keys.__getitem__)
+                    break
+                except Exception as exc:
+                    # PostgreSQL broke a deadlock by rolling this transaction back: nothing
+                    # of it was written, and the next try finds the other writer done.
+                    if _sqlstate(exc) != "40P01" or attempt == _DEADLOCK_ATTEMPTS - 1:
+                        raise
             for index, seq in zip(rest, written, strict=True):
                 seqs[index] = seq
         return [seq for seq in seqs if seq is not None]
@@ -842,11 +857,13 @@ class AccessLogWriter:
                 cursor.execute(pg.if_heads_text, params)
                 return {str(row[0]) for row in cursor.fetchall()}
         except Exception:
+            if not dbapi.closed:
+                # The server refused the statement (a deadlock broken, say): in autocommit
+                # nothing of it was written, and the connection is good for the next.
+                return set()
             self._fast = None  # the next batch starts on a new connection
             with contextlib.suppress(Exception):
                 raw.close()
-            if not dbapi.closed:  # the server refused the statement: nothing was written
-                return set()
             # The connection died with the statement in flight: it may have committed.
             # The rows say which (each planned last hash is unique to this batch).
             with self.unit() as session:
@@ -903,6 +920,15 @@ class AccessLogWriter:
             if dbapi is not None and dbapi.closed and not committing:
                 raise _StaleConnectionError(str(exc)) from exc
             raise
+
+
+_DEADLOCK_ATTEMPTS: Final = 3
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, through SQLAlchemy's wrapper if any."""
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None)
 
 
 class _StaleConnectionError(Exception):

@@ -250,6 +250,11 @@ def test_up_serves_https_and_says_so(tmp_path: Path, pem: tuple[Path, Path]) -> 
     try:
         assert wait_until(lambda: ready() or proc.poll() is not None, 120)
         assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+        # The API answers before `up` has seen every process start and says so: wait for
+        # the line, not for the API alone, before stopping it.
+        said = f"misbroker is up at https://127.0.0.1:{port}"
+        up_log = tmp_path / "up.log"
+        assert wait_until(lambda: said in up_log.read_text() or proc.poll() is not None, 120)
         assert _handshake(port, trusted) == "TLSv1.3"
         health = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=trusted, timeout=30)
         assert "strict-transport-security" in health.headers
