@@ -104,6 +104,7 @@ class WalCheckpointer:
         database = engine.url.database
         self.wal_path = Path(f"{database}-wal") if database else None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def run_once(self) -> tuple[int, int, int]:
         """(busy, WAL frames, frames checkpointed), as `PRAGMA wal_checkpoint` reports."""
@@ -120,13 +121,15 @@ class WalCheckpointer:
 
     async def start(self) -> None:
         if self._task is None:
+            self._stopping = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="wal-checkpointer")
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task  # it never ends with an error: _run catches them
+            # Not `cancel()`: cancelling `to_thread` abandons its thread, not the checkpoint
+            # running in it, which would then race the last checkpoint below (and lose).
+            self._stopping.set()
+            await self._task  # it never ends with an error: _run catches them
             self._task = None
         try:
             await asyncio.to_thread(self.run_once)
@@ -134,8 +137,10 @@ class WalCheckpointer:
             log.warning("could not checkpoint the SQLite WAL at shutdown: %s", exc)
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
+                return
             try:
                 await asyncio.to_thread(self.run_once)
             except Exception as exc:  # a busy pool, a locked file: try again next tick

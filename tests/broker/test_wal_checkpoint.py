@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -127,3 +128,43 @@ async def test_a_steady_stream_of_commits_cannot_grow_the_wal_without_end(
         await checkpointer.stop()
         writer.dispose()
         checkpointer.engine.dispose()
+
+
+async def test_stopping_waits_for_the_checkpoint_in_flight(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelling `to_thread` leaves its thread running: the last checkpoint at shutdown
+    then raced the one in flight and SQLite answered busy (CI saw (1, -1, -1))."""
+    checkpointer = WalCheckpointer(make_engine(url), interval=0.001)
+    in_flight = threading.Event()
+    release = threading.Event()
+    lock = threading.Lock()
+    running = 0
+    overlaps: list[int] = []
+
+    def slow() -> tuple[int, int, int]:
+        nonlocal running
+        with lock:
+            running += 1
+            overlaps.append(running)
+        try:
+            if not in_flight.is_set():
+                in_flight.set()
+                release.wait(timeout=30)
+            return (0, 0, 0)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(checkpointer, "run_once", slow)
+    await checkpointer.start()
+    await asyncio.to_thread(in_flight.wait, 30)
+    stopping = asyncio.create_task(checkpointer.stop())
+    for _ in range(50):  # let stop() run as far as it will before the first call ends
+        await asyncio.sleep(0)
+    assert not stopping.done()  # it waits for the checkpoint in flight
+    release.set()
+    await stopping
+    assert max(overlaps) == 1  # never two checkpoints at once
+    assert len(overlaps) == 2  # the one in flight, then the last one at shutdown
+    checkpointer.engine.dispose()
