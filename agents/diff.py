@@ -1,7 +1,8 @@
 """What changed since the last upload: per-record hashes in, upserts and deletions out.
 
 Pure.  A record's hash is BLAKE2b of its canonical JSON (keys sorted at every level), so a
-record the MIS re-renders in another key order is not a change.
+record the MIS re-renders in another key order is not a change.  The same canonical bytes
+are what the upload body carries: each record is serialised once, when it is checked.
 """
 
 from __future__ import annotations
@@ -17,9 +18,17 @@ Record = dict[str, Any]
 HASH_BYTES = 16
 
 
+def canonical(record: Mapping[str, Any]) -> bytes:
+    """Compact JSON with keys sorted at every level: what is hashed and what is sent."""
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
 def record_hash(record: Mapping[str, Any]) -> bytes:
-    canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(canonical, digest_size=HASH_BYTES).digest()
+    return hash_of(canonical(record))
+
+
+def hash_of(encoded: bytes) -> bytes:
+    return hashlib.blake2b(encoded, digest_size=HASH_BYTES).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +42,8 @@ class Diff:
     hashes: dict[str, bytes] = field(repr=False)
     # Quarantined ids the MIS still has but sent invalid: never upserted, never deleted.
     kept: frozenset[str] = frozenset()
+    # The upserts' canonical JSON, in the same order: the body's records.
+    encoded: list[bytes] = field(default_factory=list, repr=False)
 
     @property
     def empty(self) -> bool:
@@ -45,6 +56,7 @@ def compute(
     *,
     full: bool,
     keep: Collection[str] = (),
+    encoded: Iterable[bytes] | None = None,
 ) -> Diff:
     """Compare the MIS's records with the stored hashes of what the broker was sent.
 
@@ -52,20 +64,34 @@ def compute(
     a delta carries new and changed records and the ids that disappeared.  Ids in `keep`
     (quarantined: in the MIS, but invalid there now) count as unchanged: a delta does not
     delete them and a full keeps their stored hash, so what the broker holds for them
-    stays as it was until the MIS sends a valid record again.
+    stays as it was until the MIS sends a valid record again.  `encoded` is each record's
+    `canonical` JSON, when the caller has it already.
     """
     current: dict[str, bytes] = {}
     upserts: list[Record] = []
-    for record in records:
-        digest = record_hash(record)
+    sent: list[bytes] = []
+    records = list(records)
+    encodings = [canonical(r) for r in records] if encoded is None else list(encoded)
+    if len(encodings) != len(records):
+        raise ValueError("one encoding per record")
+    for record, body in zip(records, encodings, strict=True):
+        digest = hash_of(body)
         record_id = str(record["id"])
         current[record_id] = digest
         if full or stored.get(record_id) != digest:
             upserts.append(record)
+            sent.append(body)
     kept = frozenset(keep) - current.keys()
     if full:
         carried = {i: stored[i] for i in kept if i in stored}
-        return Diff(True, upserts, [], hashes=current | carried, kept=kept)
+        return Diff(True, upserts, [], hashes=current | carried, kept=kept, encoded=sent)
     deleted = sorted(set(stored) - set(current) - kept)
     changed = {str(r["id"]): current[str(r["id"])] for r in upserts}
-    return Diff(full=False, upserts=upserts, deleted=deleted, hashes=changed, kept=kept)
+    return Diff(
+        full=False,
+        upserts=upserts,
+        deleted=deleted,
+        hashes=changed,
+        kept=kept,
+        encoded=sent,
+    )

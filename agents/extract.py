@@ -29,12 +29,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-import orjson
-
 from agents.batching import Part, body_bytes, envelope_bytes, gzip_body, pack, render, spooled
 from agents.config import DEFAULT_MAX_BATCH_BYTES
 from agents.deletion_guard import DEFAULT_LIMIT, DeletionLimit, HeldDeletion, holds
-from agents.diff import Diff, Record, compute
+from agents.diff import Diff, Record, canonical, compute
 from agents.mis.base import AdapterError, MisAdapter, Quarantined, read_area
 from agents.quarantine import (
     DEFAULT_INVALID_LIMIT,
@@ -90,6 +88,7 @@ class Checked:
     """Records the broker will accept, and one-line problems (no content) for the rest."""
 
     good: list[Record] = field(default_factory=list)
+    encoded: list[bytes] = field(default_factory=list)  # each good record's canonical JSON
     invalid: list[str] = field(default_factory=list)
     too_large: list[str] = field(default_factory=list)
     # Every record left out, the adapter's own quarantine included.
@@ -142,8 +141,9 @@ def check(
             )
             continue
         seen.add(str(record_id))
+        encoded = canonical(record)
         if batch_limit is not None:
-            size = len(orjson.dumps(record))
+            size = len(encoded)
             if overhead + size > batch_limit:
                 out.too_large.append(
                     f"record {index} ({record_id}): {size} bytes as JSON, too large for"
@@ -154,14 +154,14 @@ def check(
                 )
                 continue
         out.good.append(record)
+        out.encoded.append(encoded)
     return out
 
 
 def build_body(batch_id: str, area: str, extracted_at: datetime, diff: Diff) -> bytes:
     """One gzipped body holding the whole diff (no size limit)."""
     mode = "full" if diff.full else "delta"
-    encoded = [orjson.dumps(r) for r in diff.upserts]
-    return gzip_body(render(batch_id, area, mode, extracted_at, encoded, diff.deleted))
+    return gzip_body(render(batch_id, area, mode, extracted_at, diff.encoded, diff.deleted))
 
 
 class Extractor:
@@ -223,7 +223,7 @@ class Extractor:
         stored = self._state.hashes(area)
         keep = checked.kept | (stored.keys() if read.keep_absent else frozenset())
         full = full and not (read.from_delta or read.keep_absent)
-        diff = compute(checked.good, stored, full=full, keep=keep)
+        diff = compute(checked.good, stored, full=full, keep=keep, encoded=checked.encoded)
         held = self._guard(area, diff, stored)
         if held is not None and not confirmed:
             return self._held(held, started)
@@ -258,7 +258,7 @@ class Extractor:
         self, area: str, now: datetime, diff: Diff, stored: Mapping[str, bytes], limit: int
     ) -> tuple[str, list[Part]]:
         """The batches' mode and content: one real full if it fits, else deltas (see above)."""
-        encoded = [orjson.dumps(r) for r in diff.upserts]
+        encoded = diff.encoded
         if diff.full:
             # A real full deletes every id it leaves out: never one with a quarantined id.
             fits = body_bytes(envelope_bytes(area, "full", now, self._extra), encoded, ()) <= limit

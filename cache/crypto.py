@@ -16,6 +16,7 @@ years, and `KeyRing.rotate_data_key` starts a fresh count.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from dataclasses import dataclass, field
@@ -78,27 +79,27 @@ class Slot:
     associated_data: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        get_area(self.area)
-        check_id("school_id", self.school_id)
+        if type(self.kind) is not SlotKind:
+            object.__setattr__(self, "kind", SlotKind(self.kind))
         check_id("record_id", self.record_id)
         if not 0 <= self.record_version < 2**64:
             raise ValueError("record_version must fit in a uint64")
-        if type(self.kind) is not SlotKind:
-            object.__setattr__(self, "kind", SlotKind(self.kind))
-        object.__setattr__(self, "associated_data", self._encode())
-
-    def _encode(self) -> bytes:
         # Every field is length-prefixed, so ("ab", "c") and ("a", "bc") never collide.
-        return b"".join(
-            (
-                _SLOT_LABEL,
-                _prefixed(self.kind),
-                _prefixed(self.school_id),
-                _prefixed(self.area),
-                _prefixed(self.record_id),
-                _U64.pack(self.record_version),
-            )
+        encoded = (
+            _slot_prefix(self.kind, self.school_id, self.area)
+            + _prefixed(self.record_id)
+            + _U64.pack(self.record_version)
         )
+        object.__setattr__(self, "associated_data", encoded)
+
+
+@functools.lru_cache(maxsize=4096)
+def _slot_prefix(kind: SlotKind, school_id: str, area: str) -> bytes:
+    """The start of a slot's encoding, checked once per school and area: an upload builds
+    a slot for every record, and a read one for every record it opens."""
+    get_area(area)
+    check_id("school_id", school_id)
+    return _SLOT_LABEL + _prefixed(kind) + _prefixed(school_id) + _prefixed(area)
 
 
 def seal(keyring: KeyRing, slot: Slot, plaintext: bytes) -> bytes:

@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -107,19 +106,29 @@ class Namer:
         return self._derived()[2]
 
 
-@dataclass(frozen=True, slots=True)
 class SchoolMacs:
-    """Keyed digests of one school's record ids and record contents."""
+    """Keyed digests of one school's record ids and record contents.
 
-    record_key_mac: bytes
-    content_mac: bytes
+    Each digest starts from a copy of an HMAC already keyed: keying one anew hashes two
+    blocks first, a third of the cost for a short record id (every record of an upload
+    takes both digests).
+    """
+
+    __slots__ = ("_content", "_record_key")
+
+    def __init__(self, record_key_mac: bytes, content_mac: bytes) -> None:
+        self._record_key = hmac.new(record_key_mac, digestmod=hashlib.sha256)
+        self._content = hmac.new(content_mac, digestmod=hashlib.sha256)
 
     def record_key(self, record_id: str) -> str:
-        digest = hmac.new(self.record_key_mac, record_id.encode(), hashlib.sha256)
+        digest = self._record_key.copy()
+        digest.update(record_id.encode())
         return digest.hexdigest()[:_NAME_HEX]
 
     def content_hash(self, canonical: bytes) -> bytes:
-        return hmac.new(self.content_mac, canonical, hashlib.sha256).digest()[:16]
+        digest = self._content.copy()
+        digest.update(canonical)
+        return digest.digest()[:16]
 
 
 def school_macs(keyring: KeyRing, school_id: str) -> SchoolMacs:

@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy import (
     Connection,
     Insert,
+    LargeBinary,
     Row,
     and_,
     bindparam,
@@ -333,7 +334,9 @@ class _Bulk:
         self.text: str = compiled.string
         self.names: tuple[str, ...] = tuple(compiled.positiontup)
         self.processors = tuple(
-            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            None
+            if _binds_bytes_as_they_are(compiled.binds[name].type, dialect)
+            else compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             for name in self.names
         )
 
@@ -370,6 +373,13 @@ class _Bulk:
 
 
 _UNSEEN: Final = object()
+
+
+def _binds_bytes_as_they_are(type_: Any, dialect: Any) -> bool:
+    """sqlite3 stores `bytes` as a BLOB itself: SQLAlchemy's processor only wraps each value
+    in `sqlite3.Binary` (a memoryview), which cost two objects per row and stores the same."""
+    return dialect.name == "sqlite" and isinstance(type_, LargeBinary)
+
 
 # PostgreSQL: a batch's rows as one JSON document per statement (json_to_recordset), not an
 # executemany: psycopg runs that in pipeline mode, whose wait spins on the always-writable

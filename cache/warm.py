@@ -117,17 +117,29 @@ class _Batch:
     extracted_at: datetime
     now: datetime
 
-    def row(self, record_key: str, seq: int, **values: Any) -> dict[str, Any]:
-        base = {
+    def row(
+        self,
+        record_key: str,
+        seq: int,
+        *,
+        deleted: bool,
+        content_hash: bytes,
+        ciphertext: bytes,
+        blob_key: str | None = None,
+    ) -> dict[str, Any]:
+        # One literal: built for every record of an upload, merging dicts showed in profiles.
+        return {
             "school_id": self.school_id,
             "area": self.area.name,
             "record_key": record_key,
             "seq": seq,
             "changed_at": self.now,
+            "deleted": deleted,
             "as_of": self.extracted_at,
-            "blob_key": None,
+            "content_hash": content_hash,
+            "ciphertext": ciphertext,
+            "blob_key": blob_key,
         }
-        return {**base, **values}
 
 
 def apply_batch(
@@ -221,8 +233,14 @@ def _plan_upsert(
     ciphertext = seal(
         batch.keyring, record_slot(batch.school_id, batch.area.name, record_key, seq), stored
     )
-    row = batch.row(record_key, seq, deleted=False, content_hash=digest, ciphertext=ciphertext)
-    row["blob_key"] = blob_key
+    row = batch.row(
+        record_key,
+        seq,
+        deleted=False,
+        content_hash=digest,
+        ciphertext=ciphertext,
+        blob_key=blob_key,
+    )
     if old is None:
         plan.inserts.append(row)
     else:

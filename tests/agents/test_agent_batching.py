@@ -53,7 +53,8 @@ def test_build_body_is_unchanged_for_one_batch() -> None:
         "area": AREA,
         "mode": "delta",
         "extracted_at": "2025-11-19T02:00:00.000000Z",
-        "records": rows,
+        # Records travel as they were hashed: canonical JSON, keys sorted.
+        "records": [{"forename": "Zoë", "id": "a"}, {"forename": None, "id": "b"}],
         "deleted": ["gone"],
     }
     assert gzip.decompress(build_body(BATCH_ID, AREA, NOW, diff)) == orjson.dumps(document)
