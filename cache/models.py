@@ -76,7 +76,6 @@ class CachedRecord(SQLModel, table=True):
     __tablename__ = "cached_records"
     __table_args__ = (
         Index("ix_cached_records_seq", "school_id", "area", "seq", unique=True),
-        Index("ix_cached_records_changed_at", "school_id", "area", "changed_at"),
     )
 
     school_id: str = Field(primary_key=True, max_length=256)
