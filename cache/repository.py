@@ -6,6 +6,7 @@ caller commits.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -350,20 +351,22 @@ class _Bulk:
         return found
 
     def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        width = len(self.names)
-        seen: list[Any] = [_UNSEEN] * width
-        bound: list[Any] = [None] * width
-        params = []
+        values_of = operator.itemgetter(*self.names)  # one C call per row for the plain ones
+        processed = [(i, p) for i, p in enumerate(self.processors) if p is not None]
+        seen: list[Any] = [_UNSEEN] * len(self.names)
+        bound: list[Any] = [None] * len(self.names)
+        params: list[Any] = []
         for row in rows:
-            values = []
-            for i, (name, process) in enumerate(zip(self.names, self.processors, strict=True)):
-                value = row[name]
-                if process is not None and value is not None:
-                    if value is not seen[i]:
-                        seen[i], bound[i] = value, process(value)
-                    value = bound[i]
-                values.append(value)
-            params.append(tuple(values))
+            values = values_of(row)
+            if processed:
+                values = list(values)
+                for i, process in processed:
+                    value = values[i]
+                    if value is not None:
+                        if value is not seen[i]:
+                            seen[i], bound[i] = value, process(value)
+                        values[i] = bound[i]
+            params.append(values)
         dbapi: Any = conn.connection.dbapi_connection
         cursor = dbapi.cursor()
         try:
