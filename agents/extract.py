@@ -43,7 +43,7 @@ from agents.quarantine import (
 )
 from agents.state import AgentState
 from agents.telemetry import RecentErrors
-from consent.areas import get_area, validate_record
+from consent.areas import get_area, record_is_valid, validate_record
 
 log = logging.getLogger("agents.extract")
 MAX_PROBLEMS_SHOWN = 3
@@ -126,7 +126,7 @@ def check(
     out = Checked(quarantined=list(quarantined))
     seen: set[str] = set()
     for index, record in enumerate(records):
-        errors = list(validate_record(spec, index, record))
+        errors = [] if record_is_valid(spec, record) else list(validate_record(spec, index, record))
         record_id = record.get("id") if isinstance(record, dict) else None
         if not errors and record_id in seen:
             out.invalid.append(f"record {index} ({record_id}): duplicate id")

@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.config import parse_config
 from agents.logs import configure as configure_logging
+from agents.mis.base import MisAdapter
 from agents.mis.synthetic import SyntheticMis
 from agents.runner import Agent
 from agents.state import AgentState
@@ -145,7 +146,7 @@ class Prerendered:
         return iter(self._records[area])
 
 
-def make_agent(root: Path, url: str, key: str, mis: Prerendered, n: int) -> Agent:
+def make_agent(root: Path, url: str, key: str, mis: MisAdapter, n: int) -> Agent:
     document = {
         "broker_url": url,
         "agent_key": key,

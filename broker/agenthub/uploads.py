@@ -24,6 +24,7 @@ from consent.areas import (
     get_area,
     is_valid_record_id,
     parse_instant,
+    record_is_valid,
     validate_record,
 )
 
@@ -163,10 +164,11 @@ def parse_upload(
     error_count = 0  # every error is counted; only the first few are kept
     seen: set[str] = set()
     for index, record in enumerate(records):
-        for found in validate_record(area, index, record):
-            error_count += 1
-            if len(errors) < MAX_REPORTED_ERRORS:
-                errors.append(found)
+        if not record_is_valid(area, record):  # the quick test first: most records pass
+            for found in validate_record(area, index, record):
+                error_count += 1
+                if len(errors) < MAX_REPORTED_ERRORS:
+                    errors.append(found)
         record_id = record.get("id") if isinstance(record, dict) else None
         if isinstance(record_id, str):
             if record_id in seen:
