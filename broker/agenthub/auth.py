@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Final
 
 from fastapi import Depends, Request
-from sqlmodel import Session
+from sqlalchemy import Connection, bindparam
+from sqlmodel import col, select
 
-from broker.db import session_scope
 from broker.deps import get_resources
 from broker.errors import AuthenticationError, ForbiddenError
 from broker.resources import Resources
 from broker.schools.models import Agent, School, SchoolStatus
-from broker.schools.repository import SchoolRepository
 from broker.security import digest_secret
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="misbroker-agent"'}
@@ -37,27 +36,39 @@ def bearer_of(header: str) -> str | None:
     return token.strip()
 
 
-def authenticate_agent(session: Session, token: str | None) -> tuple[Agent, School]:
+_PRINCIPAL_OF_KEY: Final = (
+    select(
+        col(Agent.id),
+        col(Agent.school_id),
+        col(Agent.revoked_at),
+        col(School.status),
+    )
+    .select_from(Agent)
+    .outerjoin(School, col(School.id) == col(Agent.school_id))
+    .where(col(Agent.key_hash) == bindparam("key_hash"))
+)
+
+
+def authenticate_agent(connection: Connection, token: str | None) -> AgentPrincipal:
+    """The agent a key belongs to, if it is live and its school open; one query, no ORM
+    objects: every upload, poll and telemetry report starts here."""
     if not token:
         raise AuthenticationError(
             "an agent key is required (Authorization: Bearer)", headers=_CHALLENGE
         )
-    repo = SchoolRepository(session)
-    agent = repo.agent_by_key_hash(digest_secret(token))
-    if agent is None or agent.revoked_at is not None:
+    row = connection.execute(_PRINCIPAL_OF_KEY, {"key_hash": digest_secret(token)}).first()
+    if row is None or row.revoked_at is not None:
         raise AuthenticationError("unknown or revoked agent key", headers=_CHALLENGE)
-    school = repo.get(agent.school_id)
-    if school is None or school.status is not SchoolStatus.ACTIVE:
+    if row.status is not SchoolStatus.ACTIVE:
         raise ForbiddenError("this school is closed: uploads are no longer accepted")
-    return agent, school
+    return AgentPrincipal(agent_id=row.id, school_id=row.school_id)
 
 
 def get_agent(
     request: Request, resources: Annotated[Resources, Depends(get_resources)]
 ) -> AgentPrincipal:
-    with session_scope(resources.engine) as session:
-        agent, school = authenticate_agent(session, bearer_token(request))
-    return AgentPrincipal(agent_id=agent.id, school_id=school.id)
+    with resources.engine.connect() as connection:
+        return authenticate_agent(connection, bearer_token(request))
 
 
 AgentDep = Annotated[AgentPrincipal, Depends(get_agent)]
