@@ -74,9 +74,7 @@ class CachedRecord(SQLModel, table=True):
     """One record (or its tombstone) of a warm area, sealed for its slot."""
 
     __tablename__ = "cached_records"
-    __table_args__ = (
-        Index("ix_cached_records_seq", "school_id", "area", "seq", unique=True),
-    )
+    __table_args__ = (Index("ix_cached_records_seq", "school_id", "area", "seq", unique=True),)
 
     school_id: str = Field(primary_key=True, max_length=256)
     area: str = Field(primary_key=True, max_length=64)
