@@ -397,14 +397,15 @@ _PG_INSERT_RECORDS: Final = (
     " AS v(school_id text, area text, record_key text, seq int8, changed_at timestamp,"
     " deleted bool, as_of timestamp, content_hash text, ciphertext text, blob_key text)"
 )
+# Updates as an upsert on the primary key: an UPDATE ... FROM the recordset left the index
+# to the planner, which on a table not yet analysed (any new deployment, until autovacuum
+# comes by) chose the (school, area, seq) index and scanned the whole area for every row:
+# 0.41 s of server CPU for a 2,000-record delta, against 0.045 s through the arbiter index.
+# The area is locked, so every row exists: the INSERT half never inserts.
 _PG_UPDATE_RECORDS: Final = (
-    "UPDATE cached_records AS r SET seq = v.seq, changed_at = v.changed_at,"
-    " deleted = v.deleted, as_of = v.as_of, content_hash = decode(v.content_hash, 'hex'),"
-    " ciphertext = decode(v.ciphertext, 'hex'), blob_key = v.blob_key"
-    " FROM json_to_recordset(%s::json)"
-    " AS v(school_id text, area text, record_key text, seq int8, changed_at timestamp,"
-    " deleted bool, as_of timestamp, content_hash text, ciphertext text, blob_key text)"
-    " WHERE r.school_id = v.school_id AND r.area = v.area AND r.record_key = v.record_key"
+    _PG_INSERT_RECORDS
+    + " ON CONFLICT (school_id, area, record_key) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _UPDATABLE)
 )
 _PG_BULK_ROWS: Final = 2000
 # The statements name these columns: a row with others (a column added since) takes the

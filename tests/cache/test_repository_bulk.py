@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, insert, text
 
 from cache import repository as repo
@@ -62,3 +63,33 @@ def test_bulk_inserts_and_updates_store_what_sqlalchemy_stores(engine: Engine) -
         states = repo.record_states(conn, "sch_bulk", "students.photos")
     assert states["rk-001"].changed_at == rows("x", 2)[0]["changed_at"]
     assert states["rk-001"].changed_at.tzinfo is not None
+
+
+def test_updates_on_postgresql_find_rows_by_primary_key_whatever_the_statistics(
+    engine: Engine,
+) -> None:
+    """On a table never analysed (a new deployment, until autovacuum comes by) PostgreSQL's
+    planner joined an UPDATE ... FROM to the (school, area, seq) index and scanned the
+    whole area per row.  The upsert's arbiter is the primary key by definition."""
+    if engine.dialect.name == "sqlite":  # one UPDATE per row, by its primary key
+        with engine.connect() as conn:
+            bulk = repo._Bulk.of(conn, "update")
+            params = [None] * len(bulk.names)
+            plan = " ".join(
+                str(row[-1])
+                for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + bulk.text, tuple(params))
+            )
+        assert "record_key=?" in plan, plan
+        assert "ix_cached_records_seq" not in plan, plan
+        return
+    with engine.begin() as conn:
+        repo.insert_records(conn, rows("sch_plan", 1))
+        document = [repo._pg_record(row) for row in rows("sch_plan", 2)]
+        plan = "\n".join(
+            line
+            for (line,) in conn.exec_driver_sql(
+                "EXPLAIN " + repo._PG_UPDATE_RECORDS, (orjson.dumps(document).decode(),)
+            )
+        )
+    assert "Conflict Arbiter Indexes: cached_records_pkey" in plan, plan
+    assert "ix_cached_records_seq" not in plan, plan
