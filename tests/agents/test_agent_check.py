@@ -1,0 +1,55 @@
+"""A delta validates what it sends: records whose content is as stored are not checked
+again, and everything else is checked exactly as before."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.diff import record_hash
+from agents.extract import check
+
+AREA = "students.basic"
+VALID = {"id": "s-1", "forename": "Amara", "date_of_birth": "2013-04-09", "on_roll": True}
+# Invalid under the catalogue (a number for a name); stored as if a laxer release sent it.
+LAX = {"id": "s-2", "forename": 7}
+
+
+def outcome(records: list[Any], **kwargs: Any) -> tuple[list[Any], list[bytes], list[str]]:
+    checked = check(AREA, records, batch_limit=10_000, **kwargs)
+    return checked.good, checked.encoded, checked.invalid + checked.too_large
+
+
+def test_a_record_as_stored_is_not_validated_again() -> None:
+    stored = {"s-2": record_hash(LAX)}
+    good, _, problems = outcome([VALID, LAX], unchanged=stored)
+    assert good == [VALID, LAX]  # kept as the broker has it: a delta does not send it
+    assert problems == []
+    good, _, problems = outcome([VALID, LAX])  # a full checks every record
+    assert good == [VALID]
+    assert problems == ["record 1 (s-2) field 'forename': expected a string, got int"]
+
+
+def test_a_changed_or_new_record_is_validated_as_before() -> None:
+    changed = {"id": "s-2", "forename": 8}
+    odd: list[Any] = [
+        VALID,
+        changed,  # its stored hash is LAX's: changed, so checked, and refused
+        {"id": "s-3", "forename": "x" * 20_000},  # new and too large
+        {"id": "s 4"},  # a bad id
+        ["not", "a", "record"],
+        {"id": ["s-5"]},  # an id that is not a string, with a hash stored under no id
+        {"id": "s-1", "forename": "Amara"},  # a duplicate id
+        {"id": "s-6", "forename": {1, 2}},  # not JSON at all
+    ]
+    stored = {"s-2": record_hash(LAX), "s-1": record_hash(VALID), "s 4": b"x" * 16}
+    assert outcome(odd, unchanged=stored) == outcome(odd)
+    assert outcome(odd, unchanged={}) == outcome(odd)
+
+
+def test_the_encoding_kept_is_the_canonical_one_either_way() -> None:
+    shuffled = {"on_roll": True, "id": "s-1", "date_of_birth": "2013-04-09", "forename": "Amara"}
+    stored = {"s-1": record_hash(VALID)}
+    assert outcome([shuffled], unchanged=stored)[1] == outcome([shuffled])[1]
+    assert outcome([shuffled], unchanged=stored)[1] == [
+        b'{"date_of_birth":"2013-04-09","forename":"Amara","id":"s-1","on_roll":true}'
+    ]
