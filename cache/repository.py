@@ -296,7 +296,7 @@ def update_records(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         {**row, "k_school": row["school_id"], "k_area": row["area"], "k_record": row["record_key"]}
         for row in rows
     ]
-    if conn.dialect.name == "sqlite" and _PG_UPDATES_ALL:
+    if conn.dialect.name == "sqlite":  # the same statement, its parameters bound in bulk
         _Bulk.of(conn, "update").run(conn, params)
         return
     conn.execute(_UPDATE_RECORDS, params)
