@@ -71,10 +71,8 @@ def compute(
     upserts: list[Record] = []
     sent: list[bytes] = []
     records = list(records)
-    encodings = [canonical(r) for r in records] if encoded is None else list(encoded)
-    if len(encodings) != len(records):
-        raise ValueError("one encoding per record")
-    for record, body in zip(records, encodings, strict=True):
+    encodings = [canonical(r) for r in records] if encoded is None else encoded
+    for record, body in zip(records, encodings, strict=True):  # one encoding per record
         digest = hash_of(body)
         record_id = str(record["id"])
         current[record_id] = digest
