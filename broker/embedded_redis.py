@@ -122,11 +122,15 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the server; False when it did not stop on SIGTERM and was killed."""
+        stopped = True
         if self.proc is not None:
-            stop(self.proc, timeout)  # SIGTERM: Redis flushes its append-only file and exits
+            # SIGTERM: Redis flushes its append-only file and exits.
+            stopped = stop(self.proc, timeout)
             self.proc = None
         self.socket_path.unlink(missing_ok=True)
+        return stopped
 
 
 def answers(client: redis.Redis) -> bool:

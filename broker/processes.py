@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+KILL_WAIT_SECONDS = 5.0  # how long `stop` waits for a SIGKILLed child to be reaped
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -46,16 +47,23 @@ def spawn(
             stdout.close()
 
 
-def stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM the child's whole group, then SIGKILL whatever is left after `timeout`."""
+def stop(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """SIGTERM the child's whole group, then SIGKILL whatever is left after `timeout`.
+
+    True when the child itself stopped on SIGTERM; False when it had to be killed.
+    """
+    stopped = True
     if proc.poll() is None:
         _signal_group(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
             proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stopped = False
     # The leader may be gone while its own children (e.g. a Celery pool) linger.
     _signal_group(proc.pid, signal.SIGKILL)
     if proc.poll() is None:
-        proc.wait(5)
+        proc.wait(KILL_WAIT_SECONDS)
+    return stopped
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

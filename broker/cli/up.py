@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -31,12 +32,21 @@ from broker.cli.context import CliError, redacted
 from broker.db import make_engine, upgrade
 from broker.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from broker.keyring import load_key_provider
-from broker.processes import spawn, stop
+from broker.processes import KILL_WAIT_SECONDS, spawn, stop
 from broker.settings import Settings, SettingsError
 from broker.tls import configured_context
 
 READY_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUTS = {"api": 10.0, "beat": 5.0, "worker": 20.0}
+SHUTDOWN_STEPS = (("api",), ("beat", "worker"))
+REDIS_STOP_TIMEOUT = 10.0
+# What a stop after SIGTERM can take at worst: each step's longest timeout, then the SIGKILL
+# wait (KILL_WAIT_SECONDS) for each step and for Redis.
+SHUTDOWN_BOUND_SECONDS = (
+    sum(max(STOP_TIMEOUTS[name] for name in step) + KILL_WAIT_SECONDS for step in SHUTDOWN_STEPS)
+    + REDIS_STOP_TIMEOUT
+    + KILL_WAIT_SECONDS
+)
 
 
 class AlreadyRunningError(CliError):
@@ -242,18 +252,45 @@ class Supervisor:
         self.stopping.set()
 
     def shutdown(self) -> None:
-        for name in ("api", "beat", "worker"):
-            proc = self.children.pop(name, None)
-            if proc is not None:
-                stop(proc, STOP_TIMEOUTS[name])
-        for server in (self.state_redis, self.redis):
-            if server is not None:
-                server.stop()
+        # The API first: nothing new is accepted.  Then beat and the worker together: a task
+        # beat sends meanwhile waits in the state Redis for the next start.  Redis last, once
+        # nothing writes to it.  Each step stops its processes in parallel, so the worst case
+        # (every child killed at its timeout) is SHUTDOWN_BOUND_SECONDS, not the sum.
+        for step in SHUTDOWN_STEPS:
+            procs = {name: self.children.pop(name) for name in step if name in self.children}
+            _stop_in_parallel(procs)
+        servers = [s for s in (self.state_redis, self.redis) if s is not None]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for server, stopped in zip(servers, pool.map(_stop_redis, servers), strict=True):
+                if not stopped:
+                    _warn(f"{server.name} did not stop within {REDIS_STOP_TIMEOUT:g}s; killed")
+
+
+def _stop_in_parallel(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    def stop_one(name: str) -> tuple[str, bool]:
+        return name, stop(procs[name], STOP_TIMEOUTS[name])
+
+    with ThreadPoolExecutor(max_workers=max(1, len(procs))) as pool:
+        for name, stopped in pool.map(stop_one, procs):
+            if not stopped:
+                _warn(
+                    f"the {name} process did not stop within {STOP_TIMEOUTS[name]:g}s of SIGTERM; "
+                    "killed"
+                )
+
+
+def _stop_redis(server: EmbeddedRedis) -> bool:
+    return server.stop(REDIS_STOP_TIMEOUT)
 
 
 def _say(message: str) -> None:
     sys.stdout.write(message.rstrip("\n") + "\n")
     sys.stdout.flush()
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.flush()
 
 
 def secure_data_dir(data_dir: Path) -> list[Path]:

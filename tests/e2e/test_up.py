@@ -18,6 +18,7 @@ import psutil
 import pytest
 import redis
 
+from broker.cli.up import SHUTDOWN_BOUND_SECONDS
 from broker.worker import HEARTBEAT_KEY
 from tests.support.servers import free_port, wait_until
 
@@ -76,6 +77,25 @@ def running_up(tmp_path: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[b
         log.close()
 
 
+# `up` bounds its own stop (every child killed at its timeout, at worst); the slack is for
+# its own exit.
+STOP_WAIT_SECONDS = SHUTDOWN_BOUND_SECONDS + 30
+
+
+def _stops(
+    proc: subprocess.Popen[bytes], tmp_path: Path, timeout: float = STOP_WAIT_SECONDS
+) -> int:
+    """`proc`'s exit code once it has stopped; what it logged if it has not within `timeout`."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running after {timeout:.0f}s:\n" + _log_tail(tmp_path))
+
+
+def _log_tail(tmp_path: Path) -> str:
+    return (tmp_path / "up.log").read_text(errors="replace")[-4000:]
+
+
 def _tree(pid: int) -> list[psutil.Process]:
     parent = psutil.Process(pid)
     return [parent, *parent.children(recursive=True)]
@@ -110,7 +130,7 @@ def test_up_is_ready_refuses_a_second_up_and_stops_clean_on_ctrl_c(tmp_path: Pat
         client.close()
 
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        assert _stops(proc, tmp_path) == 0, _log_tail(tmp_path)
         assert wait_until(lambda: _all_gone(tree), 15), [
             p.cmdline() for p in tree if p.is_running()
         ]
@@ -129,7 +149,7 @@ def test_sigterm_stops_everything(tmp_path: Path) -> None:
     with running_up(tmp_path) as (proc, port, _):
         tree = _tree(proc.pid)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert _stops(proc, tmp_path) == 0, _log_tail(tmp_path)
         assert wait_until(lambda: _all_gone(tree), 15)
         assert not _listening(port)
 
@@ -146,7 +166,7 @@ def test_a_killed_supervisor_takes_its_children_with_it(tmp_path: Path) -> None:
     # ... and the data directory is usable again at once.
     with running_up(tmp_path) as (again, _, _):
         again.send_signal(signal.SIGTERM)
-        assert again.wait(60) == 0
+        assert _stops(again, tmp_path) == 0, _log_tail(tmp_path)
 
 
 def test_unreachable_redis_url_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
@@ -213,7 +233,7 @@ def test_up_keeps_the_data_dir_owner_only_and_repairs_it_with_a_warning(tmp_path
         assert oct(data_dir.stat().st_mode & 0o777) == "0o700"
         assert oct(stray.stat().st_mode & 0o777) == "0o600"
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        assert _stops(proc, tmp_path) == 0, _log_tail(tmp_path)
     log = (tmp_path / "up.log").read_text()
     assert "warning: 3 path(s)" in log
     assert _loose(data_dir) == []

@@ -19,6 +19,7 @@ import orjson
 import pytest
 import redis
 
+from broker.cli.up import SHUTDOWN_BOUND_SECONDS
 from broker.worker import HEARTBEAT_KEY
 from tests.e2e.test_up import _env, _ready, _up_argv
 from tests.support.servers import free_port, wait_until
@@ -96,11 +97,12 @@ def test_up_on_a_terminal_is_short_human_lines_and_status_summarises_it(tmp_path
         assert isinstance(summary["queue_depth"], int)
         assert summary["areas"]["cached"] > 0  # the demo's upload
         # The demo's curl read went nowhere yet; the access log may hold none.
-        assert summary["access_log"]["entries"] >= 0
+        assert isinstance(summary["access_log"]["entries"], int)
         assert summary["webhooks"] == {"retrying": 0, "failed_last_day": 0}
 
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        # `up` bounds its own stop; the slack is for its own exit.
+        assert proc.wait(SHUTDOWN_BOUND_SECONDS + 30) == 0, terminal.text[-4000:]
 
     lines = terminal.lines()
     text = terminal.text
