@@ -74,6 +74,11 @@ class Area:
         default=None, init=False, repr=False, compare=False
     )
 
+    def __hash__(self) -> int:
+        # Areas key caches (`functools.cache`) asked per record and per read; the generated
+        # hash walked every field spec each time.  Equal areas have equal names.
+        return hash(self.name)
+
     def __post_init__(self) -> None:
         names = [f.name for f in self.fields]
         if len(set(names)) != len(names) or "id" in names:
