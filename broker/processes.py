@@ -62,7 +62,10 @@ def stop(proc: subprocess.Popen[bytes], timeout: float) -> bool:
     # The leader may be gone while its own children (e.g. a Celery pool) linger.
     _signal_group(proc.pid, signal.SIGKILL)
     if proc.poll() is None:
-        proc.wait(KILL_WAIT_SECONDS)
+        # A process stuck in the kernel (uninterruptible I/O) outlives even SIGKILL for a
+        # while: stopping the rest (Redis above all) matters more than waiting for it.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(KILL_WAIT_SECONDS)
     return stopped
 
 

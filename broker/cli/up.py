@@ -256,14 +256,16 @@ class Supervisor:
         # beat sends meanwhile waits in the state Redis for the next start.  Redis last, once
         # nothing writes to it.  Each step stops its processes in parallel, so the worst case
         # (every child killed at its timeout) is SHUTDOWN_BOUND_SECONDS, not the sum.
-        for step in SHUTDOWN_STEPS:
-            procs = {name: self.children.pop(name) for name in step if name in self.children}
-            _stop_in_parallel(procs)
-        servers = [s for s in (self.state_redis, self.redis) if s is not None]
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for server, stopped in zip(servers, pool.map(_stop_redis, servers), strict=True):
-                if not stopped:
-                    _warn(f"{server.name} did not stop within {REDIS_STOP_TIMEOUT:g}s; killed")
+        try:
+            for step in SHUTDOWN_STEPS:
+                procs = {name: self.children.pop(name) for name in step if name in self.children}
+                _stop_in_parallel(procs)
+        finally:
+            servers = [s for s in (self.state_redis, self.redis) if s is not None]
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                for server, stopped in zip(servers, pool.map(_stop_redis, servers), strict=True):
+                    if not stopped:
+                        _warn(f"{server.name} did not stop within {REDIS_STOP_TIMEOUT:g}s; killed")
 
 
 def _stop_in_parallel(procs: dict[str, subprocess.Popen[bytes]]) -> None:
