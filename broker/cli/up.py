@@ -2,7 +2,7 @@
 
 Order matters both ways.  Start: lock the data directory, Redis, migrations, then API,
 worker and beat.  Stop (Ctrl-C, SIGTERM or any child dying): API first so no new work is
-accepted, then beat, then the worker (it finishes or returns its tasks), then Redis.
+accepted, then beat and the worker together (it finishes or returns its tasks), then Redis.
 Every child runs in its own process group and is killed by the kernel if we are killed.
 """
 
