@@ -11,9 +11,14 @@ from consent.areas import (
     AREAS,
     CATALOGUE,
     CORE_AREAS,
+    MAX_LIST_ITEMS,
+    MAX_STRING_LENGTH,
     SENSITIVE_AREAS,
+    FieldSpec,
     FieldType,
     UnknownAreaError,
+    _check_of,  # the quick field checks
+    _check_value,  # the general check: their reference
     get_area,
     parse_area_list,
     parse_instant,
@@ -155,6 +160,9 @@ ODD_VALUES: list[object] = [
     None, True, False, 0, 1, -1, 2**70, 1.5, float("nan"), float("inf"), "", "x", "x" * 5000,
     "2013-04-09", "2013-02-30", "09:00", "2026-11-23T09:00:00Z", "aGVsbG8=", [], ["a"], [1],
     [{}], [{"number": "1"}], [{"number": 1}], [{"colour": "red"}], {}, {"a": 1},
+    # At the edges of the quick checks for dates, times, numbers and lists of strings:
+    "2025-W47-3", "20251119", "2025-11-19 ", "24:00", "9:00", "23:59", -0.0, 1e308,
+    ["a", 1], ["x" * (MAX_STRING_LENGTH + 1)], ["a"] * (MAX_LIST_ITEMS + 1), [None],
 ]  # fmt: skip
 
 
@@ -168,6 +176,26 @@ def test_the_quick_test_agrees_with_the_full_validation(area: str) -> None:
         records += [{"id": "r-1", field.name: value} for value in ODD_VALUES]
     for record in records:
         assert record_is_valid(spec, record) == (not list(validate_record(spec, 0, record))), record
+
+
+def _every_field_spec() -> list[FieldSpec]:
+    specs: list[FieldSpec] = []
+    pending = [spec for area in AREAS for spec in area.fields]
+    while pending:
+        spec = pending.pop()
+        specs.append(spec)
+        pending.extend(spec.item_fields)
+    return specs
+
+
+@pytest.mark.parametrize("spec", _every_field_spec(), ids=lambda spec: f"{spec.name}:{spec.type}")
+def test_each_quick_field_check_answers_as_the_general_one(spec: FieldSpec) -> None:
+    """The quick checks settle common valid values by a type test before the general
+    check: for every field (object-list items too) and value of every kind, the answer and
+    the message are the general check's."""
+    quick = _check_of(spec)
+    for value in ODD_VALUES:
+        assert quick(value) == _check_value(spec, value), value
 
 
 @pytest.mark.parametrize(
