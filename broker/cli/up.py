@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,31 +259,25 @@ class Supervisor:
         # (every child killed at its timeout) is SHUTDOWN_BOUND_SECONDS, not the sum.
         try:
             for step in SHUTDOWN_STEPS:
-                procs = {name: self.children.pop(name) for name in step if name in self.children}
-                _stop_in_parallel(procs)
+                timeouts = {name: STOP_TIMEOUTS[name] for name in step if name in self.children}
+                _stop_together(timeouts, self._stop_child)
         finally:
-            servers = [s for s in (self.state_redis, self.redis) if s is not None]
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                for server, stopped in zip(servers, pool.map(_stop_redis, servers), strict=True):
-                    if not stopped:
-                        _warn(f"{server.name} did not stop within {REDIS_STOP_TIMEOUT:g}s; killed")
+            servers = {s.name: s for s in (self.state_redis, self.redis) if s is not None}
+            timeouts = dict.fromkeys(servers, REDIS_STOP_TIMEOUT)
+            _stop_together(timeouts, lambda name, timeout: servers[name].stop(timeout))
+
+    def _stop_child(self, name: str, timeout: float) -> bool:
+        return stop(self.children.pop(name), timeout)
 
 
-def _stop_in_parallel(procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    def stop_one(name: str) -> tuple[str, bool]:
-        return name, stop(procs[name], STOP_TIMEOUTS[name])
-
-    with ThreadPoolExecutor(max_workers=max(1, len(procs))) as pool:
-        for name, stopped in pool.map(stop_one, procs):
-            if not stopped:
-                _warn(
-                    f"the {name} process did not stop within {STOP_TIMEOUTS[name]:g}s of SIGTERM; "
-                    "killed"
-                )
-
-
-def _stop_redis(server: EmbeddedRedis) -> bool:
-    return server.stop(REDIS_STOP_TIMEOUT)
+def _stop_together(timeouts: dict[str, float], stop_one: Callable[[str, float], bool]) -> None:
+    """`stop_one(name, timeout)` for every name at once (True: it stopped on SIGTERM); a
+    warning names each process that had to be killed."""
+    with ThreadPoolExecutor(max_workers=max(1, len(timeouts))) as pool:
+        stopped = list(pool.map(stop_one, timeouts, timeouts.values()))
+    for (name, timeout), ok in zip(timeouts.items(), stopped, strict=True):
+        if not ok:
+            _warn(f"the {name} process did not stop within {timeout:g}s of SIGTERM; killed")
 
 
 def _say(message: str) -> None:
