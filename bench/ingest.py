@@ -335,9 +335,9 @@ def main() -> None:
         type=Path,
         metavar="FILE",
         help="py-spy samples the broker during the second school's full upload (the first's "
-        "with one run): collapsed stacks to "
-        "FILE, the agent's (this process) to FILE with the suffix .agent.raw, and the "
-        "broker's during the first delta to FILE with the suffix .delta.raw",
+        "with one run): collapsed stacks to FILE, the agent's (this process) to FILE with the "
+        "suffix .agent.raw, and the broker's during that school's delta to FILE with the "
+        "suffix .delta.raw",
     )
     args = parser.parse_args()
     run(args.pupils, args.runs, args.database, args.profile)

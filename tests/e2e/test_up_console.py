@@ -19,9 +19,8 @@ import orjson
 import pytest
 import redis
 
-from broker.cli.up import SHUTDOWN_BOUND_SECONDS
 from broker.worker import HEARTBEAT_KEY
-from tests.e2e.test_up import _env, _ready, _up_argv
+from tests.e2e.test_up import STOP_WAIT_SECONDS, _env, _ready, _up_argv
 from tests.support.servers import free_port, wait_until
 from tests.support.terminal import Terminal
 
@@ -101,8 +100,7 @@ def test_up_on_a_terminal_is_short_human_lines_and_status_summarises_it(tmp_path
         assert summary["webhooks"] == {"retrying": 0, "failed_last_day": 0}
 
         proc.send_signal(signal.SIGINT)
-        # `up` bounds its own stop; the slack is for its own exit.
-        assert proc.wait(SHUTDOWN_BOUND_SECONDS + 30) == 0, terminal.text[-4000:]
+        assert proc.wait(STOP_WAIT_SECONDS) == 0, terminal.text[-4000:]
 
     lines = terminal.lines()
     text = terminal.text
