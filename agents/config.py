@@ -72,6 +72,7 @@ BEHAVIOUR_AREAS: Final = ("behaviour",)
 # 8 MiB holds the largest record the catalogue allows (a 5 MiB photo is ~7 MiB of base64)
 # and stays well under the broker's default limits (64 MiB inflated, 32 MiB as sent).
 DEFAULT_MAX_BATCH_BYTES: Final = 8 * 1024 * 1024
+DEFAULT_HEARTBEAT_SECONDS: Final = 60
 MIN_BATCH_BYTES: Final = 1024  # the broker's own floor for its upload limit
 MAX_BATCH_BYTES: Final = 64 * 1024 * 1024  # a default broker refuses anything larger
 _TOP_KEYS: Final = frozenset(
@@ -174,7 +175,7 @@ class AgentConfig:
     state_dir: Path
     mis: MisSettings
     schedules: Schedules
-    heartbeat_seconds: int = 60
+    heartbeat_seconds: int = DEFAULT_HEARTBEAT_SECONDS
     timezone: str | None = None
     ca_file: Path | None = None
     upload: UploadSettings = UploadSettings()
@@ -276,7 +277,7 @@ def parse_config(document: Mapping[str, Any], base_dir: Path) -> AgentConfig:
         state_dir=_path(base_dir, _str(document, "state_dir", required=True)),
         mis=_mis(_table(document, "mis", required=True), base_dir),
         schedules=parse_schedules(_table(document, "schedules")),
-        heartbeat_seconds=_int(document, "heartbeat_seconds", 60, 5, 3600),
+        heartbeat_seconds=_int(document, "heartbeat_seconds", DEFAULT_HEARTBEAT_SECONDS, 5, 3600),
         timezone=_timezone(document.get("timezone")),
         ca_file=_ca_file(_table(document, "tls"), base_dir),
         upload=_upload(_table(document, "upload")),

@@ -36,6 +36,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import psutil
 
@@ -43,7 +44,7 @@ import psutil
 # our packages (bench/consent.py) would shadow it: the repository root goes first.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.config import parse_config
+from agents.config import DEFAULT_HEARTBEAT_SECONDS, parse_config
 from agents.logs import configure as configure_logging
 from agents.mis.base import MisAdapter
 from agents.mis.synthetic import SyntheticMis
@@ -57,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DAY = date(2025, 11, 19)
 SCHOOLS = 25_000
 WINDOW_HOURS = 5.0
+HEARTBEATS = 300
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,44 @@ def report(title: str, samples: list[Sample], base: tuple[int, float]) -> None:
           "at this per-school wall time (the rest is I/O wait)")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Heartbeats:
+    count: int
+    broker_cpu: float  # seconds, for `count` heartbeats
+    floor_cpu: float  # seconds, for `count` GET /healthz on the same kept-alive connection
+
+
+def heartbeats(agent: Agent, url: str, broker: psutil.Process, count: int) -> Heartbeats:
+    """Broker CPU of the agent's heartbeat (telemetry in, commands and writes out), against
+    the same number of bare `/healthz` requests: the HTTP stack's own floor."""
+    for _ in range(20):  # first-use costs (statement caches) are not a heartbeat's
+        agent.heartbeat()
+    before = cpu_seconds(broker)
+    for _ in range(count):
+        agent.heartbeat()
+    spent = cpu_seconds(broker) - before
+    with httpx.Client(base_url=url) as client:
+        for _ in range(20):
+            client.get("/healthz")
+        before = cpu_seconds(broker)
+        for _ in range(count):
+            client.get("/healthz").raise_for_status()
+        floor = cpu_seconds(broker) - before
+    return Heartbeats(count, spent, floor)
+
+
+def report_heartbeats(beats: Heartbeats, interval: int) -> None:
+    each = beats.broker_cpu / beats.count
+    floor = beats.floor_cpu / beats.count
+    print(f"\n== heartbeats: {beats.count:,} from one agent, one at a time")
+    print(f"broker CPU per heartbeat {each * 1e3:>10.2f}   ms; a bare GET /healthz: "
+          f"{floor * 1e3:.2f} ms")  # fmt: skip
+    print(f"ratio healthz/heartbeat  {each / floor:>10.1f}x  broker CPU per request")
+    cores = SCHOOLS * each / interval
+    print(f"-- 25,000 schools, one heartbeat every {interval} s (the agent's default)")
+    print(f"broker cores (CPU-bound) {cores:>10.1f}   all day; x1.5 headroom: {cores * 1.5:.1f}")
+
+
 @contextmanager
 def profiled(proc: psutil.Process, out: Path | None) -> Iterator[None]:
     """py-spy sampling `proc` (threads on the CPU, system calls included) while inside;
@@ -312,12 +352,15 @@ def _run(root: Path, pupils: int, runs: int, db: Database, profile: Path | None)
                     agent, source, broker, valkey, db, partial(upload, agent, full=False)
                 )
             deltas.append(delta)
+            if n == runs:
+                beats = heartbeats(agent, url, broker, HEARTBEATS)
             agent.close()
         stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M}Z"
         print(f"misbroker ingest bench, {stamp}, python {sys.version.split()[0]}")
         print(f"database                 {db.describe()}")
         report(f"full upload, {pupils:,} pupils, all core areas", fulls, base)
         report("nightly delta, one school day of changes", deltas, base)
+        report_heartbeats(beats, DEFAULT_HEARTBEAT_SECONDS)
 
 
 def main() -> None:

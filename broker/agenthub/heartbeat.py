@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import bindparam, update
 from sqlmodel import Session
 
 from broker.agenthub import commands, held
@@ -15,6 +16,7 @@ from broker.clock import rfc3339
 from broker.schools.models import Agent
 from broker.schools.repository import SchoolRepository
 from broker.writes import service as writes
+from cache.models import table_of
 
 
 class AreaExtraction(BaseModel):
@@ -66,14 +68,28 @@ class HeartbeatReply(BaseModel):
     writes: list[WriteOffer] = Field(default_factory=list)
 
 
+_AGENTS = table_of(Agent)
+_TOUCH_AGENT = (
+    update(_AGENTS)
+    .where(_AGENTS.c.id == bindparam("agent_id"))
+    .values(last_heartbeat_at=bindparam("at"), telemetry=bindparam("telemetry"))
+)
+
+
 def record_heartbeat(
     session: Session, *, agent_id: str, school_id: str, telemetry: Telemetry, now: datetime
 ) -> HeartbeatReply:
-    agent = session.get(Agent, agent_id)
-    assert agent is not None
-    agent.last_heartbeat_at = now
-    agent.telemetry = bound_telemetry(telemetry.model_dump(mode="json"))
-    session.add(agent)
+    # One UPDATE, not an ORM load and flush: every agent sends this each minute.
+    touched = session.connection().execute(
+        _TOUCH_AGENT,
+        {
+            "agent_id": agent_id,
+            "at": now,
+            "telemetry": bound_telemetry(telemetry.model_dump(mode="json")),
+        },
+    )
+    if touched.rowcount != 1:
+        raise LookupError(f"agent {agent_id} vanished while reporting")  # it authenticated
     out = commands.hand_out(session, school_id=school_id, now=now)
     return HeartbeatReply(
         commands=[CommandOut(id=c.id, kind=c.kind.value, args=c.args) for c in out],

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, update
 from sqlmodel import Session, col, select
 
 from broker.clock import rfc3339
@@ -30,7 +30,7 @@ from broker.schools.models import Agent, School, SchoolStatus
 from broker.writes.models import FINISHED_STATUSES, OPEN_STATUSES, Write, WriteStatus
 from cache.crypto import Slot, SlotKind, open_json, seal_json
 from cache.keys import KeyRing
-from cache.models import CachedRecord
+from cache.models import CachedRecord, table_of
 from cache.naming import school_macs
 from consent.areas import CATALOGUE, WRITABLE_AREAS, validate_record
 
@@ -397,17 +397,35 @@ def purge_finished(session: Session, now: datetime, purge_after: timedelta) -> i
 # -- the agent's side ---------------------------------------------------------------------
 
 
+_WRITES = table_of(Write)
+# Every agent's heartbeat asks both, and most schools have no write waiting: statements
+# built once, read as rows, so a heartbeat with nothing to hand out loads no ORM object.
+_ANY_DUE_FOR_EXPIRY = (
+    select(_WRITES.c.id)
+    .where(
+        _WRITES.c.school_id == bindparam("school_id"),
+        _WRITES.c.status == WriteStatus.QUEUED,
+        _WRITES.c.expires_at <= bindparam("now"),
+    )
+    .limit(1)
+)
+_OPEN_OFFERS = (
+    select(_WRITES.c.id, _WRITES.c.area, _WRITES.c.count)
+    .where(_WRITES.c.school_id == bindparam("school_id"), _WRITES.c.status.in_(OPEN_STATUSES))
+    .order_by(_WRITES.c.created_at, _WRITES.c.id)
+    .limit(MAX_OFFERS)
+)
+
+
 def offers(session: Session, school_id: str, now: datetime) -> list[dict[str, Any]]:
     """The writes to name in a heartbeat reply: queued ones, and delivered ones without
     results (the agent may have crashed mid-apply; its journal says what it applied)."""
-    expire_due(session, now, school_id)
-    stmt = (
-        select(Write)
-        .where(Write.school_id == school_id, col(Write.status).in_(OPEN_STATUSES))
-        .order_by(col(Write.created_at), col(Write.id))
-        .limit(MAX_OFFERS)
-    )
-    return [{"write_id": w.id, "area": w.area, "count": w.count} for w in session.exec(stmt).all()]
+    conn = session.connection()
+    if conn.execute(_ANY_DUE_FOR_EXPIRY, {"school_id": school_id, "now": now}).first():
+        expire_due(session, now, school_id)
+        session.flush()  # the offers below are read past the ORM: they must see the expiries
+    rows = conn.execute(_OPEN_OFFERS, {"school_id": school_id})
+    return [{"write_id": row.id, "area": row.area, "count": row.count} for row in rows]
 
 
 def deliver(
