@@ -220,6 +220,25 @@ def test_an_undelivered_write_expires_after_24_hours(setup: tuple[World, Writing
     assert gone.status_code == 409
 
 
+def test_a_heartbeat_expires_due_writes_before_offering_the_rest(
+    setup: tuple[World, WritingPartner],
+) -> None:
+    world, partner = setup
+    partner.grant()
+    old = partner.write(MARKS, marks(2)).json()["write_id"]
+    world.clock.advance(timedelta(hours=12))
+    fresh = partner.write(BEHAVIOUR, behaviour_events(), key="k2").json()["write_id"]
+    assert [o["write_id"] for o in heartbeat(world, [MARKS, BEHAVIOUR])["writes"]] == [old, fresh]
+    world.clock.advance(timedelta(hours=12))  # the first is 24 hours old, the second 12
+    offered = heartbeat(world, [MARKS, BEHAVIOUR])["writes"]
+    assert offered == [{"write_id": fresh, "area": BEHAVIOUR, "count": len(behaviour_events())}]
+    (event,) = write_events(world, "write.failed")
+    assert (event["write_id"], event["reason"]) == (old, "expired")
+    assert partner.get(f"/writes/{old}").json()["status"] == "expired"
+    assert heartbeat(world, [MARKS, BEHAVIOUR])["writes"] == offered  # expired once, not again
+    assert len(write_events(world, "write.failed")) == 1
+
+
 def test_revoking_or_suspending_cancels_queued_writes_not_delivered_ones(
     setup: tuple[World, WritingPartner],
 ) -> None:
