@@ -154,14 +154,22 @@ class HotCache:
     def invalidate_area(self, school_id: str, area: str) -> int:
         """Drop every hot page of the area; return how many keys were removed."""
         index = self._codec.index_key(school_id, area)
-        members = cast("set[bytes]", self._client.smembers(index))
+        # The announcement goes with the read of the index: every upload drops its area, and
+        # most areas have no hot page, so most drops are this one round trip.  Announcing
+        # first is safe: the caller has committed the new data_version, which is all the
+        # listeners read again.
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.smembers(index)
+            pipe.publish(CHANNEL, invalidation_message(school_id, area))
+            members = cast("set[bytes]", pipe.execute()[0])
+        if not members:
+            return 0
         # One key per command: pages of an area may sit on different Cluster slots.
         with self._client.pipeline(transaction=False) as pipe:
             for key in [*members, index.encode()]:
                 pipe.unlink(key)
-            pipe.publish(CHANNEL, invalidation_message(school_id, area))
             removed = pipe.execute()
-        return sum(int(n) for n in removed[:-2])
+        return sum(int(n) for n in removed[:-1])
 
 
 class AsyncHotCache:
@@ -215,10 +223,14 @@ class AsyncHotCache:
 
     async def invalidate_area(self, school_id: str, area: str) -> int:
         index = self._codec.index_key(school_id, area)
-        members = cast("set[bytes]", await self._client.smembers(index))
+        async with self._client.pipeline(transaction=False) as pipe:  # as `HotCache`'s
+            pipe.smembers(index)
+            pipe.publish(CHANNEL, invalidation_message(school_id, area))
+            members = cast("set[bytes]", (await pipe.execute())[0])
+        if not members:
+            return 0
         async with self._client.pipeline(transaction=False) as pipe:
             for key in [*members, index.encode()]:
                 pipe.unlink(key)
-            pipe.publish(CHANNEL, invalidation_message(school_id, area))
             removed = await pipe.execute()
-        return sum(int(n) for n in removed[:-2])
+        return sum(int(n) for n in removed[:-1])
