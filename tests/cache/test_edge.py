@@ -373,6 +373,23 @@ async def test_invalidate_area_reaches_every_listening_edge(
         assert held(edge) == []
 
 
+@pytest.mark.parametrize("make", [sync_invalidate, async_invalidate], ids=["sync", "async"])
+async def test_an_area_without_hot_pages_is_still_announced(
+    redis_url: str,
+    mem_ring: KeyRing,
+    mem_namer: Namer,
+    make: Callable[[str, KeyRing, Namer], Callable[[str, str], Awaitable[int]]],
+) -> None:
+    # Most uploads drop an area no partner read since: one round trip, still announced.
+    async with listening(redis_url, 2) as edges:
+        for edge in edges:
+            fill(edge)
+        assert await make(redis_url, mem_ring, mem_namer)(SCHOOL, BASIC) == 0
+        for edge in edges:
+            await until_dropped(edge, SCHOOL, BASIC)
+            assert held(edge) == [(SCHOOL, CONTACTS), (OTHER_SCHOOL, BASIC)]
+
+
 def test_many_small_pages_are_counted_with_their_overhead(tick: FakeMonotonic) -> None:
     budget = 100 * (10 + O)
     edge = edge_cache(tick, max_page_bytes=budget)
