@@ -10,6 +10,9 @@ timed too, since most nights send deltas and only the weekly run is full.
 
 Baseline, measured in the same run: orjson + gzip of the same records in this process,
 the least any upload path could cost; the ratio says what the whole path costs over it.
+The machine's speed wanders (the baseline alone moved between 4.3 and 6.2 us a record in
+one session), so it is measured next to each run, just before its full upload and just
+after its delta, and each run is set against its own.
 Both start from records in memory: the synthetic MIS renders each area before the clock
 starts (a real MIS's own export cost is not the upload path's).  That rendering is printed
 on its own line.
@@ -30,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
@@ -77,6 +80,12 @@ class Sample:
     valkey_cpu: float
     db_cpu: float  # the PostgreSQL server's processes; 0 on SQLite (in the broker's own)
     mis_cpu: float = 0.0  # rendering the synthetic MIS, before the clock: not counted
+    base_us: float = 0.0  # the baseline's CPU per record, measured just before this run
+
+    @property
+    def ratio(self) -> float:
+        """CPU per record over the baseline measured next to it."""
+        return self.cpu / self.records * 1e6 / self.base_us
 
     @property
     def records(self) -> int:
@@ -199,8 +208,8 @@ def upload(agent: Agent, *, full: bool) -> Upload:
     return Upload(total, size, by_area)
 
 
-def baseline(mis: SyntheticMis, min_cpu: float = 1.0) -> tuple[int, float]:
-    """orjson + gzip of every core area: (records, CPU seconds for one pass) in this process.
+def baseline(mis: SyntheticMis, min_cpu: float = 1.0) -> float:
+    """orjson + gzip of every core area: CPU microseconds per record, in this process.
 
     Passes repeat until `min_cpu` seconds: CPU times tick in 10 ms, and one pass of a
     2,000-pupil school takes about 80 ms, so a single pass was off by up to an eighth.
@@ -214,15 +223,15 @@ def baseline(mis: SyntheticMis, min_cpu: float = 1.0) -> tuple[int, float]:
         passes += 1
         spent = cpu_seconds(me) - before
         if spent >= min_cpu:
-            return sum(len(r) for r in records.values()), spent / passes
+            return spent / passes / sum(len(r) for r in records.values()) * 1e6
 
 
-def report(title: str, samples: list[Sample], base: tuple[int, float]) -> None:
+def report(title: str, samples: list[Sample]) -> None:
     median = statistics.median(s.wall for s in samples)
     s = min(samples, key=lambda x: abs(x.wall - median))
     window = WINDOW_HOURS * 3600
     per_core = s.records / s.cpu
-    base_rate = base[0] / base[1]
+    base_rate = 1e6 / s.base_us
     broker_cores = SCHOOLS * s.broker_cpu / window
     print(f"\n== {title}: the median of {len(samples)} run(s)")
     print(f"records sent             {s.records:>10,}   ({s.upload.gz_bytes / 1e6:.2f} MB gzipped)")
@@ -232,7 +241,7 @@ def report(title: str, samples: list[Sample], base: tuple[int, float]) -> None:
           f"{s.broker_cpu:.2f}, valkey {s.valkey_cpu:.2f}, postgresql {s.db_cpu:.2f}")  # fmt: skip
     print(f"CPU us per record        {s.cpu / s.records * 1e6:>10.1f}   all processes; "
           f"broker {s.broker_cpu / s.records * 1e6:.1f}; "
-          f"baseline {base[1] / base[0] * 1e6:.1f}")  # fmt: skip
+          f"baseline {s.base_us:.1f}")  # fmt: skip
     print(f"MIS rendering (apart)    {s.mis_cpu / s.records * 1e6:>10.1f}   us per record sent; "
           "before the clock, as for the baseline")  # fmt: skip
     print(
@@ -240,7 +249,11 @@ def report(title: str, samples: list[Sample], base: tuple[int, float]) -> None:
     )
     print(f"records/s per core       {s.records / s.broker_cpu:>10,.0f}   broker CPU only")
     print(f"baseline orjson+gzip     {base_rate:>10,.0f}   records/s per core (same records)")
-    print(f"ratio baseline/path      {base_rate / per_core:>10.1f}x  CPU per record")
+    print(f"ratio baseline/path      {s.ratio:>10.1f}x  CPU per record")
+    if len(samples) > 1:  # the machine's speed wanders: each run against its own baseline
+        ratios = ", ".join(f"{x.ratio:.1f}x" for x in samples)
+        bases = ", ".join(f"{x.base_us:.1f}" for x in samples)
+        print(f"ratio, every run         {ratios}   (baselines {bases} us)")
     slowest = sorted(s.upload.by_area.items(), key=lambda kv: -kv[1][1])[:3]
     print("slowest areas            " + ", ".join(
         f"{a} {t:.2f}s ({n:,})" for a, (n, t) in slowest))  # fmt: skip
@@ -329,7 +342,6 @@ def run(pupils: int, runs: int, kind: str, profile: Path | None = None) -> None:
 def _run(root: Path, pupils: int, runs: int, db: Database, profile: Path | None) -> None:
     with running_broker(root, db) as (url, env, data_dir, broker, valkey):
         mis = SyntheticMis(seed=2000, pupils=pupils, phase="secondary", day=DAY)
-        base = baseline(mis)
         fulls, deltas = [], []
         # The second school's uploads are profiled when there is one: the first also pays the
         # broker's first-use costs (lazy imports, SQLAlchemy's statement cache).
@@ -339,27 +351,28 @@ def _run(root: Path, pupils: int, runs: int, db: Database, profile: Path | None)
             source = Prerendered(school)
             agent = make_agent(root, url, add_school(env, data_dir, n), source, n)
             agent_profile = None if profile is None else profile.with_suffix(".agent.raw")
+            base = baseline(mis)  # next to each run: the machine's speed wanders
             with (
                 profiled(broker, profile if n == profiled_run else None),
                 profiled(psutil.Process(), agent_profile if n == profiled_run else None),
             ):
                 full = measure(agent, source, broker, valkey, db, partial(upload, agent, full=True))
-            fulls.append(full)
+            fulls.append(replace(full, base_us=base))
             school.advance(1)
             delta_profile = None if profile is None else profile.with_suffix(".delta.raw")
             with profiled(broker, delta_profile if n == profiled_run else None):
                 delta = measure(
                     agent, source, broker, valkey, db, partial(upload, agent, full=False)
                 )
-            deltas.append(delta)
+            deltas.append(replace(delta, base_us=baseline(mis)))
             if n == runs:
                 beats = heartbeats(agent, url, broker, HEARTBEATS)
             agent.close()
         stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M}Z"
         print(f"misbroker ingest bench, {stamp}, python {sys.version.split()[0]}")
         print(f"database                 {db.describe()}")
-        report(f"full upload, {pupils:,} pupils, all core areas", fulls, base)
-        report("nightly delta, one school day of changes", deltas, base)
+        report(f"full upload, {pupils:,} pupils, all core areas", fulls)
+        report("nightly delta, one school day of changes", deltas)
         report_heartbeats(beats, DEFAULT_HEARTBEAT_SECONDS)
 
 
