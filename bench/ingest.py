@@ -270,18 +270,21 @@ def report(title: str, samples: list[Sample]) -> None:
 class Heartbeats:
     count: int
     broker_cpu: float  # seconds, for `count` heartbeats
+    db_cpu: float  # seconds, the PostgreSQL server's for `count` heartbeats; 0 on SQLite
     floor_cpu: float  # seconds, for `count` GET /healthz on the same kept-alive connection
 
 
-def heartbeats(agent: Agent, url: str, broker: psutil.Process, count: int) -> Heartbeats:
+def heartbeats(
+    agent: Agent, url: str, broker: psutil.Process, db: Database, count: int
+) -> Heartbeats:
     """Broker CPU of the agent's heartbeat (telemetry in, commands and writes out), against
     the same number of bare `/healthz` requests: the HTTP stack's own floor."""
     for _ in range(20):  # first-use costs (statement caches) are not a heartbeat's
         agent.heartbeat()
-    before = cpu_seconds(broker)
+    before, db_before = cpu_seconds(broker), db.cpu_seconds()
     for _ in range(count):
         agent.heartbeat()
-    spent = cpu_seconds(broker) - before
+    spent, db_spent = cpu_seconds(broker) - before, db.cpu_seconds() - db_before
     with httpx.Client(base_url=url) as client:
         for _ in range(20):
             client.get("/healthz")
@@ -289,7 +292,7 @@ def heartbeats(agent: Agent, url: str, broker: psutil.Process, count: int) -> He
         for _ in range(count):
             client.get("/healthz").raise_for_status()
         floor = cpu_seconds(broker) - before
-    return Heartbeats(count, spent, floor)
+    return Heartbeats(count, spent, db_spent, floor)
 
 
 def report_heartbeats(beats: Heartbeats, interval: int) -> None:
@@ -299,9 +302,14 @@ def report_heartbeats(beats: Heartbeats, interval: int) -> None:
     print(f"broker CPU per heartbeat {each * 1e3:>10.2f}   ms; a bare GET /healthz: "
           f"{floor * 1e3:.2f} ms")  # fmt: skip
     print(f"ratio healthz/heartbeat  {each / floor:>10.1f}x  broker CPU per request")
+    db_each = beats.db_cpu / beats.count
+    if db_each:
+        print(f"PostgreSQL CPU each      {db_each * 1e3:>10.2f}   ms")
     cores = SCHOOLS * each / interval
     print(f"-- 25,000 schools, one heartbeat every {interval} s (the agent's default)")
     print(f"broker cores (CPU-bound) {cores:>10.1f}   all day; x1.5 headroom: {cores * 1.5:.1f}")
+    if db_each:
+        print(f"PostgreSQL cores         {SCHOOLS * db_each / interval:>10.1f}   all day")
 
 
 @contextmanager
@@ -366,7 +374,7 @@ def _run(root: Path, pupils: int, runs: int, db: Database, profile: Path | None)
                 )
             deltas.append(replace(delta, base_us=baseline(mis)))
             if n == runs:
-                beats = heartbeats(agent, url, broker, HEARTBEATS)
+                beats = heartbeats(agent, url, broker, db, HEARTBEATS)
             agent.close()
         stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M}Z"
         print(f"misbroker ingest bench, {stamp}, python {sys.version.split()[0]}")

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, exists, select, update
 from sqlmodel import Session
 
 from broker.agenthub import commands, held
@@ -16,6 +16,7 @@ from broker.clock import rfc3339
 from broker.schools.models import Agent
 from broker.schools.repository import SchoolRepository
 from broker.writes import service as writes
+from broker.writes.models import OPEN_STATUSES, Write
 from cache.models import table_of
 
 
@@ -76,6 +77,20 @@ _TOUCH_AGENT = (
 )
 
 
+_COMMANDS = table_of(AgentCommand)
+_WRITES = table_of(Write)
+# Open commands (queued or sent unanswered) and open writes: what a heartbeat may hand out.
+# A write due to expire is queued, so open: with none open, none needs expiring either.
+_WAITING = select(
+    exists()
+    .where(_COMMANDS.c.school_id == bindparam("school_id"), _COMMANDS.c.status.in_(commands.OPEN))
+    .label("commands"),
+    exists()
+    .where(_WRITES.c.school_id == bindparam("school_id"), _WRITES.c.status.in_(OPEN_STATUSES))
+    .label("writes"),
+)
+
+
 def record_heartbeat(
     session: Session, *, agent_id: str, school_id: str, telemetry: Telemetry, now: datetime
 ) -> HeartbeatReply:
@@ -90,11 +105,14 @@ def record_heartbeat(
     )
     if touched.rowcount != 1:
         raise LookupError(f"agent {agent_id} vanished while reporting")  # it authenticated
-    out = commands.hand_out(session, school_id=school_id, now=now)
+    # Most heartbeats find nothing waiting: one query says so, and only what waits is read.
+    waiting = session.connection().execute(_WAITING, {"school_id": school_id}).one()
+    out = commands.hand_out(session, school_id=school_id, now=now) if waiting.commands else []
+    offers = writes.offers(session, school_id, now) if waiting.writes else []
     return HeartbeatReply(
         commands=[CommandOut(id=c.id, kind=c.kind.value, args=c.args) for c in out],
         server_time=rfc3339(now),
-        writes=[WriteOffer(**offer) for offer in writes.offers(session, school_id, now)],
+        writes=[WriteOffer(**offer) for offer in offers],
     )
 
 
