@@ -120,7 +120,6 @@ async def _ingest(
 ) -> dict[str, Any]:
     settings = resources.settings.broker
     raw = await _read_capped(request, settings.upload_max_compressed_bytes)
-    # Inflating, validating and applying are CPU and database work: off the event loop.
     # Inflating, validating and applying are CPU and database work: off the event loop, in
     # one hand-off to the thread pool (each costs the loop and a thread a wake-up).
     return await run_in_threadpool(
@@ -169,8 +168,8 @@ async def heartbeat(
     clock: Annotated[Clock, Depends(get_clock)],
 ) -> HeartbeatReply:
     # One hand-off to the thread pool for the whole unit of work, not one for the session
-    # dependency's start, one for its end and one for the endpoint: every school's agent
-    # sends one of these a minute, so the hand-offs were a third of its broker CPU.
+    # dependency's start, one for its end and one for the endpoint: each costs the event
+    # loop and a thread a wake-up, and every school's agent sends one of these a minute.
     return await run_in_threadpool(
         _record_heartbeat, resources.engine, agent, telemetry, clock.now()
     )

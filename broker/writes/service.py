@@ -398,8 +398,8 @@ def purge_finished(session: Session, now: datetime, purge_after: timedelta) -> i
 
 
 _WRITES = table_of(Write)
-# Every agent's heartbeat asks both, and most schools have no write waiting: statements
-# built once, read as rows, so a heartbeat with nothing to hand out loads no ORM object.
+# Asked by each heartbeat that finds a write open: statements built once, read as rows, and
+# the ORM only when a write is due to expire (it writes an event).
 _ANY_DUE_FOR_EXPIRY = (
     select(_WRITES.c.id)
     .where(
