@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
+import pytest
 from sqlalchemy import Engine, insert, text
+from sqlalchemy.exc import IntegrityError
 
 from cache import repository as repo
 from cache.models import cached_records
@@ -93,3 +95,21 @@ def test_updates_on_postgresql_find_rows_by_primary_key_whatever_the_statistics(
         )
     assert "Conflict Arbiter Indexes: cached_records_pkey" in plan, plan
     assert "ix_cached_records_seq" not in plan, plan
+
+
+def test_a_failed_bulk_insert_raises_as_sqlalchemy_does(engine: Engine) -> None:
+    """The bulk paths send their statements past SQLAlchemy (executemany, COPY): a driver's
+    error still arrives as SQLAlchemy's, which the API's handlers answer (a busy or vanished
+    database is a 503), and the transaction is rolled back whole."""
+    with engine.begin() as conn:
+        repo.insert_records(conn, rows("sch_twice", 1))
+
+    def insert_new_then_again() -> None:
+        with engine.begin() as conn:
+            repo.insert_records(conn, rows("sch_new", 1))
+            repo.insert_records(conn, rows("sch_twice", 1))
+
+    with pytest.raises(IntegrityError):
+        insert_new_then_again()
+    assert stored(engine, "sch_new") == []
+    assert len(stored(engine, "sch_twice")) == len(rows("x", 1))
