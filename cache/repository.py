@@ -438,8 +438,9 @@ def _pg_bulk(conn: Connection, statement: str, rows: Sequence[Mapping[str, Any]]
 
 
 # New rows go in with COPY: the server parses each row's text once, where the recordset's
-# JSON was parsed, then hex-decoded, twice the bytes (16-27 us of server CPU a row in a
-# scratch test, 9-15 with COPY).  An upload's inserts are all new keys of a locked area.
+# JSON was parsed, then hex-decoded, twice the bytes.  4,000 rows of 400 bytes, six runs
+# each: 16.2 us of server CPU a row against 24.4, the broker's 8.4 against 8.1 (medians).
+# An upload's inserts are all new keys of a locked area.
 _PG_COPY_RECORDS: Final = (
     "COPY cached_records (school_id, area, record_key, seq, changed_at, deleted, as_of,"
     " content_hash, ciphertext, blob_key) FROM STDIN"
@@ -447,21 +448,30 @@ _PG_COPY_RECORDS: Final = (
 
 
 def _pg_copy(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    naive: dict[datetime, datetime] = {}  # a batch's rows share their two times
+
+    def utc(value: datetime) -> datetime:
+        found = naive.get(value)
+        if found is None:
+            found = naive[value] = _naive_utc(value)
+        return found
+
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         with cursor.copy(_PG_COPY_RECORDS) as copy:
+            write = copy.write_row
             for row in rows:
-                copy.write_row(
+                write(
                     (
                         row["school_id"],
                         row["area"],
                         row["record_key"],
                         row["seq"],
-                        _naive_utc(row["changed_at"]),
+                        utc(row["changed_at"]),
                         row["deleted"],
-                        _naive_utc(row["as_of"]),
-                        bytes(row["content_hash"]),
-                        bytes(row["ciphertext"]),
+                        utc(row["as_of"]),
+                        row["content_hash"],
+                        row["ciphertext"],
                         row["blob_key"],
                     )
                 )
