@@ -483,8 +483,8 @@ def _pg_copy(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
 
 def _wrapped(statement: str, exc: Exception, conn: Connection) -> StatementError:
     """A driver's error from a statement sent past SQLAlchemy, as SQLAlchemy raises it
-    (`OperationalError`, `IntegrityError`...): the API answers a busy or vanished database
-    with a 503, a conflict as one, never a 500."""
+    (`OperationalError`, `IntegrityError`...), which is what callers catch and the API's
+    handlers answer: a busy or vanished database is a 503, never a 500."""
     return DBAPIError.instance(statement, None, exc, conn.dialect.loaded_dbapi.Error)
 
 
