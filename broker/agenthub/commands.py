@@ -9,19 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
+from sqlalchemy import bindparam, exists
 from sqlmodel import Session, col, select
 
 from broker.agenthub.models import AgentCommand, CommandKind, CommandStatus
 from broker.errors import ConflictError, InvalidInputError, NotFoundError
 from broker.ids import new_id
+from cache.models import table_of
 from consent.areas import CATALOGUE
 
 RESEND_AFTER = timedelta(minutes=10)
 COMMAND_LIFETIME = timedelta(days=2)
 MAX_COMMANDS_PER_HEARTBEAT = 20
 OPEN = (CommandStatus.QUEUED, CommandStatus.SENT)
+_COMMANDS = table_of(AgentCommand)
+# Whether `hand_out` has anything for the school's agent (bind `school_id`): a row read, no
+# ORM object, for the heartbeats that find nothing.
+ANY_OPEN: Final = exists().where(
+    _COMMANDS.c.school_id == bindparam("school_id"), _COMMANDS.c.status.in_(OPEN)
+)
 
 
 def _open_commands(session: Session, school_id: str) -> Sequence[AgentCommand]:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import bindparam, exists, select, update
+from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
 from broker.agenthub import commands, held
@@ -16,7 +16,6 @@ from broker.clock import rfc3339
 from broker.schools.models import Agent
 from broker.schools.repository import SchoolRepository
 from broker.writes import service as writes
-from broker.writes.models import OPEN_STATUSES, Write
 from cache.models import table_of
 
 
@@ -77,18 +76,8 @@ _TOUCH_AGENT = (
 )
 
 
-_COMMANDS = table_of(AgentCommand)
-_WRITES = table_of(Write)
-# Open commands (queued or sent unanswered) and open writes: what a heartbeat may hand out.
-# A write due to expire is queued, so open: with none open, none needs expiring either.
-_WAITING = select(
-    exists()
-    .where(_COMMANDS.c.school_id == bindparam("school_id"), _COMMANDS.c.status.in_(commands.OPEN))
-    .label("commands"),
-    exists()
-    .where(_WRITES.c.school_id == bindparam("school_id"), _WRITES.c.status.in_(OPEN_STATUSES))
-    .label("writes"),
-)
+# Open commands (queued or sent unanswered) and open writes, asked in one query.
+_WAITING = select(commands.ANY_OPEN.label("commands"), writes.ANY_OPEN.label("writes"))
 
 
 def record_heartbeat(

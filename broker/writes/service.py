@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import and_, bindparam, exists, func, update
 from sqlmodel import Session, col, select
 
 from broker.clock import rfc3339
@@ -398,6 +398,12 @@ def purge_finished(session: Session, now: datetime, purge_after: timedelta) -> i
 
 
 _WRITES = table_of(Write)
+_OPEN_AT_SCHOOL = and_(
+    _WRITES.c.school_id == bindparam("school_id"), _WRITES.c.status.in_(OPEN_STATUSES)
+)
+# Whether `offers` has anything to hand the school's agent (bind `school_id`).  A write due
+# to expire is queued, so open: with none open, none needs expiring either.
+ANY_OPEN: Final = exists().where(_OPEN_AT_SCHOOL)
 # Asked by each heartbeat that finds a write open: statements built once, read as rows, and
 # the ORM only when a write is due to expire (it writes an event).
 _ANY_DUE_FOR_EXPIRY = (
@@ -411,7 +417,7 @@ _ANY_DUE_FOR_EXPIRY = (
 )
 _OPEN_OFFERS = (
     select(_WRITES.c.id, _WRITES.c.area, _WRITES.c.count)
-    .where(_WRITES.c.school_id == bindparam("school_id"), _WRITES.c.status.in_(OPEN_STATUSES))
+    .where(_OPEN_AT_SCHOOL)
     .order_by(_WRITES.c.created_at, _WRITES.c.id)
     .limit(MAX_OFFERS)
 )
