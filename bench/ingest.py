@@ -80,7 +80,7 @@ class Sample:
     valkey_cpu: float
     db_cpu: float  # the PostgreSQL server's processes; 0 on SQLite (in the broker's own)
     mis_cpu: float = 0.0  # rendering the synthetic MIS, before the clock: not counted
-    base_us: float = 0.0  # the baseline's CPU per record, measured just before this run
+    base_us: float = 0.0  # the baseline's CPU per record, measured next to this run
 
     @property
     def ratio(self) -> float:

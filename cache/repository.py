@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import orjson
-import psycopg
 from sqlalchemy import (
     Connection,
     Insert,
@@ -475,7 +474,7 @@ def _pg_copy(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
                         row["blob_key"],
                     )
                 )
-    except psycopg.Error as exc:
+    except conn.dialect.loaded_dbapi.Error as exc:
         raise _wrapped(_PG_COPY_RECORDS, exc, conn) from exc
     finally:
         cursor.close()
