@@ -25,7 +25,7 @@ from cache import photo_packs
 from cache import repository as repo
 from cache.blobs import BlobStore
 from cache.cold import photo_slot, promote_area
-from cache.crypto import Slot, SlotKind, open_json, open_sealed, seal, seal_json
+from cache.crypto import Slot, SlotKind, SlotSealer, open_json, open_sealed
 from cache.cursors import Position, decode_cursor, encode_cursor
 from cache.errors import (
     ColdBlobMissingError,
@@ -109,6 +109,8 @@ class _Batch:
     """What every row of one batch shares."""
 
     keyring: KeyRing
+    records: SlotSealer  # the batch's records and tombstones
+    photos: SlotSealer | None  # its photos, in an area with a binary field
     packs: PackWriter  # the batch's photos, written just before it commits
     namer: Namer
     macs: SchoolMacs
@@ -173,6 +175,10 @@ def apply_batch(
     # Keys first: creating one writes through the key store's own connection, which must
     # not queue behind this transaction's write lock (SQLite has one per file).
     macs = school_macs(keyring, school_id)
+    sealer = SlotSealer(keyring, school_id, area)
+    photo_sealer = (
+        SlotSealer(keyring, school_id, area, SlotKind.BLOB) if binary_field(spec) else None
+    )
     namer.prepare()
     conn = session.connection()
     state = repo.lock_area(conn, school_id, area, now)
@@ -181,7 +187,9 @@ def apply_batch(
     if state.tier is CacheTier.COLD:
         state = promote_area(session, keyring, blobs, school_id=school_id, area=area, now=now)
     packs = PackWriter(blobs, namer, school_id, area)
-    batch = _Batch(keyring, packs, namer, macs, school_id, spec, extracted_at, now)
+    batch = _Batch(
+        keyring, sealer, photo_sealer, packs, namer, macs, school_id, spec, extracted_at, now
+    )
     keyed = {macs.record_key(str(r["id"])): r for r in records}
     to_delete = {macs.record_key(i): i for i in deleted}
     wanted = None if mode == "full" else keyed.keys() | to_delete.keys()
@@ -230,9 +238,7 @@ def _plan_upsert(
         return
     seq = plan.next_seq()
     stored, blob_key = _split_binary(batch, record_key, seq, record, canonical)
-    ciphertext = seal(
-        batch.keyring, record_slot(batch.school_id, batch.area.name, record_key, seq), stored
-    )
+    ciphertext = batch.records.seal(record_key, seq, stored)
     row = batch.row(
         record_key,
         seq,
@@ -263,8 +269,8 @@ def _split_binary(
     if encoded is None:
         return orjson.dumps(rest), None
     raw = base64.b64decode(encoded)
-    slot = photo_slot(batch.school_id, batch.area.name, record_key, seq)
-    return orjson.dumps(rest), batch.packs.add(seal(batch.keyring, slot, raw))
+    assert batch.photos is not None  # made for every area with a binary field
+    return orjson.dumps(rest), batch.packs.add(batch.photos.seal(record_key, seq, raw))
 
 
 def _tombstone_keys(
@@ -304,8 +310,7 @@ def _plan_tombstones(
         if old is not None and old.blob_key is not None:  # the photo goes with the record
             plan.stale_blobs.append(old.blob_key)
         seq = plan.next_seq()
-        slot = record_slot(batch.school_id, batch.area.name, record_key, seq)
-        ciphertext = seal_json(batch.keyring, slot, {"id": ids[record_key]})
+        ciphertext = batch.records.seal_json(record_key, seq, {"id": ids[record_key]})
         plan.updates.append(
             batch.row(record_key, seq, deleted=True, content_hash=b"", ciphertext=ciphertext)
         )

@@ -16,6 +16,7 @@ from cache.crypto import (
     IntegrityError,
     Slot,
     SlotKind,
+    SlotSealer,
     UnsupportedFormatError,
     key_version_of,
     open_json,
@@ -253,6 +254,55 @@ def test_shred_makes_cached_keys_unusable_at_once() -> None:
     with pytest.raises(KeyShreddedError):
         seal(ring, slot(), b"new data for a shredded school")
     assert open_sealed(ring, slot(school_id="sch_0002"), other) == b"other school"
+
+
+# --- many slots of one area --------------------------------------------------------------
+
+
+@given(slot=slots, plaintext=st.binary(max_size=512))
+def test_a_slot_sealer_seals_what_seal_would_for_the_same_slot(
+    slot: Slot, plaintext: bytes
+) -> None:
+    ring = new_ring()
+    sealer = SlotSealer(ring, slot.school_id, slot.area, slot.kind)
+    blob = sealer.seal(slot.record_id, slot.record_version, plaintext)
+    assert len(blob) == len(plaintext) + MIN_BLOB_BYTES
+    assert open_sealed(ring, slot, blob) == plaintext
+    other = dataclasses.replace(slot, record_version=(slot.record_version + 1) % 2**64)
+    with pytest.raises(IntegrityError):
+        open_sealed(ring, other, blob)
+
+
+def test_a_slot_sealer_never_repeats_a_nonce_across_its_blocks() -> None:
+    sealer = SlotSealer(new_ring(), "sch_0001", "students.basic")
+    nonces = {sealer.seal(f"stu-{n}", n, b"x")[5:17] for n in range(1000)}  # four blocks
+    assert len(nonces) == 1000
+
+
+def test_a_slot_sealer_keeps_the_version_current_when_it_was_made() -> None:
+    ring = new_ring()
+    sealer = SlotSealer(ring, "sch_0001", "students.basic")
+    ring.rotate_data_key("sch_0001")
+    blob = sealer.seal("stu-42", 7, b"sealed under v1")
+    assert key_version_of(blob) == 1
+    assert open_sealed(ring, slot(), blob) == b"sealed under v1"
+    assert (
+        key_version_of(SlotSealer(ring, "sch_0001", "students.basic").seal("stu-42", 7, b"")) == 2
+    )
+
+
+def test_a_slot_sealer_checks_what_a_slot_checks() -> None:
+    sealer = SlotSealer(new_ring(), "sch_0001", "students.basic")
+    for bad in ("", "a\x00b"):
+        with pytest.raises(ValueError, match="record_id"):
+            sealer.seal(bad, 1, b"")
+    for version in (-1, 2**64):
+        with pytest.raises(ValueError, match="record_version"):
+            sealer.seal("stu-42", version, b"")
+    with pytest.raises(UnknownAreaError):
+        SlotSealer(new_ring(), "sch_0001", "students.everything")
+    with pytest.raises(ValueError, match="school_id"):
+        SlotSealer(new_ring(), "", "students.basic")
 
 
 # --- slot validation --------------------------------------------------------------------
