@@ -23,17 +23,19 @@ from typing import Any, Final
 
 import orjson
 
+from agents.diff import HASH_BYTES
+
 DB_FILE: Final = "agent.db"
 # A table added with CREATE TABLE IF NOT EXISTS (held_deletions) needs no new version.
-SCHEMA_VERSION: Final = 2
+# 3: record hashes are packed one row per area (`area_hashes`), not one row per record.
+SCHEMA_VERSION: Final = 3
 # The broker's own upload limit, as its last 413 stated it (`limit_bytes`).
 UPLOAD_LIMIT_KEY: Final = "broker_upload_limit_bytes"
 
 _SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS record_hashes (
-    area TEXT NOT NULL, record_id TEXT NOT NULL, hash BLOB NOT NULL,
-    PRIMARY KEY (area, record_id)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS area_hashes (
+    area TEXT PRIMARY KEY, ids BLOB NOT NULL, hashes BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS area_state (
     area TEXT PRIMARY KEY,
     last_full_at TEXT, last_extracted_at TEXT, last_ok INTEGER, last_error TEXT,
@@ -182,6 +184,7 @@ class AgentState:
                 present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
                 if column.split()[0] not in present:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+            _pack_record_hashes(db)
             self._set_meta(db, "schema_version", str(SCHEMA_VERSION))
 
     @classmethod
@@ -205,10 +208,8 @@ class AgentState:
     # --- hashes and spooling -------------------------------------------------------------
 
     def hashes(self, area: str) -> dict[str, bytes]:
-        rows = self._db.execute(
-            "SELECT record_id, hash FROM record_hashes WHERE area = ?", (area,)
-        ).fetchall()
-        return {record_id: bytes(digest) for record_id, digest in rows}
+        """The hash of every record of the area the broker was last sent, by record id."""
+        return _stored_hashes(self._db, area)
 
     def spool(
         self,
@@ -247,21 +248,19 @@ class AgentState:
             if first.mode == "full":
                 retired = self._retired_by_full(db, area, hashes)
                 db.execute("DELETE FROM outbox WHERE area = ?", (area,))
-            if rebase:
-                db.execute("DELETE FROM record_hashes WHERE area = ?", (area,))
             ids = [self._enqueue(db, first, now, retired)]
             for batch in stream:
                 if batch.area != area or batch.mode == "full":
                     raise ValueError("one upload is one area, and a full upload is one batch")
                 ids.append(self._enqueue(db, batch, now, []))
-            db.executemany(
-                "INSERT OR REPLACE INTO record_hashes(area, record_id, hash) VALUES (?, ?, ?)",
-                ((area, record_id, digest) for record_id, digest in hashes.items()),
-            )
-            db.executemany(
-                "DELETE FROM record_hashes WHERE area = ? AND record_id = ?",
-                ((area, record_id) for record_id in deleted),
-            )
+            if rebase:
+                _store_hashes(db, area, hashes)
+            else:
+                stored = _stored_hashes(db, area)
+                stored.update(hashes)
+                for record_id in deleted:
+                    stored.pop(record_id, None)
+                _store_hashes(db, area, stored)
             self._extracted(db, area, first.extracted_at, rebase, total_records, duration)
             if before_commit is not None:
                 before_commit()
@@ -298,10 +297,7 @@ class AgentState:
         lost) and the deletions the broker refused.  Only a full batch later cut into deltas
         needs them (`replace`); sent whole, it retires them by leaving them out.
         """
-        known = {
-            row[0]
-            for row in db.execute("SELECT record_id FROM record_hashes WHERE area = ?", (area,))
-        }
+        known = set(_stored_hashes(db, area))
         for body_gz, retired_gz in db.execute(
             "SELECT body_gz, retired_gz FROM outbox WHERE area = ?", (area,)
         ):
@@ -702,6 +698,39 @@ def _command(row: tuple[Any, ...]) -> CompletedCommand:
         completed_at=_required(parse_iso(row[4])),
         reported=bool(row[5]),
     )
+
+
+def _stored_hashes(db: sqlite3.Connection, area: str) -> dict[str, bytes]:
+    row = db.execute("SELECT ids, hashes FROM area_hashes WHERE area = ?", (area,)).fetchone()
+    if row is None:
+        return {}
+    ids, packed = orjson.loads(row[0]), bytes(row[1])
+    if len(packed) != len(ids) * HASH_BYTES:
+        raise sqlite3.DatabaseError(f"the stored record hashes of {area} are damaged")
+    digests = [packed[i : i + HASH_BYTES] for i in range(0, len(packed), HASH_BYTES)]
+    return dict(zip(ids, digests, strict=True))
+
+
+def _store_hashes(db: sqlite3.Connection, area: str, hashes: Mapping[str, bytes]) -> None:
+    """All of an area's hashes as one row: ids as a JSON list, digests end to end in the same
+    order.  A row per record cost a sixth of a full extraction's CPU (profiled) to rewrite."""
+    if any(len(digest) != HASH_BYTES for digest in hashes.values()):
+        raise ValueError(f"record hashes are {HASH_BYTES} bytes")
+    db.execute(
+        "INSERT OR REPLACE INTO area_hashes(area, ids, hashes) VALUES (?, ?, ?)",
+        (area, orjson.dumps(list(hashes)), b"".join(hashes.values())),
+    )
+
+
+def _pack_record_hashes(db: sqlite3.Connection) -> None:
+    """Schema 2 to 3: a row per record in `record_hashes` becomes a row per area."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'record_hashes'").fetchone() is None:
+        return
+    areas = [row[0] for row in db.execute("SELECT DISTINCT area FROM record_hashes")]
+    for area in areas:
+        rows = db.execute("SELECT record_id, hash FROM record_hashes WHERE area = ?", (area,))
+        _store_hashes(db, area, {record_id: bytes(digest) for record_id, digest in rows})
+    db.execute("DROP TABLE record_hashes")
 
 
 def _pack_ids(ids: Sequence[str]) -> bytes | None:

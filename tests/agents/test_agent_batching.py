@@ -213,6 +213,6 @@ def test_a_state_database_of_schema_1_is_upgraded_in_place(tmp_path: Path) -> No
     state = AgentState.open(tmp_path)
     assert [e.batch_id for e in state.pending()] == ["waiting"]
     assert state.retired("waiting") == []
-    assert state.meta("schema_version") == "2"
+    assert state.meta("schema_version") == "3"
     state.dead_letter("waiting", now=NOW, http_status=422, problem="x")
     assert state.dead_letter_count() == 1

@@ -1,5 +1,6 @@
 """The state database: a batch and its hashes are committed together or not at all."""
 
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,6 +79,59 @@ def test_a_full_batch_replaces_hashes_and_supersedes_waiting_batches(tmp_path: P
     assert [e.batch_id for e in state.pending()] == ["other", "b2"]
     assert state.hashes("students.basic") == {"c": b"3" * 16}
     assert state.areas()["students.basic"].last_full_at == NOW
+
+
+def test_a_delta_keeps_the_hashes_it_does_not_touch_and_other_areas_keep_theirs(
+    tmp_path: Path,
+) -> None:
+    state = AgentState.open(tmp_path)
+    spool(state, batch("b1", mode="full"), {"a": b"1" * 16, "b": b"2" * 16, "c": b"3" * 16})
+    spool(state, batch("g1", area="groups", mode="full"), {"g": b"9" * 16})
+    state.spool(
+        batch("b2"), {"b": b"4" * 16, "d": b"5" * 16}, ["c"], now=NOW, duration=0, total_records=3
+    )
+    assert state.hashes("students.basic") == {"a": b"1" * 16, "b": b"4" * 16, "d": b"5" * 16}
+    assert state.hashes("groups") == {"g": b"9" * 16}
+    assert state.hashes("contacts") == {}
+
+
+def test_a_hash_of_the_wrong_size_is_refused_and_nothing_is_spooled(tmp_path: Path) -> None:
+    state = AgentState.open(tmp_path)
+    with pytest.raises(ValueError, match="16 bytes"):
+        spool(state, batch("b1"), {"a": b"short"})
+    assert state.pending() == []
+    assert state.hashes("students.basic") == {}
+
+
+def test_schema_2_record_hashes_are_packed_per_area_on_open(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "agent.db")
+    db.executescript(
+        """
+        CREATE TABLE record_hashes (
+            area TEXT NOT NULL, record_id TEXT NOT NULL, hash BLOB NOT NULL,
+            PRIMARY KEY (area, record_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '2');
+        """
+    )
+    rows = [("students.basic", f"stu-{n}", bytes([n]) * 16) for n in range(100)]
+    db.executemany(
+        "INSERT INTO record_hashes VALUES (?, ?, ?)", [*rows, ("groups", "g", b"9" * 16)]
+    )
+    db.commit()
+    db.close()
+    state = AgentState.open(tmp_path)
+    assert state.hashes("students.basic") == {record_id: digest for _, record_id, digest in rows}
+    assert state.hashes("groups") == {"g": b"9" * 16}
+    assert state.meta("schema_version") == "3"
+    state.close()
+    db = sqlite3.connect(tmp_path / "agent.db")
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert "record_hashes" not in tables
+    # Opening again finds nothing left to pack and keeps what was packed.
+    assert AgentState.open(tmp_path).hashes("groups") == {"g": b"9" * 16}
 
 
 def test_outbox_is_first_in_first_out(tmp_path: Path) -> None:
