@@ -163,6 +163,7 @@ ODD_VALUES: list[object] = [
     # At the edges of the quick checks for dates, times, numbers and lists of strings:
     "2025-W47-3", "20251119", "2025-11-19 ", "24:00", "9:00", "23:59", -0.0, 1e308,
     ["a", 1], ["x" * (MAX_STRING_LENGTH + 1)], ["a"] * (MAX_LIST_ITEMS + 1), [None],
+    "x" * MAX_STRING_LENGTH, "x" * (MAX_STRING_LENGTH + 1),
 ]  # fmt: skip
 
 
@@ -173,9 +174,21 @@ def test_the_quick_test_agrees_with_the_full_validation(area: str) -> None:
     spec = get_area(area)
     records: list[object] = [{"id": "r-1"}, {"id": 7}, {}, {"id": "bad id"}, {"id": "r", "x": 1}]
     for field in spec.fields:
-        records += [{"id": "r-1", field.name: value} for value in ODD_VALUES]
+        values = [*ODD_VALUES, *(field.choices or ())]
+        records += [{"id": "r-1", field.name: value} for value in values]
+    # Every field at once, each with a valid value (the common upload record), and then
+    # with one of them spoiled.
+    whole = {"id": "r-1", **{field.name: _valid_value(field) for field in spec.fields}}
+    records += [whole, *({**whole, name: ["not", "this"]} for name in whole)]
     for record in records:
         assert record_is_valid(spec, record) == (not list(validate_record(spec, 0, record))), record
+
+
+def _valid_value(spec: FieldSpec) -> object:
+    candidates: list[object] = [*(spec.choices or ()), *ODD_VALUES]
+    if spec.item_fields:
+        candidates.insert(0, [{item.name: _valid_value(item) for item in spec.item_fields}])
+    return next(v for v in candidates if v is not None and _check_value(spec, v) is None)
 
 
 def _every_field_spec() -> list[FieldSpec]:
