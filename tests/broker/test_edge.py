@@ -61,6 +61,19 @@ def test_value_count_ignores_separators_in_strings() -> None:
     assert not too_many_values(b'["' + b"," * 100 + b'"]', 50)
 
 
+@pytest.mark.parametrize("count", [1, 2, 3, 49, 50, 51, 101])
+def test_too_many_values_never_misses_the_densest_json(count: int) -> None:
+    """`[1,1,...]` packs a value in every two bytes, the most JSON can: where the length
+    alone settles the answer, it is still exact there, and never too low for any body."""
+    ones = b"[" + b",".join([b"1"] * count) + b"]"
+    values = count + 1  # the array and its items
+    assert too_many_values(ones, values) is False
+    assert too_many_values(ones, values - 1) is True
+    for item in (b"[]", b"{}", b'""', b"[1]"):
+        body = b"[" + b",".join([item] * count) + b"]"
+        assert too_many_values(body, values - 1) is True, item
+
+
 def test_shape_problem_names_depth_and_length() -> None:
     assert shape_problem([[[1]]], max_depth=3, max_items=5) is None
     assert "deeper" in (shape_problem([[[[1]]]], max_depth=3, max_items=5) or "")
