@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -28,16 +28,8 @@ class DatabaseNotMigratedError(RuntimeError):
     pass
 
 
-# Pages of 16 KiB, not SQLite's 4: a cached record is about 550 bytes, and inserting an
-# upload's rows cost 7.4-10.8 us each against 10.5-15.9 (16,000 rows into a table already
-# holding a school's, four runs each, alternated).  SQLite takes the size only when it
-# creates the file; a database created before keeps its pages until a VACUUM.
-SQLITE_PAGE_BYTES: Final = 16384
-
-
 def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute(f"PRAGMA page_size={SQLITE_PAGE_BYTES}")  # before WAL mode writes the header
     # WAL lets the CLI, the API and the workers use one file at once; busy_timeout makes a
     # writer wait for another instead of failing at once.
     cur.execute("PRAGMA journal_mode=WAL")

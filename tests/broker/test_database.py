@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -15,7 +13,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from broker.db import (
-    SQLITE_PAGE_BYTES,
     alembic_config,
     current_revision,
     downgrade,
@@ -130,26 +127,3 @@ def test_dfe_number_is_unique_and_a_failed_unit_of_work_leaves_nothing(database_
     with Session(engine) as session:
         assert [s.id for s in session.exec(select(School))] == ["sch_1"]
     engine.dispose()
-
-
-def test_a_new_sqlite_database_has_16_kib_pages_and_an_older_one_keeps_its_own(
-    tmp_path: Path,
-) -> None:
-    fresh = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
-    upgrade(fresh)
-    older_file = tmp_path / "older.db"
-    made_before = sqlite3.connect(older_file)  # as releases before 0.4.4 created it
-    made_before.execute("PRAGMA journal_mode=WAL")
-    made_before.execute("CREATE TABLE kept (x)")
-    made_before.close()
-    older = make_engine(f"sqlite:///{older_file}")
-    upgrade(older)
-    try:
-        for engine, size in ((fresh, SQLITE_PAGE_BYTES), (older, 4096)):
-            with engine.connect() as conn:
-                assert conn.exec_driver_sql("PRAGMA page_size").scalar() == size
-                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            assert current_revision(engine) == head_revision(engine)
-    finally:
-        fresh.dispose()
-        older.dispose()
