@@ -61,19 +61,19 @@ def _encode_row(row: repo.AnyRow) -> dict[str, Any]:
     }
 
 
-def _decode_row(state: repo.AreaState, item: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "school_id": state.school_id,
-        "area": state.area,
-        "record_key": item["k"],
-        "seq": item["q"],
-        "changed_at": from_instant_key(item["t"]),
-        "deleted": item["d"],
-        "as_of": from_instant_key(item["a"]),
-        "content_hash": base64.b64decode(item["h"]),
-        "ciphertext": base64.b64decode(item["c"]),
-        "blob_key": item["b"],
-    }
+def _decode_row(state: repo.AreaState, item: dict[str, Any]) -> repo.RecordRow:
+    return (
+        state.school_id,
+        state.area,
+        item["k"],
+        item["q"],
+        from_instant_key(item["t"]),
+        item["d"],
+        from_instant_key(item["a"]),
+        base64.b64decode(item["h"]),
+        base64.b64decode(item["c"]),
+        item["b"],
+    )
 
 
 def demote_area(

@@ -267,18 +267,45 @@ def all_records(conn: Connection, school_id: str, area: str) -> list[AnyRow]:
     return list(conn.execute(query))
 
 
-def insert_records(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+# One `cached_records` row as the bulk writes take it: its values in the table's column
+# order.  An upload builds one for each record it changes; as a dict each cost more to
+# build and to take apart again (a key check, a lookup per column) than to bind (profiled).
+RecordRow: TypeAlias = tuple[
+    str, str, str, int, datetime, bool, datetime, bytes, bytes, "str | None"
+]
+RECORD_COLUMNS: Final = (
+    "school_id",
+    "area",
+    "record_key",
+    "seq",
+    "changed_at",
+    "deleted",
+    "as_of",
+    "content_hash",
+    "ciphertext",
+    "blob_key",
+)
+if tuple(c.name for c in cached_records.c) != RECORD_COLUMNS:  # a column added, or moved
+    raise ImportError("cache.repository.RECORD_COLUMNS no longer matches cached_records")
+
+
+def _as_params(row: RecordRow) -> dict[str, Any]:
+    return dict(zip(RECORD_COLUMNS, row, strict=True))
+
+
+def insert_records(conn: Connection, rows: Sequence[RecordRow]) -> None:
     if not rows:
         return
-    if conn.dialect.name == "postgresql" and all(row.keys() == _PG_COLUMNS for row in rows):
+    if conn.dialect.name == "postgresql":
         _pg_copy(conn, rows)
         return
-    if conn.dialect.name == "sqlite" and all(row.keys() == _ALL_COLUMNS for row in rows):
+    if conn.dialect.name == "sqlite":
         _Bulk.of(conn, "insert").run(conn, rows)
         return
-    conn.execute(insert(cached_records), list(rows))
+    conn.execute(insert(cached_records), [_as_params(row) for row in rows])
 
 
+_BY_PK_NAMES: Final = ("k_school", "k_area", "k_record")  # bound to the row's first three
 _BY_PK: Final = and_(
     cached_records.c.school_id == bindparam("k_school"),
     cached_records.c.area == bindparam("k_area"),
@@ -286,21 +313,20 @@ _BY_PK: Final = and_(
 )
 
 
-def update_records(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Rewrite existing records; each row holds every non-key column."""
+def update_records(conn: Connection, rows: Sequence[RecordRow]) -> None:
+    """Rewrite existing records, found by their primary key, with every other column."""
     if not rows:
         return
-    if conn.dialect.name == "postgresql" and _PG_UPDATES_ALL:
+    if conn.dialect.name == "postgresql":
         _pg_bulk(conn, _PG_UPDATE_RECORDS, rows)
         return
-    params = [
-        {**row, "k_school": row["school_id"], "k_area": row["area"], "k_record": row["record_key"]}
-        for row in rows
-    ]
     if conn.dialect.name == "sqlite":  # the same statement, its parameters bound in bulk
-        _Bulk.of(conn, "update").run(conn, params)
+        _Bulk.of(conn, "update").run(conn, rows)
         return
-    conn.execute(_UPDATE_RECORDS, params)
+    conn.execute(
+        _UPDATE_RECORDS,
+        [_as_params(row) | dict(zip(_BY_PK_NAMES, row, strict=False)) for row in rows],
+    )
 
 
 _UPDATABLE: Final = (
@@ -316,7 +342,6 @@ _UPDATABLE: Final = (
 _UPDATE_RECORDS: Final = (
     update(cached_records).where(_BY_PK).values({name: bindparam(name) for name in _UPDATABLE})
 )
-_ALL_COLUMNS: Final = frozenset(c.name for c in cached_records.c)
 
 
 class _Bulk:
@@ -335,6 +360,11 @@ class _Bulk:
             raise TypeError(f"{dialect.name}: bulk statements need positional parameters")
         self.text: str = compiled.string
         self.names: tuple[str, ...] = tuple(compiled.positiontup)
+        # Where each parameter's value sits in a `RecordRow` (the key's are its first three).
+        self.source = tuple(
+            _BY_PK_NAMES.index(name) if name in _BY_PK_NAMES else RECORD_COLUMNS.index(name)
+            for name in self.names
+        )
         self.processors = tuple(
             None
             if _binds_bytes_as_they_are(compiled.binds[name].type, dialect)
@@ -351,8 +381,8 @@ class _Bulk:
             found = cls._compiled[key] = cls(statement, conn.dialect)
         return found
 
-    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        values_of = operator.itemgetter(*self.names)  # one C call per row for the plain ones
+    def run(self, conn: Connection, rows: Sequence[RecordRow]) -> None:
+        values_of = operator.itemgetter(*self.source)  # one C call per row for the plain ones
         processed = [(i, p) for i, p in enumerate(self.processors) if p is not None]
         seen: list[Any] = [_UNSEEN] * len(self.names)
         bound: list[Any] = [None] * len(self.names)
@@ -411,26 +441,9 @@ _PG_UPDATE_RECORDS: Final = (
     + ", ".join(f"{name} = excluded.{name}" for name in _UPDATABLE)
 )
 _PG_BULK_ROWS: Final = 2000
-# The statements name these columns: a row with others (a column added since) takes the
-# generic path, which writes whatever it is given.
-_PG_COLUMNS: Final = frozenset(c.name for c in cached_records.c) & {
-    "school_id",
-    "area",
-    "record_key",
-    "seq",
-    "changed_at",
-    "deleted",
-    "as_of",
-    "content_hash",
-    "ciphertext",
-    "blob_key",
-}
-_PG_UPDATES_ALL: Final = len(_PG_COLUMNS) == len(cached_records.c) and set(_UPDATABLE) == (
-    _PG_COLUMNS - {"school_id", "area", "record_key"}
-)
 
 
-def _pg_bulk(conn: Connection, statement: str, rows: Sequence[Mapping[str, Any]]) -> None:
+def _pg_bulk(conn: Connection, statement: str, rows: Sequence[RecordRow]) -> None:
     for start in range(0, len(rows), _PG_BULK_ROWS):
         document = [_pg_record(row) for row in rows[start : start + _PG_BULK_ROWS]]
         conn.exec_driver_sql(statement, (orjson.dumps(document).decode(),))
@@ -440,13 +453,10 @@ def _pg_bulk(conn: Connection, statement: str, rows: Sequence[Mapping[str, Any]]
 # JSON was parsed, then hex-decoded, twice the bytes.  4,000 rows of 400 bytes, six runs
 # each: 16.2 us of server CPU a row against 24.4, the broker's 8.4 against 8.1 (medians).
 # An upload's inserts are all new keys of a locked area.
-_PG_COPY_RECORDS: Final = (
-    "COPY cached_records (school_id, area, record_key, seq, changed_at, deleted, as_of,"
-    " content_hash, ciphertext, blob_key) FROM STDIN"
-)
+_PG_COPY_RECORDS: Final = f"COPY cached_records ({', '.join(RECORD_COLUMNS)}) FROM STDIN"
 
 
-def _pg_copy(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+def _pg_copy(conn: Connection, rows: Sequence[RecordRow]) -> None:
     naive: dict[datetime, datetime] = {}  # a batch's rows share their two times
 
     def utc(value: datetime) -> datetime:
@@ -459,19 +469,19 @@ def _pg_copy(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     try:
         with cursor.copy(_PG_COPY_RECORDS) as copy:
             write = copy.write_row
-            for row in rows:
+            for school, area, key, seq, changed_at, deleted, as_of, digest, sealed, blob in rows:
                 write(
                     (
-                        row["school_id"],
-                        row["area"],
-                        row["record_key"],
-                        row["seq"],
-                        utc(row["changed_at"]),
-                        row["deleted"],
-                        utc(row["as_of"]),
-                        row["content_hash"],
-                        row["ciphertext"],
-                        row["blob_key"],
+                        school,
+                        area,
+                        key,
+                        seq,
+                        utc(changed_at),
+                        deleted,
+                        utc(as_of),
+                        digest,
+                        sealed,
+                        blob,
                     )
                 )
     except conn.dialect.loaded_dbapi.Error as exc:
@@ -487,18 +497,19 @@ def _wrapped(statement: str, exc: Exception, conn: Connection) -> StatementError
     return DBAPIError.instance(statement, None, exc, conn.dialect.loaded_dbapi.Error)
 
 
-def _pg_record(row: Mapping[str, Any]) -> dict[str, Any]:
+def _pg_record(row: RecordRow) -> dict[str, Any]:
+    school, area, key, seq, changed_at, deleted, as_of, digest, sealed, blob = row
     return {
-        "school_id": row["school_id"],
-        "area": row["area"],
-        "record_key": row["record_key"],
-        "seq": row["seq"],
-        "changed_at": _naive_utc(row["changed_at"]),
-        "deleted": row["deleted"],
-        "as_of": _naive_utc(row["as_of"]),
-        "content_hash": bytes(row["content_hash"]).hex(),
-        "ciphertext": bytes(row["ciphertext"]).hex(),
-        "blob_key": row["blob_key"],
+        "school_id": school,
+        "area": area,
+        "record_key": key,
+        "seq": seq,
+        "changed_at": _naive_utc(changed_at),
+        "deleted": deleted,
+        "as_of": _naive_utc(as_of),
+        "content_hash": bytes(digest).hex(),
+        "ciphertext": bytes(sealed).hex(),
+        "blob_key": blob,
     }
 
 

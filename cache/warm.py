@@ -91,8 +91,8 @@ class _Plan:
     """The rows one batch writes, built in memory before one bulk statement per kind."""
 
     seq: int
-    inserts: list[dict[str, Any]] = field(default_factory=list)
-    updates: list[dict[str, Any]] = field(default_factory=list)
+    inserts: list[repo.RecordRow] = field(default_factory=list)
+    updates: list[repo.RecordRow] = field(default_factory=list)
     trimmed: list[str] = field(default_factory=list)
     stale_blobs: list[str] = field(default_factory=list)
     unchanged: int = 0
@@ -128,20 +128,20 @@ class _Batch:
         content_hash: bytes,
         ciphertext: bytes,
         blob_key: str | None = None,
-    ) -> dict[str, Any]:
-        # One literal: built for every record of an upload, merging dicts showed in profiles.
-        return {
-            "school_id": self.school_id,
-            "area": self.area.name,
-            "record_key": record_key,
-            "seq": seq,
-            "changed_at": self.now,
-            "deleted": deleted,
-            "as_of": self.extracted_at,
-            "content_hash": content_hash,
-            "ciphertext": ciphertext,
-            "blob_key": blob_key,
-        }
+    ) -> repo.RecordRow:
+        # In repo.RECORD_COLUMNS order: built for every record an upload changes.
+        return (
+            self.school_id,
+            self.area.name,
+            record_key,
+            seq,
+            self.now,
+            deleted,
+            self.extracted_at,
+            content_hash,
+            ciphertext,
+            blob_key,
+        )
 
 
 def apply_batch(

@@ -17,23 +17,28 @@ from cache.models import cached_records
 LONDON_SUMMER = timezone(timedelta(hours=1))
 
 
-def rows(school: str, version: int) -> list[dict[str, Any]]:
+def rows(school: str, version: int) -> list[repo.RecordRow]:
     at = datetime(2026, 6, 1, 9, 30, 15, 123456, tzinfo=LONDON_SUMMER)
     return [
-        {
-            "school_id": school,
-            "area": "students.photos",
-            "record_key": f"rk-{n:03d}",
-            "seq": version * 100 + n,
-            "changed_at": at + timedelta(microseconds=n),
-            "deleted": n % 3 == 0,
-            "as_of": datetime(2026, 6, 1, 8, 0, tzinfo=UTC),
-            "content_hash": bytes([n, version]) * 16,
-            "ciphertext": b"\x00\xffsealed" * (n + 1),
-            "blob_key": None if n % 2 else f"pfx/pack-{n}#0:{n}",
-        }
+        (
+            school,
+            "students.photos",
+            f"rk-{n:03d}",
+            version * 100 + n,
+            at + timedelta(microseconds=n),
+            n % 3 == 0,
+            datetime(2026, 6, 1, 8, 0, tzinfo=UTC),
+            bytes([n, version]) * 16,
+            b"\x00\xffsealed" * (n + 1),
+            None if n % 2 else f"pfx/pack-{n}#0:{n}",
+        )
         for n in range(1, 9)
     ]
+
+
+def as_dicts(records: list[repo.RecordRow]) -> list[dict[str, Any]]:
+    """The same rows as SQLAlchemy's own statements take them."""
+    return [dict(zip(repo.RECORD_COLUMNS, row, strict=True)) for row in records]
 
 
 def stored(engine: Engine, school: str) -> list[tuple[Any, ...]]:
@@ -47,7 +52,7 @@ def stored(engine: Engine, school: str) -> list[tuple[Any, ...]]:
 
 def test_bulk_inserts_and_updates_store_what_sqlalchemy_stores(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(insert(cached_records), rows("sch_generic", 1))
+        conn.execute(insert(cached_records), as_dicts(rows("sch_generic", 1)))
         repo.insert_records(conn, rows("sch_bulk", 1))
     assert stored(engine, "sch_bulk") == stored(engine, "sch_generic")
     with engine.begin() as conn:
@@ -55,7 +60,7 @@ def test_bulk_inserts_and_updates_store_what_sqlalchemy_stores(engine: Engine) -
             repo._UPDATE_RECORDS,
             [
                 {**r, "k_school": r["school_id"], "k_area": r["area"], "k_record": r["record_key"]}
-                for r in rows("sch_generic", 2)
+                for r in as_dicts(rows("sch_generic", 2))
             ],
         )
         repo.update_records(conn, rows("sch_bulk", 2))
@@ -63,7 +68,7 @@ def test_bulk_inserts_and_updates_store_what_sqlalchemy_stores(engine: Engine) -
     assert [r[1] for r in stored(engine, "sch_bulk")] == list(range(201, 209))
     with engine.connect() as conn:  # and through the ORM types: aware UTC times
         states = repo.record_states(conn, "sch_bulk", "students.photos")
-    assert states["rk-001"].changed_at == rows("x", 2)[0]["changed_at"]
+    assert states["rk-001"].changed_at == rows("x", 2)[0][repo.RECORD_COLUMNS.index("changed_at")]
     assert states["rk-001"].changed_at.tzinfo is not None
 
 
