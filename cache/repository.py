@@ -329,15 +329,7 @@ def update_records(conn: Connection, rows: Sequence[RecordRow]) -> None:
     )
 
 
-_UPDATABLE: Final = (
-    "seq",
-    "changed_at",
-    "deleted",
-    "as_of",
-    "content_hash",
-    "ciphertext",
-    "blob_key",
-)
+_UPDATABLE: Final = RECORD_COLUMNS[len(_BY_PK_NAMES) :]  # every column but the primary key's
 
 _UPDATE_RECORDS: Final = (
     update(cached_records).where(_BY_PK).values({name: bindparam(name) for name in _UPDATABLE})
