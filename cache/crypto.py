@@ -81,9 +81,7 @@ class Slot:
     def __post_init__(self) -> None:
         if type(self.kind) is not SlotKind:
             object.__setattr__(self, "kind", SlotKind(self.kind))
-        check_id("record_id", self.record_id)
-        if not 0 <= self.record_version < 2**64:
-            raise ValueError("record_version must fit in a uint64")
+        _check_record(self.record_id, self.record_version)
         # Every field is length-prefixed, so ("ab", "c") and ("a", "bc") never collide.
         encoded = (
             _slot_prefix(self.kind, self.school_id, self.area)
@@ -91,6 +89,13 @@ class Slot:
             + _U64.pack(self.record_version)
         )
         object.__setattr__(self, "associated_data", encoded)
+
+
+def _check_record(record_id: str, record_version: int) -> None:
+    """What a slot's own fields must be before they reach associated data."""
+    check_id("record_id", record_id)
+    if not 0 <= record_version < 2**64:
+        raise ValueError("record_version must fit in a uint64")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -138,9 +143,7 @@ class SlotSealer:
 
     def seal(self, record_id: str, record_version: int, plaintext: bytes) -> bytes:
         """`seal(keyring, Slot(school, area, record_id, record_version, kind), plaintext)`."""
-        check_id("record_id", record_id)
-        if not 0 <= record_version < 2**64:
-            raise ValueError("record_version must fit in a uint64")
+        _check_record(record_id, record_version)
         if self._used == len(self._nonces):
             self._nonces, self._used = os.urandom(self._BLOCK), 0
         nonce = self._nonces[self._used : self._used + NONCE_BYTES]
