@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -21,6 +21,23 @@ HASH_BYTES = 16
 def canonical(record: Mapping[str, Any]) -> bytes:
     """Compact JSON with keys sorted at every level: what is hashed and what is sent."""
     return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
+# `canonical`, refusing (TypeError) what orjson would quietly write as JSON of another type:
+# a date or a time (as a string), a subclass of str, int, dict or list (as its base), a
+# dataclass (as an object).
+_STRICT: Final = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def strict_canonical(record: Mapping[str, Any]) -> bytes:
+    """The same bytes as `canonical`, or TypeError where the JSON would not hold the value's
+    own type: for a record whose check took such values for what they would be written as."""
+    return orjson.dumps(record, option=_STRICT)
 
 
 def record_hash(record: Mapping[str, Any]) -> bytes:

@@ -535,8 +535,10 @@ MAX_STRING_LENGTH: Final = 10_000
 MAX_BINARY_BYTES: Final = 5 * 1024 * 1024
 MAX_LIST_ITEMS: Final = 10_000
 MAX_ID_LENGTH: Final = 128
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/\-]{0,127}$")
-_TIME_RE: Final = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+RECORD_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:/\-]{0,127}$"
+TIME_PATTERN: Final = r"^([01]\d|2[0-3]):[0-5]\d$"
+_ID_RE: Final = re.compile(RECORD_ID_PATTERN)
+_TIME_RE: Final = re.compile(TIME_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,7 +567,7 @@ Check: TypeAlias = Callable[[Any], "str | None"]
 
 
 @functools.cache
-def _check_of(spec: FieldSpec) -> Check:
+def field_check(spec: FieldSpec) -> Check:
     """`_check_value` for one field, with the common valid values settled by a type test
     first: every upload record passes here on the agent and again on the broker, and the
     general check cost 7-20 us a record.  Anything the quick test does not pass gets the
@@ -602,7 +604,7 @@ def _check_of(spec: FieldSpec) -> Check:
 
         return check_exact
     if kind is FieldType.OBJECT_LIST:
-        items = {item.name: _check_of(item) for item in spec.item_fields}
+        items = {item.name: field_check(item) for item in spec.item_fields}
 
         def check_objects(value: Any) -> str | None:
             if value is None:
@@ -758,7 +760,7 @@ def record_is_valid(area: Area, record: Any) -> bool:
 def _field_checks(area: Area) -> Mapping[str, Check]:
     checks = area.field_checks
     if checks is None:
-        checks = {spec.name: _check_of(spec) for spec in area.fields}
+        checks = {spec.name: field_check(spec) for spec in area.fields}
         object.__setattr__(area, "field_checks", checks)
     return checks
 

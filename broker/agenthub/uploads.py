@@ -27,6 +27,7 @@ from consent.areas import (
     record_is_valid,
     validate_record,
 )
+from consent.record_types import records_pass
 
 # An MIS clock a little ahead of ours is normal; more than this is a bug at the school.
 ALLOWED_CLOCK_SKEW = timedelta(minutes=5)
@@ -162,20 +163,26 @@ def parse_upload(
         )
     errors: list[FieldError] = []
     error_count = 0  # every error is counted; only the first few are kept
-    seen: set[str] = set()
-    for index, record in enumerate(records):
-        if not record_is_valid(area, record):  # the quick test first: most records pass
-            for found in validate_record(area, index, record):
-                error_count += 1
-                if len(errors) < MAX_REPORTED_ERRORS:
-                    errors.append(found)
-        record_id = record.get("id") if isinstance(record, dict) else None
-        if isinstance(record_id, str):
-            if record_id in seen:
-                error_count += 1
-                if len(errors) < MAX_REPORTED_ERRORS:
-                    errors.append(FieldError(index, record_id, "id", "duplicate id in this upload"))
-            seen.add(record_id)
+    # The whole batch checked in C first: nearly every upload is valid, and then only its
+    # ids need a look.  Otherwise each record is checked again, to say what is wrong.
+    seen: set[str] = {record["id"] for record in records} if records_pass(area, records) else set()
+    if len(seen) != len(records):
+        seen = set()
+        for index, record in enumerate(records):
+            if not record_is_valid(area, record):  # the quick test first: most records pass
+                for found in validate_record(area, index, record):
+                    error_count += 1
+                    if len(errors) < MAX_REPORTED_ERRORS:
+                        errors.append(found)
+            record_id = record.get("id") if isinstance(record, dict) else None
+            if isinstance(record_id, str):
+                if record_id in seen:
+                    error_count += 1
+                    if len(errors) < MAX_REPORTED_ERRORS:
+                        errors.append(
+                            FieldError(index, record_id, "id", "duplicate id in this upload")
+                        )
+                seen.add(record_id)
     for index, record_id in enumerate(deleted):
         error: FieldError | None = None
         if not is_valid_record_id(record_id):

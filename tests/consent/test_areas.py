@@ -17,8 +17,8 @@ from consent.areas import (
     FieldSpec,
     FieldType,
     UnknownAreaError,
-    _check_of,  # the quick field checks
     _check_value,  # the general check: their reference
+    field_check,  # the quick field checks
     get_area,
     parse_area_list,
     parse_instant,
@@ -206,7 +206,7 @@ def test_each_quick_field_check_answers_as_the_general_one(spec: FieldSpec) -> N
     """The quick checks settle common valid values by a type test before the general
     check: for every field (object-list items too) and value of every kind, the answer and
     the message are the general check's."""
-    quick = _check_of(spec)
+    quick = field_check(spec)
     for value in ODD_VALUES:
         assert quick(value) == _check_value(spec, value), value
 
