@@ -74,6 +74,7 @@ def compute(
     full: bool,
     keep: Collection[str] = (),
     encoded: Iterable[bytes] | None = None,
+    digests: Iterable[bytes | None] | None = None,
 ) -> Diff:
     """Compare the MIS's records with the stored hashes of what the broker was sent.
 
@@ -82,15 +83,18 @@ def compute(
     (quarantined: in the MIS, but invalid there now) count as unchanged: a delta does not
     delete them and a full keeps their stored hash, so what the broker holds for them
     stays as it was until the MIS sends a valid record again.  `encoded` is each record's
-    `canonical` JSON, when the caller has it already.
+    `canonical` JSON, when the caller has it already, and `digests` its hash, where the
+    caller has that (None where not): a delta's check hashes every unchanged record.
     """
     current: dict[str, bytes] = {}
     upserts: list[Record] = []
     sent: list[bytes] = []
     records = list(records)
     encodings = [canonical(r) for r in records] if encoded is None else encoded
-    for record, body in zip(records, encodings, strict=True):  # one encoding per record
-        digest = hash_of(body)
+    known: Iterable[bytes | None] = [None] * len(records) if digests is None else digests
+    # One encoding and one hash per record.
+    for record, body, given in zip(records, encodings, known, strict=True):
+        digest = hash_of(body) if given is None else given
         record_id = str(record["id"])
         current[record_id] = digest
         if full or stored.get(record_id) != digest:

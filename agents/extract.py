@@ -91,6 +91,8 @@ class Checked:
 
     good: list[Record] = field(default_factory=list)
     encoded: list[bytes] = field(default_factory=list)  # each good record's canonical JSON
+    # Each good record's hash where the check took it already (as stored), else None.
+    digests: list[bytes | None] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     too_large: list[str] = field(default_factory=list)
     # Every record left out, the adapter's own quarantine included.
@@ -132,6 +134,8 @@ def check(
     seen: set[str] = set()
     for index, record in enumerate(records):
         encoded = _encoding_if_unchanged(record, unchanged)
+        # Such a record hashed as stored: the diff need not hash it again.
+        digest = None if encoded is None or unchanged is None else unchanged[record["id"]]
         if encoded is None:
             encoded = _encoding_if_valid(spec, record)
         if encoded is not None or record_is_valid(spec, record):
@@ -167,6 +171,7 @@ def check(
                 continue
         out.good.append(record)
         out.encoded.append(encoded)
+        out.digests.append(digest)
     return out
 
 
@@ -262,7 +267,14 @@ class Extractor:
             result = self._failed(area, message, started)
             return replace(result, quarantined=tuple(checked.quarantined))
         keep = checked.kept | (stored.keys() if read.keep_absent else frozenset())
-        diff = compute(checked.good, stored, full=full, keep=keep, encoded=checked.encoded)
+        diff = compute(
+            checked.good,
+            stored,
+            full=full,
+            keep=keep,
+            encoded=checked.encoded,
+            digests=checked.digests,
+        )
         held = self._guard(area, diff, stored)
         if held is not None and not confirmed:
             return self._held(held, started)

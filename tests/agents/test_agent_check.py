@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.diff import record_hash
+from agents.diff import compute, record_hash
 from agents.extract import check
 
 AREA = "students.basic"
@@ -53,3 +53,17 @@ def test_the_encoding_kept_is_the_canonical_one_either_way() -> None:
     assert outcome([shuffled], unchanged=stored)[1] == [
         b'{"date_of_birth":"2013-04-09","forename":"Amara","id":"s-1","on_roll":true}'
     ]
+
+
+def test_a_delta_hands_the_hashes_it_took_to_the_diff() -> None:
+    """An unchanged record is hashed once, by the check; the diff is the same as before."""
+    stored = {"s-1": record_hash(VALID), "s-gone": b"\0" * 16}
+    changed = {"id": "s-3", "forename": "Ben"}
+    checked = check(AREA, [VALID, changed], batch_limit=10_000, unchanged=stored)
+    assert checked.digests == [record_hash(VALID), None]
+    handed = compute(
+        checked.good, stored, full=False, encoded=checked.encoded, digests=checked.digests
+    )
+    assert handed == compute(checked.good, stored, full=False)
+    assert handed.upserts == [changed]
+    assert handed.deleted == ["s-gone"]
