@@ -68,8 +68,20 @@ def test_bulk_inserts_and_updates_store_what_sqlalchemy_stores(engine: Engine) -
     assert [r[1] for r in stored(engine, "sch_bulk")] == list(range(201, 209))
     with engine.connect() as conn:  # and through the ORM types: aware UTC times
         states = repo.record_states(conn, "sch_bulk", "students.photos")
-    assert states["rk-001"].changed_at == rows("x", 2)[0][repo.RECORD_COLUMNS.index("changed_at")]
-    assert states["rk-001"].changed_at.tzinfo is not None
+        asked = repo.record_states(conn, "sch_bulk", "students.photos", {"rk-001", "rk-003", "x"})
+    assert asked == {key: states[key] for key in ("rk-001", "rk-003")}
+    assert len(states) == 8
+    # A tombstone's change time, as the ORM types read it (aware UTC); a live record's is
+    # never asked, and not read.
+    tombstoned_at = states["rk-003"].changed_at
+    assert states["rk-003"].deleted
+    assert tombstoned_at == rows("x", 2)[2][repo.RECORD_COLUMNS.index("changed_at")]
+    assert tombstoned_at is not None
+    assert tombstoned_at.tzinfo is not None
+    assert not states["rk-001"].deleted
+    assert states["rk-001"].changed_at is None
+    digest = rows("x", 2)[0][repo.RECORD_COLUMNS.index("content_hash")]
+    assert states["rk-001"].content_hash == digest
 
 
 def test_updates_on_postgresql_find_rows_by_primary_key_whatever_the_statistics(
