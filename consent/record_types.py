@@ -1,8 +1,9 @@
 """The catalogue's areas as msgspec types: a batch of uploaded records checked in C.
 
-The broker checks every record of every upload before it accepts it.  In Python
-(`record_is_valid`, a call per field) that was 5 us a record, a tenth of a full upload's
-CPU on the broker; msgspec checks the whole batch against its area's type in half that.
+The broker checks every record of every upload before it accepts it, and the agent before
+it sends it.  In Python (`record_is_valid`, a call per field) that was 5 us a record on
+each side, a seventh of the broker's CPU for a full upload; msgspec checks a batch against
+its area's type in half that.
 
 It is only ever a quicker yes.  A batch it accepts is one that `record_is_valid` accepts
 record by record (tests/consent/test_record_types.py holds the two to that on edge and
@@ -12,8 +13,9 @@ does not ("2025-W01-1") is still accepted, by the slower path.  Kinds msgspec ca
 express exactly (base64 binaries, RFC 3339 instants) are left open in the type and checked
 in Python afterwards, field by field.
 
-Only values parsed from JSON may be given: msgspec converting Python objects is more
-lenient than the catalogue (a tuple for a list, a `date` for a date string).
+`records_pass` takes only values parsed from JSON: msgspec converting Python objects is
+more lenient than the catalogue (a tuple for a list, a `date` for a date string).
+`record_passes` takes a record built in Python, with what its caller must do about that.
 """
 
 from __future__ import annotations

@@ -163,10 +163,12 @@ def parse_upload(
         )
     errors: list[FieldError] = []
     error_count = 0  # every error is counted; only the first few are kept
+    seen: set[str] = set()
     # The whole batch checked in C first: nearly every upload is valid, and then only its
     # ids need a look.  Otherwise each record is checked again, to say what is wrong.
-    seen: set[str] = {record["id"] for record in records} if records_pass(area, records) else set()
-    if len(seen) != len(records):
+    if records_pass(area, records):
+        seen = {record["id"] for record in records}
+    if len(seen) != len(records):  # an invalid record, or an id twice
         seen = set()
         for index, record in enumerate(records):
             if not record_is_valid(area, record):  # the quick test first: most records pass
