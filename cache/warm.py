@@ -333,7 +333,10 @@ def _old_tombstones(
     return [
         key
         for key, state in existing.items()
-        if state.changed_at is not None and state.changed_at < horizon and key not in revived
+        if state.deleted
+        and state.changed_at is not None  # read for every tombstone (`record_states`)
+        and state.changed_at < horizon
+        and key not in revived
     ]
 
 
