@@ -193,7 +193,7 @@ def apply_batch(
     keyed = {macs.record_key(str(r["id"])): r for r in records}
     to_delete = {macs.record_key(i): i for i in deleted}
     wanted = None if mode == "full" else keyed.keys() | to_delete.keys()
-    existing = repo.record_states(conn, school_id, area, wanted)
+    existing = repo.record_states(conn, school_id, area, wanted, live_records=state.record_count)
     plan = _Plan(seq=state.last_seq)
     for record_key, record in keyed.items():
         _plan_upsert(batch, plan, record_key, record, existing.get(record_key))

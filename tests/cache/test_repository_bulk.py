@@ -3,12 +3,14 @@ written both ways read back identical, as raw column values and through the ORM 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, event, insert, text
 from sqlalchemy.exc import IntegrityError
 
 from cache import repository as repo
@@ -50,6 +52,20 @@ def stored(engine: Engine, school: str) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in conn.execute(query, {"school": school})]
 
 
+@contextmanager
+def statements_sent(engine: Engine) -> Iterator[list[str]]:
+    sent: list[str] = []
+
+    def record(*args: Any) -> None:
+        sent.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
 def test_bulk_inserts_and_updates_store_what_sqlalchemy_stores(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(insert(cached_records), as_dicts(rows("sch_generic", 1)))
@@ -69,7 +85,18 @@ def test_bulk_inserts_and_updates_store_what_sqlalchemy_stores(engine: Engine) -
     with engine.connect() as conn:  # and through the ORM types: aware UTC times
         states = repo.record_states(conn, "sch_bulk", "students.photos")
         asked = repo.record_states(conn, "sch_bulk", "students.photos", {"rk-001", "rk-003", "x"})
+        # Keys that are a large part of the area are found by a scan: the same answer.
+        with statements_sent(engine) as sent:
+            scanned = repo.record_states(
+                conn, "sch_bulk", "students.photos", {"rk-001", "rk-003", "x"}, live_records=8
+            )
+            few = repo.record_states(
+                conn, "sch_bulk", "students.photos", {"rk-001", "rk-003", "x"}, live_records=100
+            )
+    assert [" IN " in statement for statement in sent] == [False, True]
     assert asked == {key: states[key] for key in ("rk-001", "rk-003")}
+    assert scanned == asked
+    assert few == asked
     assert len(states) == 8
     # A tombstone's change time, as the ORM types read it (aware UTC); a live record's is
     # never asked, and not read.
