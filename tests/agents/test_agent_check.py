@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.diff import compute, record_hash
+from agents.diff import canonical, compute, record_hash
 from agents.extract import check
 
 AREA = "students.basic"
@@ -67,3 +67,20 @@ def test_a_delta_hands_the_hashes_it_took_to_the_diff() -> None:
     assert handed == compute(checked.good, stored, full=False)
     assert handed.upserts == [changed]
     assert handed.deleted == ["s-gone"]
+
+
+def test_an_unchanged_record_is_still_counted_once_and_measured() -> None:
+    """The quick way through for a record as stored still refuses a second copy of its id,
+    and still leaves it out if it no longer fits a batch (the broker lowered its limit)."""
+    stored = {"s-1": record_hash(VALID)}
+    good, _, problems = outcome([VALID, dict(VALID)], unchanged=stored)
+    assert good == [VALID]
+    assert problems == ["record 1 (s-1): duplicate id"]
+    size = len(canonical(VALID))
+    fitting = check(AREA, [VALID], batch_limit=size + 10, overhead=10, unchanged=stored)
+    assert fitting.good == [VALID]
+    tight = check(AREA, [VALID], batch_limit=size + 9, overhead=10, unchanged=stored)
+    assert tight.good == []
+    assert tight.too_large == [
+        f"record 0 (s-1): {size} bytes as JSON, too large for a batch (limit {size + 9} bytes)"
+    ]
