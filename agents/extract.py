@@ -371,7 +371,7 @@ class Extractor:
     def _extracted_at(self, area: str) -> datetime:
         """Now, but never earlier than the area's last batch: the broker refuses older data."""
         now = self._clock()
-        last = self._state.areas().get(area)
+        last = self._state.area(area)
         if (
             last is not None
             and last.last_extracted_at is not None

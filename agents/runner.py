@@ -162,7 +162,7 @@ class Agent:
 
     def extract(self, area: str, *, full: bool = False, confirmed: bool = False) -> Extraction:
         now = self._clock()
-        status = self.state.areas().get(area, AreaStatus(area))
+        status = self.state.area(area) or AreaStatus(area)
         weekly = self.config.schedules.weekly_full_day
         full = full or wants_full(now, status, weekly, self.timezone(now))
         return self.extractor.extract(area, full=full, confirmed=confirmed)

@@ -502,27 +502,19 @@ class AgentState:
 
     # --- per-area status -----------------------------------------------------------------
 
+    _AREA_STATUS = (
+        "SELECT area, last_full_at, last_extracted_at, last_ok, last_error, last_records,"
+        " last_duration, last_confirmed_at, last_attempt_at, needs_full FROM area_state"
+    )
+
     def areas(self) -> dict[str, AreaStatus]:
-        rows = self._db.execute(
-            "SELECT area, last_full_at, last_extracted_at, last_ok, last_error, last_records,"
-            " last_duration, last_confirmed_at, last_attempt_at, needs_full FROM area_state"
-            " ORDER BY area"
-        ).fetchall()
-        return {
-            row[0]: AreaStatus(
-                area=row[0],
-                last_full_at=parse_iso(row[1]),
-                last_extracted_at=parse_iso(row[2]),
-                last_ok=None if row[3] is None else bool(row[3]),
-                last_error=row[4],
-                last_records=row[5],
-                last_duration=row[6],
-                last_confirmed_at=parse_iso(row[7]),
-                last_attempt_at=parse_iso(row[8]),
-                needs_full=bool(row[9]),
-            )
-            for row in rows
-        }
+        rows = self._db.execute(self._AREA_STATUS + " ORDER BY area").fetchall()
+        return {row[0]: _area_status(row) for row in rows}
+
+    def area(self, area: str) -> AreaStatus | None:
+        """One area's status: each extraction asks for its own, not every area's."""
+        row = self._db.execute(self._AREA_STATUS + " WHERE area = ?", (area,)).fetchone()
+        return None if row is None else _area_status(row)
 
     # --- held mass deletions --------------------------------------------------------------
 
@@ -697,6 +689,21 @@ def _command(row: tuple[Any, ...]) -> CompletedCommand:
         detail=row[3],
         completed_at=_required(parse_iso(row[4])),
         reported=bool(row[5]),
+    )
+
+
+def _area_status(row: tuple[Any, ...]) -> AreaStatus:
+    return AreaStatus(
+        area=row[0],
+        last_full_at=parse_iso(row[1]),
+        last_extracted_at=parse_iso(row[2]),
+        last_ok=None if row[3] is None else bool(row[3]),
+        last_error=row[4],
+        last_records=row[5],
+        last_duration=row[6],
+        last_confirmed_at=parse_iso(row[7]),
+        last_attempt_at=parse_iso(row[8]),
+        needs_full=bool(row[9]),
     )
 
 

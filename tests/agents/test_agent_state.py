@@ -44,6 +44,8 @@ def test_spool_stores_batch_and_hashes_together(tmp_path: Path) -> None:
     status = state.areas()["students.basic"]
     assert status.last_extracted_at == NOW
     assert status.last_ok is True
+    assert state.area("students.basic") == status  # one area's, read alone
+    assert state.area("groups") is None
 
 
 def test_a_crash_inside_the_transaction_leaves_neither(tmp_path: Path) -> None:
