@@ -507,8 +507,25 @@ def _pg_bulk(conn: Connection, statement: str, rows: Sequence[RecordRow]) -> Non
 # New rows go in with COPY: the server parses each row's text once, where the recordset's
 # JSON was parsed, then hex-decoded, twice the bytes.  4,000 rows of 400 bytes, six runs
 # each: 16.2 us of server CPU a row against 24.4, the broker's 8.4 against 8.1 (medians).
-# An upload's inserts are all new keys of a locked area.
-_PG_COPY_RECORDS: Final = f"COPY cached_records ({', '.join(RECORD_COLUMNS)}) FROM STDIN"
+# An upload's inserts are all new keys of a locked area.  In the binary format, sealed
+# bytes and times go as they are, not as hex and text: 20,000 rows of 400 bytes, four
+# runs each, 8.0 us of server CPU a row against 9.5, the broker's 5.0 against 7.0.
+_PG_COPY_RECORDS: Final = (
+    f"COPY cached_records ({', '.join(RECORD_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+)
+# Each column's type as the binary format needs it named (the migrations' types).
+_PG_COPY_TYPES: Final = (
+    "varchar",  # school_id
+    "varchar",  # area
+    "varchar",  # record_key
+    "int8",  # seq
+    "timestamp",  # changed_at, naive UTC
+    "bool",  # deleted
+    "timestamp",  # as_of, naive UTC
+    "bytea",  # content_hash
+    "bytea",  # ciphertext
+    "varchar",  # blob_key
+)
 
 
 def _pg_copy(conn: Connection, rows: Sequence[RecordRow]) -> None:
@@ -523,6 +540,7 @@ def _pg_copy(conn: Connection, rows: Sequence[RecordRow]) -> None:
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         with cursor.copy(_PG_COPY_RECORDS) as copy:
+            copy.set_types(list(_PG_COPY_TYPES))
             write = copy.write_row
             for school, area, key, seq, changed_at, deleted, as_of, digest, sealed, blob in rows:
                 write(
