@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.sql.elements import ClauseElement
 
 from cache.models import CacheTier, cached_areas, cached_records
 from cache.naming import instant_key
@@ -179,6 +180,8 @@ def _update_area(names: tuple[str, ...]) -> Update:
 
 def update_area(conn: Connection, school_id: str, area: str, **values: Any) -> None:
     """Set the given columns of the area's row to plain values."""
+    if any(isinstance(value, ClauseElement) for value in values.values()):
+        raise TypeError("update_area sets plain values; write an expression's UPDATE itself")
     statement = _update_area(tuple(sorted(values)))
     conn.execute(statement, {"k_school": school_id, "k_area": area, **values})
 
@@ -273,7 +276,9 @@ _STATES_OF_KEYS: Final = _STATES.where(
 
 
 # Finding a record by its key cost about four times as much as reading it in a scan of its
-# area (profiled on SQLite, a nightly delta that changes every pupil's attendance).
+# area (profiled on SQLite, a nightly delta that changes every pupil's attendance).  Only
+# keys too many for one IN statement are worth a scan: the live count leaves out the
+# area's tombstones, which the scan reads too.
 _SEEK_OVER_SCAN: Final = 4
 
 
@@ -287,13 +292,14 @@ def record_states(
 ) -> dict[str, RecordState]:
     """The state of the given records (every record of the area when `keys` is None).
 
-    Given the area's count of `live_records`, keys that are a large part of it are found
-    in one scan of the area rather than one by one: the answer is the same.
+    Given the area's count of `live_records`, many keys that are a large part of it are
+    found in one scan of the area rather than one by one: the answer is the same.
     """
     where = {"school_id": school_id, "area": area}
     if keys is None:
         return _states(conn.execute(_STATES, where))
-    if live_records is not None and len(keys) * _SEEK_OVER_SCAN >= live_records:
+    many = len(keys) > _IN_CHUNK
+    if many and live_records is not None and len(keys) * _SEEK_OVER_SCAN >= live_records:
         every = _states(conn.execute(_STATES, where))
         return {key: every[key] for key in keys if key in every}
     found: dict[str, RecordState] = {}

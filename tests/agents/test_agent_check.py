@@ -81,6 +81,18 @@ def test_an_unchanged_record_is_still_counted_once_and_measured() -> None:
     assert fitting.good == [VALID]
     tight = check(AREA, [VALID], batch_limit=size + 9, overhead=10, unchanged=stored)
     assert tight.good == []
+    assert tight.encoded == tight.digests == []
     assert tight.too_large == [
         f"record 0 (s-1): {size} bytes as JSON, too large for a batch (limit {size + 9} bytes)"
     ]
+    assert [(q.record_id, q.field) for q in tight.quarantined] == [("s-1", "")]
+
+
+def test_a_changed_copy_first_makes_the_unchanged_one_a_duplicate() -> None:
+    changed = {**VALID, "forename": "Ama"}
+    stored = {"s-1": record_hash(VALID)}
+    checked = check(AREA, [changed, VALID], batch_limit=10_000, unchanged=stored)
+    assert checked.good == [changed]
+    assert checked.digests == [None]  # changed: the diff hashes it
+    assert checked.invalid == ["record 1 (s-1): duplicate id"]
+    assert outcome([changed, VALID], unchanged=stored) == outcome([changed, VALID])

@@ -403,33 +403,3 @@ def test_gzip_uploads_are_accepted(
     )
     assert response.status_code == 200, response.text
     assert response.json()["applied"] == 1
-
-
-def test_a_batch_applied_concurrently_meanwhile_is_answered_as_first_applied(
-    client: TestClient,
-    school: dict[str, str],
-    resources: Resources,
-    clock: FrozenClock,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Two deliveries of one batch racing: the second finds no batch before it applies, and
-    its own record of the batch then fails on the first's.  It is rolled back whole and
-    answers as the first did."""
-    from broker.agenthub import ingest as ingest_module
-
-    body = upload_body(clock, records=[{"id": "stu-1", "forename": "Amara"}])
-    first = client.post("/v1/agent/uploads", json=body, headers=auth(school))
-    assert first.status_code == 200, first.text
-    looked = []
-    real = ingest_module._earlier
-
-    def missed_once(session: Session, batch_id: str) -> Any:
-        looked.append(batch_id)
-        return None if len(looked) == 1 else real(session, batch_id)
-
-    monkeypatch.setattr(ingest_module, "_earlier", missed_once)
-    again = client.post("/v1/agent/uploads", json=body, headers=auth(school))
-    assert again.status_code == 200, again.text
-    assert again.json() == first.json()
-    assert looked == [body["batch_id"], body["batch_id"]]  # missed, then found after the clash
-    assert _outbox(resources) == ["data.updated"]  # one event: nothing applied twice

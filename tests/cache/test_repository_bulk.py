@@ -14,7 +14,7 @@ from sqlalchemy import Engine, event, insert, text
 from sqlalchemy.exc import IntegrityError
 
 from cache import repository as repo
-from cache.models import cached_records
+from cache.models import cached_areas, cached_records
 
 LONDON_SUMMER = timezone(timedelta(hours=1))
 
@@ -86,17 +86,22 @@ def test_bulk_inserts_and_updates_store_what_sqlalchemy_stores(engine: Engine) -
         states = repo.record_states(conn, "sch_bulk", "students.photos")
         asked = repo.record_states(conn, "sch_bulk", "students.photos", {"rk-001", "rk-003", "x"})
         # Keys that are a large part of the area are found by a scan: the same answer.
+        many = {"rk-001", "rk-003", *(f"absent-{n}" for n in range(1000))}
+        sought = repo.record_states(conn, "sch_bulk", "students.photos", many)
         with statements_sent(engine) as sent:
             scanned = repo.record_states(
-                conn, "sch_bulk", "students.photos", {"rk-001", "rk-003", "x"}, live_records=8
+                conn, "sch_bulk", "students.photos", many, live_records=1000
             )
             few = repo.record_states(
-                conn, "sch_bulk", "students.photos", {"rk-001", "rk-003", "x"}, live_records=100
+                conn, "sch_bulk", "students.photos", {"rk-001", "rk-003", "x"}, live_records=8
             )
-    assert [" IN " in statement for statement in sent] == [False, True]
+            small_part = repo.record_states(
+                conn, "sch_bulk", "students.photos", many, live_records=5000
+            )
+    # Many keys, a large part of the area: one scan.  Few keys, or a small part: by key.
+    assert [" IN " in statement for statement in sent] == [False, True, True, True]
     assert asked == {key: states[key] for key in ("rk-001", "rk-003")}
-    assert scanned == asked
-    assert few == asked
+    assert scanned == sought == small_part == few == asked
     assert len(states) == 8
     # A tombstone's change time, as the ORM types read it (aware UTC); a live record's is
     # never asked, and not read.
@@ -157,3 +162,10 @@ def test_a_failed_bulk_insert_raises_as_sqlalchemy_does(engine: Engine) -> None:
         insert_new_then_again()
     assert stored(engine, "sch_new") == []
     assert len(stored(engine, "sch_twice")) == len(rows("x", 1))
+
+
+def test_an_area_row_is_updated_with_plain_values_only(engine: Engine) -> None:
+    """`update_area`'s statements are built once per set of columns, with bound values: an
+    SQL expression is refused, not bound as if it were a value."""
+    with engine.begin() as conn, pytest.raises(TypeError, match="plain values"):
+        repo.update_area(conn, "sch_x", "students.basic", tier=cached_areas.c.tier)
