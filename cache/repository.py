@@ -86,16 +86,29 @@ def _area_state(row: AnyRow) -> AreaState:
     return AreaState(**row._asdict())
 
 
-def _is_area(school_id: str, area: str) -> Any:
-    return and_(cached_areas.c.school_id == school_id, cached_areas.c.area == area)
-
-
 def _in_area(school_id: str, area: str) -> Any:
     return and_(cached_records.c.school_id == school_id, cached_records.c.area == area)
 
 
+# The area's row, found by bound parameters: statements built once are compiled once, and
+# every upload locks and then updates its area's row (profiled: a statement built per
+# call cost more than its execution).
+_THIS_AREA: Final = and_(
+    cached_areas.c.school_id == bindparam("k_school"), cached_areas.c.area == bindparam("k_area")
+)
+_AREA: Final = select(cached_areas).where(_THIS_AREA)
+_LOCK_AREA: Final = _AREA.with_for_update()
+_TOUCH_AREA: Final = update(cached_areas).where(_THIS_AREA).values(tier=cached_areas.c.tier)
+_DELETE_AREA: Final = delete(cached_areas).where(_THIS_AREA)
+
+
+def _this_area(school_id: str, area: str) -> dict[str, str]:
+    """The parameters of `_THIS_AREA`."""
+    return {"k_school": school_id, "k_area": area}
+
+
 def area_state(conn: Connection, school_id: str, area: str) -> AreaState | None:
-    row = conn.execute(select(cached_areas).where(_is_area(school_id, area))).first()
+    row = conn.execute(_AREA, _this_area(school_id, area)).first()
     return None if row is None else _area_state(row)
 
 
@@ -108,13 +121,6 @@ def school_areas(conn: Connection, school_id: str) -> list[AreaState]:
     return [_area_state(row) for row in conn.execute(query)]
 
 
-# The area's row, found by bound parameters: statements built once are compiled once, and
-# every upload locks and then updates its area's row (profiled: a statement built per
-# call cost more than its execution).
-_THIS_AREA: Final = and_(
-    cached_areas.c.school_id == bindparam("k_school"), cached_areas.c.area == bindparam("k_area")
-)
-_LOCK_AREA: Final = select(cached_areas).where(_THIS_AREA).with_for_update()
 _PLACEHOLDER_COLUMNS: Final = (
     "school_id",
     "area",
@@ -161,15 +167,13 @@ def lock_area(conn: Connection, school_id: str, area: str, now: datetime) -> Are
         "updated_at": now,
     }
     conn.execute(_insert_placeholder(conn.dialect.name), placeholder)
-    row = conn.execute(_LOCK_AREA, {"k_school": school_id, "k_area": area})
+    row = conn.execute(_LOCK_AREA, _this_area(school_id, area))
     return _area_state(row.one())
 
 
 def lock_existing_area(conn: Connection, school_id: str, area: str) -> AreaState | None:
     """Lock the area's row if it exists (a no-op UPDATE takes the write lock on both DBs)."""
-    touched = conn.execute(
-        update(cached_areas).where(_is_area(school_id, area)).values(tier=cached_areas.c.tier)
-    )
+    touched = conn.execute(_TOUCH_AREA, _this_area(school_id, area))
     return area_state(conn, school_id, area) if touched.rowcount else None
 
 
@@ -183,7 +187,7 @@ def update_area(conn: Connection, school_id: str, area: str, **values: Any) -> N
     if any(isinstance(value, ClauseElement) for value in values.values()):
         raise TypeError("update_area sets plain values; write an expression's UPDATE itself")
     statement = _update_area(tuple(sorted(values)))
-    conn.execute(statement, {"k_school": school_id, "k_area": area, **values})
+    conn.execute(statement, _this_area(school_id, area) | values)
 
 
 def delete_area_records(conn: Connection, school_id: str, area: str) -> int:
@@ -194,7 +198,7 @@ def delete_area_records(conn: Connection, school_id: str, area: str) -> int:
 def delete_area(conn: Connection, school_id: str, area: str) -> int:
     """Delete the area and its records; return the record rows deleted."""
     deleted = delete_area_records(conn, school_id, area)
-    conn.execute(delete(cached_areas).where(_is_area(school_id, area)))
+    conn.execute(_DELETE_AREA, _this_area(school_id, area))
     return deleted
 
 
