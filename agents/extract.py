@@ -169,9 +169,9 @@ def check(
         seen.add(str(record_id))
         if encoded is None:
             encoded = canonical(record)
-        if batch_limit is not None:
+        if fits is not None:
             size = len(encoded)
-            if overhead + size > batch_limit:
+            if size > fits:
                 out.too_large.append(
                     f"record {index} ({record_id}): {size} bytes as JSON, too large for"
                     f" a batch (limit {batch_limit} bytes)"
