@@ -28,19 +28,27 @@ def settings(settings_on_each_database: Settings) -> Settings:
     return settings_on_each_database
 
 
+class Race:
+    """The earlier-batch lookup, made to miss once when armed: as when the first delivery
+    commits just after the second looked.  `looked` is every lookup since arming."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.armed = False
+        self.looked: list[str] = []
+        real = ingest_module._earlier
+
+        def lookup(session: Session, batch_id: str) -> Any:
+            if not self.armed:
+                return real(session, batch_id)
+            self.looked.append(batch_id)
+            return None if len(self.looked) == 1 else real(session, batch_id)
+
+        monkeypatch.setattr(ingest_module, "_earlier", lookup)
+
+
 @pytest.fixture
-def missed_once(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The earlier-batch lookup misses once, as when the first delivery commits just after
-    the second looked: the lookups made, in order."""
-    looked: list[str] = []
-    real = ingest_module._earlier
-
-    def lookup(session: Session, batch_id: str) -> Any:
-        looked.append(batch_id)
-        return None if len(looked) == 1 else real(session, batch_id)
-
-    monkeypatch.setattr(ingest_module, "_earlier", lookup)
-    return looked
+def race(monkeypatch: pytest.MonkeyPatch) -> Race:
+    return Race(monkeypatch)
 
 
 def stored(res: Resources, school_id: str) -> tuple[Any, ...]:
@@ -56,24 +64,36 @@ def stored(res: Resources, school_id: str) -> tuple[Any, ...]:
     return tuple(area), states, batches
 
 
+def delivered_once(
+    client: TestClient,
+    school: dict[str, str],
+    resources: Resources,
+    clock: FrozenClock,
+    race: Race,
+) -> tuple[dict[str, Any], dict[str, Any], tuple[Any, ...]]:
+    """The first delivery applied: its body, its answer and what it stored.  Then the race
+    is armed, and the clock moves on so that a write the rollback missed would show."""
+    body = upload_body(clock, records=[{"id": "stu-1", "forename": "Amara"}])
+    first = client.post("/v1/agent/uploads", json=body, headers=auth(school))
+    assert first.status_code == 200, first.text
+    before = stored(resources, school["school_id"])
+    race.armed = True
+    clock.advance(timedelta(minutes=1))
+    return body, first.json(), before
+
+
 def test_the_second_delivery_answers_as_the_first_and_changes_nothing(
     client: TestClient,
     school: dict[str, str],
     resources: Resources,
     clock: FrozenClock,
-    missed_once: list[str],
+    race: Race,
 ) -> None:
-    body = upload_body(clock, records=[{"id": "stu-1", "forename": "Amara"}])
-    missed_once.append("first")  # the first delivery's lookup is a real one
-    first = client.post("/v1/agent/uploads", json=body, headers=auth(school))
-    assert first.status_code == 200, first.text
-    before = stored(resources, school["school_id"])
-    missed_once.clear()
-    clock.advance(timedelta(minutes=1))  # so a write the rollback missed would show
+    body, first, before = delivered_once(client, school, resources, clock, race)
     again = client.post("/v1/agent/uploads", json=body, headers=auth(school))
     assert again.status_code == 200, again.text
-    assert again.json() == first.json()
-    assert missed_once == [body["batch_id"], body["batch_id"]]  # missed, then found
+    assert again.json() == first
+    assert race.looked == [body["batch_id"], body["batch_id"]]  # missed, then found
     assert stored(resources, school["school_id"]) == before
 
 
@@ -82,17 +102,12 @@ def test_a_racing_delivery_with_other_content_is_refused_and_changes_nothing(
     school: dict[str, str],
     resources: Resources,
     clock: FrozenClock,
-    missed_once: list[str],
+    race: Race,
 ) -> None:
-    body = upload_body(clock, records=[{"id": "stu-1", "forename": "Amara"}])
-    missed_once.append("first")
-    assert client.post("/v1/agent/uploads", json=body, headers=auth(school)).status_code == 200
-    before = stored(resources, school["school_id"])
-    missed_once.clear()
-    clock.advance(timedelta(minutes=1))
+    body, _, before = delivered_once(client, school, resources, clock, race)
     body["records"] = [{"id": "stu-1", "forename": "Other"}, {"id": "stu-2", "forename": "New"}]
     refused = client.post("/v1/agent/uploads", json=body, headers=auth(school))
     assert refused.status_code == 409, refused.text
     assert "different content" in refused.json()["detail"]
-    assert len(missed_once) == 2
+    assert race.looked == [body["batch_id"], body["batch_id"]]
     assert stored(resources, school["school_id"]) == before  # its records were rolled back
