@@ -8,7 +8,7 @@ wrapper; no task, no copy.
 Bodies.  A request declaring more than its route's limit is answered 413 before
 authentication or parsing; a body at most `DRAIN_BYTES` over the limit is read and discarded
 first, so a client that sends before it reads still gets the answer, and a larger one is not
-read at all (the connection is closed).  The agent's upload has its own,
+read at all (the connection is closed).  The agent's upload (one, or a sequence) has its own,
 larger limit (`upload_max_compressed_bytes`) and is streamed to its handler, which
 authenticates the agent first; a chunked upload that streams past the limit is stopped
 in `receive`.  Every other body (`body_max_bytes`, 64 KiB by default) is read here up to
@@ -37,6 +37,8 @@ from broker.problems import problem_response
 from broker.settings import BrokerSettings
 
 UPLOAD_PATH: Final = "/v1/agent/uploads"
+# The agent's uploads, alone or several in one request: the larger, streamed limit.
+UPLOAD_PATHS: Final = frozenset({UPLOAD_PATH, f"{UPLOAD_PATH}/sequence"})
 # A write of 1000 records (at most 2 KiB each as the catalogue's strings allow in practice).
 WRITE_BODY_MAX_BYTES: Final = 2 * 1024 * 1024
 # Responses that carry a token even to a request without credentials.
@@ -76,7 +78,7 @@ class EdgeMiddleware:
         if not has_body:
             await self.app(scope, receive, send)
             return
-        upload = scope["path"] == UPLOAD_PATH
+        upload = scope["path"] in UPLOAD_PATHS
         limit = settings.upload_max_compressed_bytes if upload else settings.body_max_bytes
         if _write_path(scope["path"]):
             limit = max(limit, WRITE_BODY_MAX_BYTES)

@@ -52,6 +52,15 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> Response:
+    body = problem_body(status, slug=slug, title=title, detail=detail, **extra)
+    return Response(
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
+
+
+def problem_body(
+    status: int, *, slug: str, title: str, detail: str, **extra: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": f"/problems/{slug}",
         "title": title,
@@ -62,9 +71,29 @@ def problem_response(
     if rid is not None:
         body["request_id"] = rid
     body.update(extra)
-    return Response(
-        orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
-    )
+    return body
+
+
+# 4xx statuses that are not about a request's content: the same content may succeed later.
+_NOT_CONTENT: frozenset[int] = frozenset({401, 403, 408, 425, 429})
+
+
+def content_problem(exc: Exception) -> dict[str, Any] | None:
+    """The problem body of an error in a request's content, or None for any other error.
+
+    For an answer that carries several outcomes in one body (an agent's upload sequence):
+    content the broker refused is answered there, item by item; anything else (a server
+    fault, a service down, a rate limit) fails the whole request, as it would fail one.
+    """
+    if isinstance(exc, DomainError):
+        status, slug, title, detail, extra = exc.status, exc.slug, exc.title, exc.detail, exc.extra
+    elif isinstance(exc, CacheError):
+        status, slug, title, detail, extra = exc.status, exc.slug, exc.title, str(exc), {}
+    else:
+        return None
+    if not 400 <= status < 500 or status in _NOT_CONTENT:
+        return None
+    return problem_body(status, slug=slug, title=title, detail=detail, **extra)
 
 
 async def _domain_error(_: Request, exc: Exception) -> Response:

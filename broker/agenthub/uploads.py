@@ -64,37 +64,78 @@ class Upload:
     deletion_limit: DeletionLimit = DEFAULT_LIMIT
 
 
+# At most this many uploads in one sequence (`POST /v1/agent/uploads/sequence`); the
+# bytes are bounded as one upload's are.
+MAX_SEQUENCE_UPLOADS = 256
 # Inflated a piece at a time into one growing buffer: never more than the limit plus a piece.
 _INFLATE_PIECE = 1024 * 1024
 
 
 def decode_body(raw: bytes, content_encoding: str | None, max_bytes: int) -> bytes | bytearray:
-    """Undo gzip if declared, refusing anything that inflates beyond `max_bytes`."""
+    """Undo gzip if declared, refusing anything that inflates beyond `max_bytes`.
+
+    A gzip body may hold several members one after the other (RFC 1952 section 2.2); they
+    inflate to their concatenation, as `gunzip` does.  An agent sends a sequence of
+    uploads that way, each member as it was spooled.  The limit is on the whole.
+    """
     encoding = (content_encoding or "identity").strip().lower()
     if encoding == "identity":
         return raw
     if encoding not in ("gzip", "x-gzip"):
         raise UnsupportedEncodingError(f"Content-Encoding {encoding!r}: use gzip or none")
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     body = bytearray()
     pending = raw
     try:
-        while not inflater.eof:
-            # max_length bounds each piece, so a gzip bomb stops here, not in memory.
-            piece = inflater.decompress(pending, _INFLATE_PIECE)
-            pending = inflater.unconsumed_tail
-            if not piece and not pending:
-                break  # the input is spent short of the end: truncated
-            body += piece
-            if len(body) > max_bytes:
-                raise PayloadTooLargeError(
-                    f"upload inflates beyond the {max_bytes} byte limit", limit_bytes=max_bytes
-                )
-        if not inflater.eof:
-            raise InvalidInputError("gzip body is truncated")
+        while True:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while not inflater.eof:
+                # max_length bounds each piece, so a gzip bomb stops here, not in memory.
+                piece = inflater.decompress(pending, _INFLATE_PIECE)
+                pending = inflater.unconsumed_tail
+                if not piece and not pending:
+                    break  # the input is spent short of the end: truncated
+                body += piece
+                if len(body) > max_bytes:
+                    raise PayloadTooLargeError(
+                        f"upload inflates beyond the {max_bytes} byte limit",
+                        limit_bytes=max_bytes,
+                    )
+            if not inflater.eof:
+                raise InvalidInputError("gzip body is truncated")
+            pending = inflater.unused_data
+            if not pending:
+                return body
     except zlib.error as exc:
         raise InvalidInputError(f"gzip body is corrupt: {exc}") from None
-    return body
+
+
+def sequence_items(
+    body: bytes | bytearray, max_uploads: int = MAX_SEQUENCE_UPLOADS
+) -> list[bytes | bytearray]:
+    """The uploads of a sequence: one JSON document a line (NDJSON), the last `\\n` optional.
+
+    Each line is exactly the body its upload would have alone, so its digest (and so its
+    idempotent replay) is the same however it is sent.  JSON text never holds a raw
+    newline, so the lines are the documents.  The lines are counted before they are
+    split, so a body of empty lines costs no memory; a line that is not an upload is
+    refused when its turn comes, after the lines before it were applied.
+    """
+    if not body:
+        raise _reject("the sequence holds no uploads: send one JSON document a line")
+    ended = body.endswith(b"\n")
+    count = body.count(b"\n") + (0 if ended else 1)
+    if count > max_uploads:
+        raise PayloadTooLargeError(
+            f"the sequence holds {count} lines; at most {max_uploads} uploads in one request",
+            limit_uploads=max_uploads,
+        )
+    items: list[bytes | bytearray] = [*body.split(b"\n")]
+    if ended:
+        items.pop()
+    for index, item in enumerate(items):
+        if not item or item.isspace():
+            raise _reject(f"line {index + 1} of the sequence is blank: one upload a line")
+    return items
 
 
 def _reject(

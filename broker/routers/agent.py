@@ -15,12 +15,13 @@ from broker.agenthub import commands
 from broker.agenthub.auth import AgentDep, AgentPrincipal
 from broker.agenthub.heartbeat import HeartbeatReply, Telemetry, record_heartbeat
 from broker.agenthub.ingest import ingest
-from broker.agenthub.uploads import decode_body
+from broker.agenthub.uploads import MAX_SEQUENCE_UPLOADS, decode_body, sequence_items
 from broker.clock import Clock
 from broker.db import session_scope
 from broker.deps import get_batch_applier, get_clock, get_resources, get_session
 from broker.errors import PayloadTooLargeError
 from broker.ops.metrics import AGENT_UPLOAD_RECORDS, AGENT_UPLOADS
+from broker.problems import content_problem
 from broker.resources import Resources
 from broker.settings import BrokerSettings
 from cache.service import CacheService
@@ -50,6 +51,23 @@ class UploadResult(BaseModel):
     area: str
     applied: int
     deleted: int
+
+
+class SequenceItemResult(BaseModel):
+    index: int = Field(description="The upload's line in the sequence, from 0")
+    status: int = Field(description="What `POST /v1/agent/uploads` would have answered")
+    answer: UploadResult | None = Field(default=None, description="When status is 200")
+    problem: dict[str, Any] | None = Field(
+        default=None, description="When refused: the problem details that upload alone gets"
+    )
+
+
+class SequenceResult(BaseModel):
+    uploads: int = Field(description="Uploads in the request")
+    results: list[SequenceItemResult] = Field(
+        description="One for each upload tried, in order.  The first refusal ends the "
+        "sequence: the uploads after it were not tried (nothing of them applied)."
+    )
 
 
 class CommandResult(BaseModel):
@@ -132,6 +150,92 @@ async def _ingest(
         agent,
         clock.now(),
     )
+
+
+SEQUENCE_MEDIA_TYPE = "application/x-ndjson"
+
+
+@router.post(
+    "/uploads/sequence",
+    response_model=SequenceResult,
+    summary="Several uploads in one request, applied in order, each atomically and at most once",
+    description=(
+        "The body holds one upload a line (NDJSON), each exactly the body `POST "
+        "/v1/agent/uploads` takes, so a repeated `batch_id` is recognised however it was "
+        "sent.  Gzip may come as one member or one member an upload.  The body's limits "
+        f"are one upload's; at most {MAX_SEQUENCE_UPLOADS} uploads.  Each upload is applied "
+        "in its own transaction, in order; the first one refused ends the sequence, and "
+        "its answer says which were tried.  A failure that is not an upload's fault (a "
+        "database down) fails the whole request, as it would fail one upload: what was "
+        "applied before it is answered again, unchanged, when the sequence is sent again."
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                SEQUENCE_MEDIA_TYPE: {
+                    "schema": {"type": "string", "description": "One upload a line"}
+                }
+            },
+        }
+    },
+    responses={401: PROBLEM, 403: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM},
+)
+async def upload_sequence(
+    request: Request,
+    agent: AgentDep,
+    resources: Annotated[Resources, Depends(get_resources)],
+    clock: Annotated[Clock, Depends(get_clock)],
+    applier: Annotated[CacheService, Depends(get_batch_applier)],
+) -> dict[str, Any]:
+    settings = resources.settings.broker
+    raw = await _read_capped(request, settings.upload_max_compressed_bytes)
+    return await run_in_threadpool(
+        _decode_and_ingest_each,
+        raw,
+        request.headers.get("content-encoding"),
+        settings,
+        resources.engine,
+        applier,
+        agent,
+        clock.now(),
+    )
+
+
+def _decode_and_ingest_each(
+    raw: bytes,
+    content_encoding: str | None,
+    settings: BrokerSettings,
+    engine: Engine,
+    applier: CacheService,
+    agent: AgentPrincipal,
+    now: datetime,
+) -> dict[str, Any]:
+    items = sequence_items(decode_body(raw, content_encoding, settings.upload_max_bytes))
+    results: list[dict[str, Any]] = []
+    for index, body in enumerate(items):
+        try:
+            answer = ingest(
+                engine,
+                applier,
+                agent,
+                body,
+                now,
+                max_records=settings.upload_max_records,
+                max_values=settings.upload_max_values,
+            )
+        except Exception as exc:
+            AGENT_UPLOADS.labels("refused").inc()
+            problem = content_problem(exc)
+            if problem is None:
+                raise  # not this upload's fault: the request fails, as one upload's would
+            results.append({"index": index, "status": problem["status"], "problem": problem})
+            break
+        AGENT_UPLOADS.labels("applied").inc()
+        AGENT_UPLOAD_RECORDS.inc(int(answer["applied"]) + int(answer["deleted"]))
+        results.append({"index": index, "status": 200, "answer": answer})
+        items[index] = b""  # applied: its bytes are not needed again
+    return {"uploads": len(items), "results": results}
 
 
 def _decode_and_ingest(

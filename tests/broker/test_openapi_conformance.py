@@ -83,6 +83,18 @@ STUDENTS = [
 ]
 
 # What is tested is what is served: checked against the live document below.
+NDJSON = "application/x-ndjson"
+
+
+@schemathesis.serializer(NDJSON)
+def _ndjson(_: Any, value: Any) -> bytes:
+    """An agent's upload sequence: a list of documents one a line (the valid cases below);
+    anything else generated (a string, as the document says) as its UTF-8 text."""
+    if isinstance(value, list):
+        return b"\n".join(orjson.dumps(item) for item in value)
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 schema = schemathesis.openapi.from_dict(create_app().openapi())
 
 
@@ -345,6 +357,9 @@ def test_every_response_is_documented(case: Any, data: st.DataObject, seeded: Se
     _swap(case.body, known, data, "body")
     if case.path == "/v1/agent/uploads" and data.draw(st.booleans(), label="valid upload?"):
         case.body = _valid_upload(seeded, data)
+    if case.path == SEQUENCE and data.draw(st.booleans(), label="valid sequence?"):
+        count = data.draw(st.integers(1, 3), label="uploads")
+        case.body = [_valid_upload(seeded, data) for _ in range(count)]
     auth = data.draw(st.sampled_from(("right", "right", "right", "none", "wrong")), label="auth")
     headers = dict(case.headers or {})
     headers.pop("Authorization", None)
@@ -420,6 +435,8 @@ def _gzip_bomb() -> bytes:
 
 JSON = {"Content-Type": "application/json"}
 GZIP = {**JSON, "Content-Encoding": "gzip"}
+NDJSON_TYPE = {"Content-Type": NDJSON}
+NDJSON_GZIP = {**NDJSON_TYPE, "Content-Encoding": "gzip"}
 
 
 def _b64(raw: bytes) -> str:
@@ -437,8 +454,9 @@ class HandMade:
     if_none_match: bool = False  # send the ETag of a first read
 
 
-UPLOADS, DATA, LOG = (
+UPLOADS, SEQUENCE, DATA, LOG = (
     "/v1/agent/uploads",
+    "/v1/agent/uploads/sequence",
     "/v1/schools/{school_id}/data/{area}",
     "/v1/admin/access-log",
 )
@@ -448,6 +466,11 @@ HAND_MADE = {
     "gzip bomb upload": HandMade("POST", UPLOADS, 413, _gzip_bomb, GZIP),
     "upload not JSON": HandMade("POST", UPLOADS, 422, b"{oops", JSON),
     "upload not UTF-8": HandMade("POST", UPLOADS, 422, b"\xff\xfe", JSON),
+    "sequence, corrupt gzip": HandMade("POST", SEQUENCE, 422, b"\x1f\x8bnot", NDJSON_GZIP),
+    "sequence, gzip bomb": HandMade("POST", SEQUENCE, 413, _gzip_bomb, NDJSON_GZIP),
+    "sequence, blank line": HandMade("POST", SEQUENCE, 422, b"{}\n\n{}", NDJSON_TYPE),
+    "sequence, a line not JSON": HandMade("POST", SEQUENCE, 200, b"{oops", NDJSON_TYPE),
+    "sequence, not UTF-8": HandMade("POST", SEQUENCE, 200, b"\xff\xfe", NDJSON_TYPE),
     "heartbeat not UTF-8": HandMade("POST", "/v1/agent/heartbeat", 400, b'{"os": "\xff"}', JSON),
     "grant not JSON": HandMade("POST", "/v1/admin/consents", 422, b"{oops", JSON),
     "token over JSON": HandMade(
