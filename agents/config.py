@@ -16,6 +16,7 @@ Example (paths are relative to the file)::
 
     [upload]
     max_batch_bytes = 8388608             # largest upload body (JSON, uncompressed)
+    batches_per_request = 32              # small batches sent together; 1: one a request
     max_deletion_share = 0.10             # hold an upload deleting more than this share
     max_deletion_count = 5                # ... and more than this many records of an area
 
@@ -75,6 +76,8 @@ DEFAULT_MAX_BATCH_BYTES: Final = 8 * 1024 * 1024
 DEFAULT_HEARTBEAT_SECONDS: Final = 60
 MIN_BATCH_BYTES: Final = 1024  # the broker's own floor for its upload limit
 MAX_BATCH_BYTES: Final = 64 * 1024 * 1024  # a default broker refuses anything larger
+DEFAULT_BATCHES_PER_REQUEST: Final = 32
+MAX_BATCHES_PER_REQUEST: Final = 256  # the broker's limit for one sequence
 _TOP_KEYS: Final = frozenset(
     {
         "broker_url",
@@ -153,6 +156,9 @@ class UploadSettings:
     retry_cap_seconds: float = 300.0  # the longest wait between two tries
     retry_budget_seconds: float = 600.0  # how long one flush keeps trying before moving on
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES  # larger uploads are cut into batches
+    # Batches sent in one request (`POST /v1/agent/uploads/sequence`), as many as fit in
+    # `max_batch_bytes` together: a night's small deltas cost one request, not one each.
+    batches_per_request: int = DEFAULT_BATCHES_PER_REQUEST
     max_deletion_share: float = DEFAULT_MAX_SHARE  # the mass-deletion guard's threshold
     max_deletion_count: int = DEFAULT_MAX_COUNT
 
@@ -365,7 +371,10 @@ def _periodic(
 def _upload(table: Mapping[str, Any]) -> UploadSettings:
     keys = {"timeout_seconds", "retry_cap_seconds", "retry_budget_seconds"}
     _no_unknown(
-        table, keys | {"max_batch_bytes", "max_deletion_share", "max_deletion_count"}, "upload."
+        table,
+        keys
+        | {"max_batch_bytes", "batches_per_request", "max_deletion_share", "max_deletion_count"},
+        "upload.",
     )
     values = {}
     for key in sorted(keys):
@@ -381,6 +390,14 @@ def _upload(table: Mapping[str, Any]) -> UploadSettings:
         MAX_BATCH_BYTES,
         "upload.",
     )
+    batches_per_request = _int(
+        table,
+        "batches_per_request",
+        DEFAULT_BATCHES_PER_REQUEST,
+        1,
+        MAX_BATCHES_PER_REQUEST,
+        "upload.",
+    )
     share = table.get("max_deletion_share", DEFAULT_MAX_SHARE)
     if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
         raise ConfigError("upload.max_deletion_share: expected a number from 0 to 1")
@@ -388,6 +405,7 @@ def _upload(table: Mapping[str, Any]) -> UploadSettings:
     return UploadSettings(
         **values,
         max_batch_bytes=max_batch_bytes,
+        batches_per_request=batches_per_request,
         max_deletion_share=float(share),
         max_deletion_count=count,
     )

@@ -86,6 +86,8 @@ class Spool:
         self._errors = errors
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
         self._cancelled = cancelled  # the agent is stopping: no more tries, keep the rest
+        # Small batches go several to a request while the broker takes sequences.
+        self._together = settings.batches_per_request > 1
 
     def flush(
         self, deadline: datetime | None = None, on_settled: Callable[[], object] | None = None
@@ -97,24 +99,37 @@ class Spool:
         report = FlushReport()
         waiting: set[str] = set()  # areas whose next batch waits: so does the rest of each
         end = deadline or self._clock() + timedelta(seconds=self._settings.retry_budget_seconds)
+        together = self._together  # a sequence that fails sends the rest of this flush alone
         again = True
         while again and report.stopped is None:
             again = False
             # A batch re-split this pass is replaced by pieces the pass's list lacks, and its
             # area's later batches now follow them: read the outbox again before going on.
             resplit: set[str] = set()
-            for entry in self._state.pending():
+            # Batches already answered, sent together with an earlier one of this pass: each
+            # is settled when its turn comes, so the outbox is settled in order as before.
+            answered: dict[str, SendResult] = {}
+            entries = self._state.pending()
+            for index, entry in enumerate(entries):
                 if entry.area in waiting or entry.area in resplit:
                     continue
-                now = self._clock()
-                if entry.next_attempt_at is not None and entry.next_attempt_at > now:
-                    waiting.add(entry.area)
-                    report.deferred.append(entry.batch_id)
-                    continue
-                if now >= end or self._cancelled():
-                    report.stopped = "deadline" if now >= end else "stopping"
-                    break
-                result = self._send(entry, end)
+                result = answered.pop(entry.batch_id, None)
+                if result is None:
+                    now = self._clock()
+                    if entry.next_attempt_at is not None and entry.next_attempt_at > now:
+                        waiting.add(entry.area)
+                        report.deferred.append(entry.batch_id)
+                        continue
+                    if now >= end or self._cancelled():
+                        report.stopped = "deadline" if now >= end else "stopping"
+                        break
+                    if together:
+                        group = self._group(entries, index, waiting | resplit, now)
+                        if len(group) > 1:
+                            together = self._send_together(group, answered)
+                            result = answered.pop(entry.batch_id, None)
+                if result is None:
+                    result = self._send(entry, end)
                 if on_settled is not None:
                     on_settled()
                 if result.outcome is Outcome.REFUSED and result.status == TOO_LARGE:
@@ -128,6 +143,73 @@ class Spool:
                         report.stopped = result.detail  # the broker, not the batch: stop here
                         break
         return report
+
+    def _group(
+        self, entries: list[OutboxEntry], start: int, blocked: set[str], now: datetime
+    ) -> list[tuple[OutboxEntry, bytes]]:
+        """The batches to send with `entries[start]`, in outbox order, with their bodies.
+
+        As many as `batches_per_request` and `max_batch_bytes` (or the broker's lower limit)
+        allow together, so a sequence is never larger than one batch may be.  An area whose
+        batch is left out (not due, or its area waiting) has none of its later batches in
+        the group: one area never overtakes itself.
+        """
+        limit = self._batch_limit()
+        blocked = set(blocked)
+        group: list[tuple[OutboxEntry, bytes]] = []
+        size = 0
+        for entry in entries[start:]:
+            if len(group) == self._settings.batches_per_request:
+                break
+            if entry.area in blocked:
+                continue
+            if entry.next_attempt_at is not None and entry.next_attempt_at > now:
+                blocked.add(entry.area)
+                continue
+            size += entry.inflated + 1  # and a newline
+            if group and size > limit:
+                break
+            body = self._state.body(entry.batch_id)
+            if body is None:  # confirmed meanwhile by another run: its turn says so
+                break
+            group.append((entry, body))
+        return group
+
+    def _batch_limit(self) -> int:
+        broker = self._state.upload_limit()
+        own = self._settings.max_batch_bytes
+        return own if broker is None else min(own, broker)
+
+    def _send_together(
+        self, group: list[tuple[OutboxEntry, bytes]], answered: dict[str, SendResult]
+    ) -> bool:
+        """One request for the group: each answer goes to `answered`; False if it failed.
+
+        A failed request leaves every batch of the group to be sent alone, with the usual
+        retries, for the rest of this flush: the broker applied none of them, or applied
+        some and answers a repeat of those as it did the first time.  A broker that has no
+        sequence endpoint (404, 405: an older release) is sent one batch a request from then
+        on.  A 413 teaches the broker's limit, as a single batch's does.
+        """
+        sent = self._client().upload_sequence([body for _, body in group])
+        if sent.failed is None:
+            for (entry, _), result in zip(group, sent.results, strict=False):
+                answered[entry.batch_id] = result
+            log.debug(
+                "batches sent together",
+                extra={"fields": {"batches": len(group), "answered": len(sent.results)}},
+            )
+            return True
+        failed = sent.failed
+        if failed.status in (404, 405):
+            self._together = False
+        elif failed.status == TOO_LARGE:
+            self._learn_limit(_limit_bytes(failed.body), sum(e.inflated + 1 for e, _ in group))
+        log.warning(
+            "batches sent together failed; sending them one at a time",
+            extra={"fields": {"batches": len(group), "error": failed.detail}},
+        )
+        return False
 
     def _send(self, entry: OutboxEntry, end: datetime) -> SendResult:
         body = self._state.body(entry.batch_id)

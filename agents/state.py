@@ -117,6 +117,9 @@ class OutboxEntry:
     attempts: int
     next_attempt_at: datetime | None
     last_error: str | None
+    # The JSON body's size, from its gzip trailer (ISIZE, RFC 1952): each body is one member
+    # we wrote, far below 4 GiB, so the trailer is exact and no body need be inflated.
+    inflated: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +371,8 @@ class AgentState:
         """Every batch waiting, oldest first (the order they must reach the broker in)."""
         rows = self._db.execute(
             "SELECT seq, batch_id, area, mode, created_at, records, deleted,"
-            " length(body_gz), attempts, next_attempt_at, last_error FROM outbox ORDER BY seq"
+            " length(body_gz), attempts, next_attempt_at, last_error, substr(body_gz, -4)"
+            " FROM outbox ORDER BY seq"
         ).fetchall()
         return [
             OutboxEntry(
@@ -383,6 +387,7 @@ class AgentState:
                 attempts=row[8],
                 next_attempt_at=parse_iso(row[9]),
                 last_error=row[10],
+                inflated=int.from_bytes(row[11], "little"),
             )
             for row in rows
         ]

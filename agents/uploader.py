@@ -8,7 +8,9 @@ is a port: tests pass `httpx.MockTransport` for the broker's odd answers.
 from __future__ import annotations
 
 import enum
+import gzip
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -18,6 +20,12 @@ import orjson
 from agents import __version__
 
 USER_AGENT: Final = f"misbroker-agent/{__version__}"
+UPLOAD_PATH: Final = "/v1/agent/uploads"
+SEQUENCE_PATH: Final = f"{UPLOAD_PATH}/sequence"
+SEQUENCE_MEDIA_TYPE: Final = "application/x-ndjson"
+# The newline between two uploads of a sequence, as a gzip member of its own (mtime 0: the
+# same bytes every time).
+_NEWLINE_GZ: Final = gzip.compress(b"\n", mtime=0)
 _MAX_DETAIL: Final = 500
 
 
@@ -35,6 +43,15 @@ class SendResult:
     status: int | None
     detail: str
     body: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceSent:
+    """The answer to a sequence: a result for each batch the broker tried, in order (the
+    rest were not tried), or `failed`, the request's own failure (none was answered)."""
+
+    results: list[SendResult]
+    failed: SendResult | None = None
 
 
 class BrokerError(Exception):
@@ -92,10 +109,32 @@ class BrokerClient:
     def upload(self, body_gz: bytes) -> SendResult:
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
         try:
-            response = self._client.post("/v1/agent/uploads", content=body_gz, headers=headers)
+            response = self._client.post(UPLOAD_PATH, content=body_gz, headers=headers)
         except httpx.TransportError as exc:
             return SendResult(Outcome.RETRY, None, _network(exc))
         return classify(response)
+
+    def upload_sequence(self, bodies_gz: Sequence[bytes]) -> SequenceSent:
+        """Several spooled batches in one request, each body as it was spooled.
+
+        The gzip members go one after the other with a newline's member between them: the
+        broker inflates them to one upload a line, each line the bytes of its batch alone.
+        """
+        headers = {"Content-Type": SEQUENCE_MEDIA_TYPE, "Content-Encoding": "gzip"}
+        try:
+            response = self._client.post(
+                SEQUENCE_PATH, content=_NEWLINE_GZ.join(bodies_gz), headers=headers
+            )
+        except httpx.TransportError as exc:
+            return SequenceSent([], SendResult(Outcome.RETRY, None, _network(exc)))
+        if response.status_code != 200:
+            return SequenceSent([], classify(response))
+        results = _sequence_results(_problem(response), len(bodies_gz))
+        if results is None:  # applied or not, we cannot tell: each is sent again alone
+            return SequenceSent(
+                [], SendResult(Outcome.RETRY, 200, "HTTP 200: not a sequence answer")
+            )
+        return SequenceSent(results)
 
     def heartbeat(self, telemetry: dict[str, Any]) -> dict[str, Any]:
         return self._post_json("/v1/agent/heartbeat", telemetry)
@@ -134,8 +173,10 @@ class BrokerClient:
 
 
 def classify(response: httpx.Response) -> SendResult:
-    status = response.status_code
-    problem = _problem(response)
+    return _classify(response.status_code, _problem(response))
+
+
+def _classify(status: int, problem: dict[str, Any] | None) -> SendResult:
     detail = _describe(status, problem)
     if status == 200:
         return SendResult(Outcome.CONFIRMED, status, detail, problem)
@@ -149,6 +190,28 @@ def classify(response: httpx.Response) -> SendResult:
     if status == 429 or status >= 500 or status in (408, 425):
         return SendResult(Outcome.RETRY, status, detail, problem)
     return SendResult(Outcome.REFUSED, status, detail, problem)
+
+
+def _sequence_results(answer: dict[str, Any] | None, sent: int) -> list[SendResult] | None:
+    """One result for each upload the broker tried, in order; None if the answer is not one.
+
+    Only the last may be a refusal: the first refusal ends the sequence.
+    """
+    items = answer.get("results") if answer is not None else None
+    if not isinstance(items, list) or not 0 < len(items) <= sent:
+        return None
+    results = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or item.get("index") != index:
+            return None
+        status = item.get("status")
+        body = item.get("answer") if status == 200 else item.get("problem")
+        if isinstance(status, bool) or not isinstance(status, int) or not isinstance(body, dict):
+            return None
+        results.append(_classify(status, body))
+    if any(r.outcome is not Outcome.CONFIRMED for r in results[:-1]):
+        return None
+    return results
 
 
 def _problem(response: httpx.Response) -> dict[str, Any] | None:

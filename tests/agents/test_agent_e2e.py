@@ -148,6 +148,9 @@ day = "{DAY.isoformat()}"
 retry_cap_seconds = 2
 retry_budget_seconds = 120
 timeout_seconds = 20
+# Batches go several to a request up to this size together: small enough that a school's
+# upload takes many requests, so the gate has requests to count and hold.
+max_batch_bytes = 131072
 """,
         encoding="utf-8",
     )
