@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from agents.batching import body_bytes, envelope_bytes, pack, render, spooled
-from agents.config import DEFAULT_MAX_BATCH_BYTES, ConfigError
+from agents.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCHES_PER_REQUEST, ConfigError
 from agents.diff import compute
 from agents.extract import build_body, check_records
 from agents.state import AgentState, SpooledBatch
@@ -121,6 +121,25 @@ def test_max_batch_bytes_defaults_to_8_mib_and_is_validated(tmp_path: Path) -> N
     for bad in (True, 1.5e6, "8MiB", 1023, 64 * 1024 * 1024 + 1):
         with pytest.raises(ConfigError, match=r"upload\.max_batch_bytes"):
             make_config(tmp_path, upload={"max_batch_bytes": bad})
+
+
+def test_batches_per_request_defaults_to_32_and_is_validated(tmp_path: Path) -> None:
+    assert make_config(tmp_path).upload.batches_per_request == 32
+    assert make_config(tmp_path, upload={"batches_per_request": 1}).upload.batches_per_request == 1
+    for bad in (True, 0, 2.5, "8", MAX_BATCHES_PER_REQUEST + 1):
+        with pytest.raises(ConfigError, match=r"upload\.batches_per_request"):
+            make_config(tmp_path, upload={"batches_per_request": bad})
+
+
+def test_an_outbox_entry_knows_its_inflated_size_from_the_gzip_trailer(
+    tmp_path: Path,
+) -> None:
+    state = AgentState.open(tmp_path)
+    spooled_batch = batch("b-1")
+    spool(state, spooled_batch)
+    [entry] = state.pending()
+    assert entry.inflated == len(gzip.decompress(spooled_batch.body_gz))
+    state.close()
 
 
 # --- the outbox -----------------------------------------------------------------------------
