@@ -207,14 +207,22 @@ def count_records(conn: Connection, school_id: str, area: str) -> int:
     return int(conn.execute(query).scalar_one())
 
 
+# Asked by every upload: built once, as the area's own statements are.
+_LIVE_RECORDS: Final = (
+    select(func.count())
+    .select_from(cached_records)
+    .where(
+        cached_records.c.school_id == bindparam("school_id"),
+        cached_records.c.area == bindparam("area"),
+        cached_records.c.deleted.is_(False),
+    )
+)
+
+
 def count_live_records(conn: Connection, school_id: str, area: str) -> int:
     """Records of the area that are not tombstones."""
-    query = (
-        select(func.count())
-        .select_from(cached_records)
-        .where(_in_area(school_id, area), cached_records.c.deleted.is_(False))
-    )
-    return int(conn.execute(query).scalar_one())
+    params = {"school_id": school_id, "area": area}
+    return int(conn.execute(_LIVE_RECORDS, params).scalar_one())
 
 
 def expired_areas(conn: Connection, now: datetime, limit: int) -> list[AreaState]:
