@@ -6,8 +6,10 @@ names the record (index and id) and the field, so an agent can log exactly what 
 
 from __future__ import annotations
 
+import re
 import uuid
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -109,15 +111,40 @@ def decode_body(raw: bytes, content_encoding: str | None, max_bytes: int) -> byt
         raise InvalidInputError(f"gzip body is corrupt: {exc}") from None
 
 
+_NOT_SPACE = re.compile(rb"\S")
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSequence:
+    """The uploads of a sequence's body, found (and counted) before any is applied.
+
+    Each is copied out of the body only when its turn comes, so the body and one upload
+    are held at a time; a body of one line is its upload, with no copy at all.
+    """
+
+    body: bytes | bytearray
+    spans: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def __iter__(self) -> Iterator[bytes | bytearray]:
+        if len(self.spans) == 1 and self.spans[0] == (0, len(self.body)):
+            yield self.body
+            return
+        for start, end in self.spans:
+            yield self.body[start:end]
+
+
 def sequence_items(
     body: bytes | bytearray, max_uploads: int = MAX_SEQUENCE_UPLOADS
-) -> list[bytes | bytearray]:
-    """The uploads of a sequence: one JSON document a line (NDJSON), the last `\\n` optional.
+) -> UploadSequence:
+    """The uploads of a sequence: one JSON document a line (NDJSON), the last newline optional.
 
     Each line is exactly the body its upload would have alone, so its digest (and so its
     idempotent replay) is the same however it is sent.  JSON text never holds a raw
     newline, so the lines are the documents.  The lines are counted before they are
-    split, so a body of empty lines costs no memory; a line that is not an upload is
+    found, so a body of empty lines costs no memory; a line that is not an upload is
     refused when its turn comes, after the lines before it were applied.
     """
     if not body:
@@ -129,13 +156,15 @@ def sequence_items(
             f"the sequence holds {count} lines; at most {max_uploads} uploads in one request",
             limit_uploads=max_uploads,
         )
-    items: list[bytes | bytearray] = [*body.split(b"\n")]
-    if ended:
-        items.pop()
-    for index, item in enumerate(items):
-        if not item or item.isspace():
+    spans, start = [], 0
+    for index in range(count):
+        end = body.find(b"\n", start)
+        end = len(body) if end < 0 else end
+        if _NOT_SPACE.search(body, start, end) is None:  # searched in place: no copy
             raise _reject(f"line {index + 1} of the sequence is blank: one upload a line")
-    return items
+        spans.append((start, end))
+        start = end + 1
+    return UploadSequence(body, spans)
 
 
 def _reject(

@@ -169,11 +169,12 @@ def _bomb(items: int) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.parametrize("path", ["/v1/agent/uploads", "/v1/agent/uploads/sequence"])
 @pytest.mark.parametrize(
     "items", [30 * 1000 * 1000, 100 * 1000 * 1000], ids=["60MB-inflated", "200MB-inflated"]
 )
 def test_a_gzip_bomb_upload_is_refused_with_memory_bounded(
-    broker: LiveBroker, school: tuple[Path, str], items: int
+    broker: LiveBroker, school: tuple[Path, str], items: int, path: str
 ) -> None:
     bomb = _bomb(items)
     assert len(bomb) < 400 * 1024  # small compressed, huge inflated
@@ -181,7 +182,7 @@ def test_a_gzip_bomb_upload_is_refused_with_memory_bounded(
     before = memory.rss()
     status = _post(
         broker,
-        "/v1/agent/uploads",
+        path,
         {
             "Authorization": f"Bearer {school[1]}",
             "Content-Type": "application/json",
@@ -190,7 +191,10 @@ def test_a_gzip_bomb_upload_is_refused_with_memory_bounded(
         },
         iter([bomb]),
     )
-    assert status == 413
+    inflates_past_limit = items * 2 > broker.settings().broker.upload_max_bytes
+    # Under the byte limit, the upload is refused for its values: alone with 413, in a
+    # sequence by its result in a 200 answer.  Either way, memory stays bounded.
+    assert status == (413 if inflates_past_limit or path.endswith("uploads") else 200)
     grown_peak, grown_after = memory.peak() - before, memory.rss() - before
     print(f"bomb {items} items: peak +{grown_peak / MB:.0f} MB, after +{grown_after / MB:.0f} MB")
     assert grown_peak < BOMB_GROWTH_BOUND

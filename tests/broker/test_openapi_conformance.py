@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import copy
 import gzip
+import json
 import logging
 import re
 import uuid
@@ -90,8 +91,8 @@ NDJSON = "application/x-ndjson"
 def _ndjson(_: Any, value: Any) -> bytes:
     """An agent's upload sequence: a list of documents one a line (the valid cases below);
     anything else generated (a string, as the document says) as its UTF-8 text."""
-    if isinstance(value, list):
-        return b"\n".join(orjson.dumps(item) for item in value)
+    if isinstance(value, list):  # the stdlib's JSON: a negative case may hold any integer
+        return b"\n".join(json.dumps(item).encode() for item in value)
     return value if isinstance(value, bytes) else str(value).encode()
 
 
