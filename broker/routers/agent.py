@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -120,7 +121,9 @@ async def upload(
     applier: Annotated[CacheService, Depends(get_batch_applier)],
 ) -> dict[str, Any]:
     try:
-        response = await _ingest(request, resources, clock, applier, agent)
+        response = await _read_then_apply(
+            _decode_and_ingest, request, resources, clock, applier, agent
+        )
     except Exception:
         AGENT_UPLOADS.labels("refused").inc()
         raise
@@ -129,7 +132,15 @@ async def upload(
     return response
 
 
-async def _ingest(
+# What the thread pool runs for an upload or a sequence: the body as read, then all the rest.
+ApplyBody = Callable[
+    [bytes, str | None, BrokerSettings, Engine, CacheService, AgentPrincipal, datetime],
+    dict[str, Any],
+]
+
+
+async def _read_then_apply(
+    apply: ApplyBody,
     request: Request,
     resources: Resources,
     clock: Clock,
@@ -141,7 +152,7 @@ async def _ingest(
     # Inflating, validating and applying are CPU and database work: off the event loop, in
     # one hand-off to the thread pool (each costs the loop and a thread a wake-up).
     return await run_in_threadpool(
-        _decode_and_ingest,
+        apply,
         raw,
         request.headers.get("content-encoding"),
         settings,
@@ -188,17 +199,8 @@ async def upload_sequence(
     clock: Annotated[Clock, Depends(get_clock)],
     applier: Annotated[CacheService, Depends(get_batch_applier)],
 ) -> dict[str, Any]:
-    settings = resources.settings.broker
-    raw = await _read_capped(request, settings.upload_max_compressed_bytes)
-    return await run_in_threadpool(
-        _decode_and_ingest_each,
-        raw,
-        request.headers.get("content-encoding"),
-        settings,
-        resources.engine,
-        applier,
-        agent,
-        clock.now(),
+    return await _read_then_apply(
+        _decode_and_ingest_each, request, resources, clock, applier, agent
     )
 
 
