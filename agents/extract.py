@@ -242,15 +242,10 @@ class Extractor:
         self._errors = errors
         self._max_batch_bytes = max_batch_bytes
 
-    def batch_limit(self) -> int:
-        """The configured limit, or the broker's own if it told us a lower one (a 413)."""
-        broker = self._state.upload_limit()
-        return self._max_batch_bytes if broker is None else min(broker, self._max_batch_bytes)
-
     def extract(self, area: str, *, full: bool, confirmed: bool = False) -> Extraction:
         """Read, check, diff and spool one area; `confirmed` lifts the mass-deletion guard once."""
         started, now = time.monotonic(), self._extracted_at(area)
-        limit = self.batch_limit()
+        limit = self._state.batch_limit(self._max_batch_bytes)
         # A full's envelope is smaller ("full" is shorter than "delta").
         overhead = envelope_bytes(area, "delta", now, self._extra)
         stored = self._state.hashes(area)

@@ -154,7 +154,7 @@ class Spool:
         batch is left out (not due, or its area waiting) has none of its later batches in
         the group: one area never overtakes itself.
         """
-        limit = self._batch_limit()
+        limit = self._state.batch_limit(self._settings.max_batch_bytes)
         blocked = set(blocked)
         group: list[tuple[OutboxEntry, bytes]] = []
         size = 0
@@ -174,11 +174,6 @@ class Spool:
                 break
             group.append((entry, body))
         return group
-
-    def _batch_limit(self) -> int:
-        broker = self._state.upload_limit()
-        own = self._settings.max_batch_bytes
-        return own if broker is None else min(own, broker)
 
     def _send_together(
         self, group: list[tuple[OutboxEntry, bytes]], answered: dict[str, SendResult]

@@ -499,6 +499,11 @@ class AgentState:
         value = self.meta(UPLOAD_LIMIT_KEY)
         return int(value) if value is not None and value.isdigit() else None
 
+    def batch_limit(self, configured: int) -> int:
+        """The `configured` limit, or the broker's own if it told us a lower one (a 413)."""
+        broker = self.upload_limit()
+        return configured if broker is None else min(broker, configured)
+
     def set_upload_limit(self, limit: int) -> None:
         self.set_meta(UPLOAD_LIMIT_KEY, str(limit))
 
