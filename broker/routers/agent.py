@@ -121,9 +121,7 @@ async def upload(
     applier: Annotated[CacheService, Depends(get_batch_applier)],
 ) -> dict[str, Any]:
     try:
-        response = await _read_then_apply(
-            _decode_and_ingest, request, resources, clock, applier, agent
-        )
+        response = await _read_then_apply(_one, request, resources, clock, applier, agent)
     except Exception:
         AGENT_UPLOADS.labels("refused").inc()
         raise
@@ -132,11 +130,10 @@ async def upload(
     return response
 
 
-# What the thread pool runs for an upload or a sequence: the body as read, then all the rest.
-ApplyBody = Callable[
-    [bytes, str | None, BrokerSettings, Engine, CacheService, AgentPrincipal, datetime],
-    dict[str, Any],
-]
+# Applies one upload's inflated body: `ingest`, bound to the request's agent and settings.
+IngestOne = Callable[[bytes | bytearray], dict[str, Any]]
+# What an endpoint does with the inflated body: one upload, or each upload of a sequence.
+ApplyBody = Callable[[bytes | bytearray, IngestOne], dict[str, Any]]
 
 
 async def _read_then_apply(
@@ -152,6 +149,7 @@ async def _read_then_apply(
     # Inflating, validating and applying are CPU and database work: off the event loop, in
     # one hand-off to the thread pool (each costs the loop and a thread a wake-up).
     return await run_in_threadpool(
+        _decode_then_apply,
         apply,
         raw,
         request.headers.get("content-encoding"),
@@ -161,6 +159,36 @@ async def _read_then_apply(
         agent,
         clock.now(),
     )
+
+
+def _decode_then_apply(
+    apply: ApplyBody,
+    raw: bytes,
+    content_encoding: str | None,
+    settings: BrokerSettings,
+    engine: Engine,
+    applier: CacheService,
+    agent: AgentPrincipal,
+    now: datetime,
+) -> dict[str, Any]:
+    body = decode_body(raw, content_encoding, settings.upload_max_bytes)
+
+    def ingest_one(upload: bytes | bytearray) -> dict[str, Any]:
+        return ingest(
+            engine,
+            applier,
+            agent,
+            upload,
+            now,
+            max_records=settings.upload_max_records,
+            max_values=settings.upload_max_values,
+        )
+
+    return apply(body, ingest_one)
+
+
+def _one(body: bytes | bytearray, ingest_one: IngestOne) -> dict[str, Any]:
+    return ingest_one(body)
 
 
 SEQUENCE_MEDIA_TYPE = "application/x-ndjson"
@@ -199,33 +227,15 @@ async def upload_sequence(
     clock: Annotated[Clock, Depends(get_clock)],
     applier: Annotated[CacheService, Depends(get_batch_applier)],
 ) -> dict[str, Any]:
-    return await _read_then_apply(
-        _decode_and_ingest_each, request, resources, clock, applier, agent
-    )
+    return await _read_then_apply(_each, request, resources, clock, applier, agent)
 
 
-def _decode_and_ingest_each(
-    raw: bytes,
-    content_encoding: str | None,
-    settings: BrokerSettings,
-    engine: Engine,
-    applier: CacheService,
-    agent: AgentPrincipal,
-    now: datetime,
-) -> dict[str, Any]:
-    items = sequence_items(decode_body(raw, content_encoding, settings.upload_max_bytes))
+def _each(body: bytes | bytearray, ingest_one: IngestOne) -> dict[str, Any]:
+    items = sequence_items(body)
     results: list[dict[str, Any]] = []
-    for index, body in enumerate(items):
+    for index, upload in enumerate(items):
         try:
-            answer = ingest(
-                engine,
-                applier,
-                agent,
-                body,
-                now,
-                max_records=settings.upload_max_records,
-                max_values=settings.upload_max_values,
-            )
+            answer = ingest_one(upload)
         except Exception as exc:
             AGENT_UPLOADS.labels("refused").inc()
             problem = content_problem(exc)
@@ -237,27 +247,6 @@ def _decode_and_ingest_each(
         AGENT_UPLOAD_RECORDS.inc(int(answer["applied"]) + int(answer["deleted"]))
         results.append({"index": index, "status": 200, "answer": answer})
     return {"uploads": len(items), "results": results}
-
-
-def _decode_and_ingest(
-    raw: bytes,
-    content_encoding: str | None,
-    settings: BrokerSettings,
-    engine: Engine,
-    applier: CacheService,
-    agent: AgentPrincipal,
-    now: datetime,
-) -> dict[str, Any]:
-    body = decode_body(raw, content_encoding, settings.upload_max_bytes)
-    return ingest(
-        engine,
-        applier,
-        agent,
-        body,
-        now,
-        max_records=settings.upload_max_records,
-        max_values=settings.upload_max_values,
-    )
 
 
 @router.post(
