@@ -5,7 +5,7 @@ that fails or meets an older broker leaves each batch to go alone, still applied
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +19,11 @@ from agents.runner import Agent
 from agents.state import AgentState
 from agents.uploader import SEQUENCE_PATH, UPLOAD_PATH
 from consent.areas import CORE_AREAS
-from tests.agents.agent_broker import LiveBroker, add_school, live_broker, upload_batches
-from tests.agents.test_agent_e2e import DAY, assert_cache_equals_mis
+from tests.agents.agent_broker import LiveBroker, add_school, upload_batches
+from tests.agents.test_agent_e2e import DAY, assert_cache_equals_mis, broker
 
+__all__ = ["broker"]  # the module-scoped broker of the e2e tests, used by name
 _SCHOOLS = iter(range(6100, 6200))
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[LiveBroker]:
-    data_dir = tmp_path_factory.mktemp("broker")
-    add_school(data_dir, redis_url, "Sequence Academy", "3860000")  # creates the database
-    with live_broker(data_dir, redis_url) as running:
-        yield running
 
 
 class Counting(httpx.BaseTransport):
