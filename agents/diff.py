@@ -26,7 +26,7 @@ def canonical(record: Mapping[str, Any]) -> bytes:
 # `canonical`, refusing (TypeError) what orjson would quietly write as JSON of another type:
 # a date or a time (as a string), a subclass of str, int, dict or list (as its base), a
 # dataclass (as an object).
-_STRICT: Final = (
+STRICT_CANONICAL: Final = (
     orjson.OPT_SORT_KEYS
     | orjson.OPT_PASSTHROUGH_DATETIME
     | orjson.OPT_PASSTHROUGH_SUBCLASS
@@ -37,7 +37,7 @@ _STRICT: Final = (
 def strict_canonical(record: Mapping[str, Any]) -> bytes:
     """The same bytes as `canonical`, or TypeError where the JSON would not hold the value's
     own type: for a record whose check took such values for what they would be written as."""
-    return orjson.dumps(record, option=_STRICT)
+    return orjson.dumps(record, option=STRICT_CANONICAL)
 
 
 def record_hash(record: Mapping[str, Any]) -> bytes:
@@ -74,7 +74,7 @@ def compute(
     full: bool,
     keep: Collection[str] = (),
     encoded: Iterable[bytes] | None = None,
-    digests: Iterable[bytes | None] | None = None,
+    unchanged: Collection[str] = (),
 ) -> Diff:
     """Compare the MIS's records with the stored hashes of what the broker was sent.
 
@@ -83,28 +83,31 @@ def compute(
     (quarantined: in the MIS, but invalid there now) count as unchanged: a delta does not
     delete them and a full keeps their stored hash, so what the broker holds for them
     stays as it was until the MIS sends a valid record again.  `encoded` is each record's
-    `canonical` JSON, when the caller has it already, and `digests` its hash, where the
-    caller has that (None where not): a delta's check hashes every unchanged record.
+    `canonical` JSON, when the caller has it already.  `unchanged` are ids of records in
+    the MIS that the caller found hashing as stored (the delta's check): they are not in
+    `records`, and count as current with their stored hash.
     """
     current: dict[str, bytes] = {}
     upserts: list[Record] = []
     sent: list[bytes] = []
     records = list(records)
     encodings = [canonical(r) for r in records] if encoded is None else encoded
-    known: Iterable[bytes | None] = [None] * len(records) if digests is None else digests
-    # One encoding and one hash per record.
-    for record, body, given in zip(records, encodings, known, strict=True):
-        digest = hash_of(body) if given is None else given
+    for record, body in zip(records, encodings, strict=True):
+        digest = hash_of(body)
         record_id = str(record["id"])
         current[record_id] = digest
         if full or stored.get(record_id) != digest:
             upserts.append(record)
             sent.append(body)
-    kept = frozenset(keep) - current.keys()
+    present = current.keys() | unchanged
+    kept = frozenset(keep) - present
     if full:
         carried = {i: stored[i] for i in kept if i in stored}
-        return Diff(True, upserts, [], hashes=current | carried, kept=kept, encoded=sent)
-    deleted = sorted(set(stored) - set(current) - kept)
+        as_stored = {i: stored[i] for i in unchanged}
+        return Diff(
+            True, upserts, [], hashes=current | as_stored | carried, kept=kept, encoded=sent
+        )
+    deleted = sorted(stored.keys() - present - kept)
     changed = {str(r["id"]): current[str(r["id"])] for r in upserts}
     return Diff(
         full=False,

@@ -55,7 +55,7 @@ def inspect_mis(adapter: MisAdapter) -> MisReport:
             continue
         checked = check(area, read.records, quarantined=read.quarantined)
         report.areas[area] = {
-            "records": len(checked.good),
+            "records": checked.accepted,
             "quarantined": len(checked.quarantined),
             "quarantined_records": [q.as_json() for q in checked.quarantined[:20]],
         }

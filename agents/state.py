@@ -159,6 +159,17 @@ class QuarantinedRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredHashes:
+    """An area's stored record hashes as read, and the state database's version then: a
+    delta's spool takes them as they are while that version holds, rather than read them
+    again (a sixth of a night's extraction, profiled)."""
+
+    area: str
+    hashes: dict[str, bytes]
+    version: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
 class CompletedCommand:
     id: str
     kind: str
@@ -176,6 +187,7 @@ class AgentState:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, one place per change.
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self._hash_writes = 0  # hashes stored through this connection: see `_hashes_version`
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -214,6 +226,24 @@ class AgentState:
         """The hash of every record of the area the broker was last sent, by record id."""
         return _stored_hashes(self._db, area)
 
+    def read_hashes(self, area: str) -> StoredHashes:
+        """`hashes`, with the version they were read at, for `spool(base=...)`."""
+        version = self._hashes_version()  # first: a write after it changes it
+        return StoredHashes(area, _stored_hashes(self._db, area), version)
+
+    def _still_stored(self, base: StoredHashes | None, area: str) -> dict[str, bytes] | None:
+        """A copy of `base`'s hashes if they are still the area's stored ones, else None.
+        Asked inside the write lock, so that nothing can store hashes after the answer."""
+        if base is None or base.area != area or base.version != self._hashes_version():
+            return None
+        return dict(base.hashes)
+
+    def _hashes_version(self) -> tuple[int, int]:
+        """Changes whenever hashes may have been stored since: SQLite's data_version moves
+        when another connection commits, and our own count when this one stores hashes."""
+        (others,) = self._db.execute("PRAGMA data_version").fetchone()
+        return int(others), self._hash_writes
+
     def spool(
         self,
         batches: SpooledBatch | Iterable[SpooledBatch],
@@ -224,6 +254,7 @@ class AgentState:
         duration: float,
         total_records: int,
         full: bool | None = None,
+        base: StoredHashes | None = None,
         before_commit: Callable[[], None] | None = None,
     ) -> list[str]:
         """Enqueue one upload's batches, in order, and store the hashes they carry: one transaction.
@@ -237,7 +268,9 @@ class AgentState:
         its final deletions were computed from hashes that already count them.
 
         `batches` may be a generator: each body is built, written and dropped in turn, so a
-        large area is never held whole in memory twice.  `before_commit` is a hook for tests
+        large area is never held whole in memory twice.  `base` is the hashes the upload was
+        diffed against (`read_hashes`): a delta updates those, unless hashes may have been
+        stored since, when it reads them again.  `before_commit` is a hook for tests
         that simulate a crash inside the transaction.  Returns the batch ids, in order.
         """
         stream = iter([batches] if isinstance(batches, SpooledBatch) else batches)
@@ -256,14 +289,15 @@ class AgentState:
                 if batch.area != area or batch.mode == "full":
                     raise ValueError("one upload is one area, and a full upload is one batch")
                 ids.append(self._enqueue(db, batch, now, []))
-            if rebase:
-                _store_hashes(db, area, hashes)
-            else:
-                stored = _stored_hashes(db, area)
-                stored.update(hashes)
+            stored: Mapping[str, bytes] = hashes
+            if not rebase:
+                current = self._still_stored(base, area) or _stored_hashes(db, area)
+                current.update(hashes)
                 for record_id in deleted:
-                    stored.pop(record_id, None)
-                _store_hashes(db, area, stored)
+                    current.pop(record_id, None)
+                stored = current
+            self._hash_writes += 1  # even if the transaction then fails: read them again
+            _store_hashes(db, area, stored)
             self._extracted(db, area, first.extracted_at, rebase, total_records, duration)
             if before_commit is not None:
                 before_commit()

@@ -4,6 +4,7 @@ import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from agents.batching import gzip_body, render
 from agents.state import AgentState, SpooledBatch
 
 NOW = datetime(2025, 11, 19, 2, 0, tzinfo=UTC)
+AREA = "students.basic"
 
 
 class Crash(Exception):
@@ -95,6 +97,57 @@ def test_a_delta_keeps_the_hashes_it_does_not_touch_and_other_areas_keep_theirs(
     assert state.hashes("students.basic") == {"a": b"1" * 16, "b": b"4" * 16, "d": b"5" * 16}
     assert state.hashes("groups") == {"g": b"9" * 16}
     assert state.hashes("contacts") == {}
+
+
+def delta(state: AgentState, batch_id: str, hashes: dict[str, bytes], **kwargs: Any) -> None:
+    state.spool(batch(batch_id), hashes, ["c"], now=NOW, duration=0, total_records=1, **kwargs)
+
+
+def test_a_delta_spooled_on_the_hashes_it_read_keeps_the_rest_as_read(tmp_path: Path) -> None:
+    """The hashes a delta was diffed against are taken as read, not read again: the same
+    result as reading them again."""
+    state = AgentState.open(tmp_path)
+    spool(state, batch("b1", mode="full"), {"a": b"1" * 16, "b": b"2" * 16, "c": b"3" * 16})
+    base = state.read_hashes(AREA)
+    assert base.hashes == state.hashes(AREA)
+    delta(state, "b2", {"b": b"4" * 16}, base=base)
+    assert state.hashes(AREA) == {"a": b"1" * 16, "b": b"4" * 16}
+    assert base.hashes == {"a": b"1" * 16, "b": b"2" * 16, "c": b"3" * 16}  # not changed
+
+
+@pytest.mark.parametrize("writer", ["another process", "this one", "another area"])
+def test_hashes_stored_after_they_were_read_are_read_again(tmp_path: Path, writer: str) -> None:
+    """A delta spooled on hashes read before another spool (of this connection or of
+    another process's) reads them again, and so keeps what that spool stored."""
+    state = AgentState.open(tmp_path)
+    spool(state, batch("b1", mode="full"), {"a": b"1" * 16, "c": b"3" * 16})
+    base = state.read_hashes(AREA if writer != "another area" else "groups")
+    if writer == "another process":
+        other = AgentState.open(tmp_path)
+        spool(other, batch("x1"), {"x": b"7" * 16})
+        other.close()
+    elif writer == "this one":
+        spool(state, batch("x1"), {"x": b"7" * 16})
+    delta(state, "b2", {"b": b"4" * 16}, base=base)
+    expected = {"a": b"1" * 16, "b": b"4" * 16}
+    assert state.hashes(AREA) == (
+        expected if writer == "another area" else expected | {"x": b"7" * 16}
+    )
+
+
+def test_a_spool_that_failed_makes_the_hashes_read_before_it_read_again(tmp_path: Path) -> None:
+    state = AgentState.open(tmp_path)
+    spool(state, batch("b1", mode="full"), {"a": b"1" * 16, "c": b"3" * 16})
+    base = state.read_hashes(AREA)
+    with pytest.raises(Crash):
+        delta(state, "b2", {"b": b"4" * 16}, base=base, before_commit=_crash)
+    assert base.version != state.read_hashes(AREA).version
+    delta(state, "b3", {"d": b"5" * 16}, base=state.read_hashes(AREA))
+    assert state.hashes(AREA) == {"a": b"1" * 16, "d": b"5" * 16}
+
+
+def _crash() -> None:
+    raise Crash
 
 
 def test_a_hash_of_the_wrong_size_is_refused_and_nothing_is_spooled(tmp_path: Path) -> None:
