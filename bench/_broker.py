@@ -75,7 +75,15 @@ class Database:
         return [self.server, *self.server.children(recursive=True)]
 
     def cpu_seconds(self) -> float:
-        total = 0.0
+        """The server's CPU so far: its live processes' own, and what the postmaster has
+        reaped of its children.  A process that exits (an autovacuum worker, a backend)
+        moves its CPU from the one to the other, so it is neither lost nor subtracted
+        between two readings; counting live processes alone, it was, and a delta's figure
+        wandered by a third from run to run."""
+        if self.server is None:
+            return 0.0
+        reaped = self.server.cpu_times()
+        total = float(reaped.children_user + reaped.children_system)
         for proc in self.processes():
             with contextlib.suppress(psutil.NoSuchProcess):
                 total += cpu_seconds(proc)

@@ -26,9 +26,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
+from cache import repository as repo
 from cache.blobs import BlobStore
 from cache.cold import delete_blob_after_commit, new_blob_key
 from cache.models import cached_records
@@ -167,10 +168,16 @@ def release(
 
 def _repack(conn: Connection, packs: PackWriter, key: str) -> bool:
     """Move the live photos of pack `key` into new packs; False if they cannot be read
-    (the pack is left alone: its rows' photos read as missing, as before)."""
+    (the pack is left alone: its rows' photos read as missing, as before).
+
+    The rows are read whole and written back whole with their new references, through
+    the same statement as a batch's updates: on PostgreSQL, an UPDATE per row by its key
+    was planned on a table not yet analysed (any new deployment) as a scan of the area,
+    filtered: 0.5 ms of server CPU a row, half a night's delta on PostgreSQL (profiled).
+    """
     in_pack = cached_records.c.blob_key.startswith(f"{key}#", autoescape=True)
     live = conn.execute(
-        select(cached_records.c.record_key, cached_records.c.blob_key).where(
+        select(cached_records).where(
             cached_records.c.school_id == packs.school_id,
             cached_records.c.area == packs.area,
             in_pack,
@@ -179,21 +186,13 @@ def _repack(conn: Connection, packs: PackWriter, key: str) -> bool:
     if not live:
         return True
     blob = packs.blobs.get(key)
-    moved: list[dict[str, str]] = []
-    for record_key, reference in live:
+    moved: list[repo.RecordRow] = []
+    for row in live:
+        *kept, reference = row
         sealed = None if blob is None else PhotoRef.parse(reference).cut(blob)
         if sealed is None:
             log.warning("a photo pack is missing or short; its live photos stay where they are")
             return False
-        moved.append({"k_record": record_key, "new_ref": packs.add(sealed)})
-    conn.execute(
-        update(cached_records)
-        .where(
-            cached_records.c.school_id == packs.school_id,
-            cached_records.c.area == packs.area,
-            cached_records.c.record_key == bindparam("k_record"),
-        )
-        .values(blob_key=bindparam("new_ref")),
-        moved,
-    )
+        moved.append((*kept, packs.add(sealed)))
+    repo.update_records(conn, moved)
     return True

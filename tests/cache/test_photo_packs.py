@@ -79,6 +79,14 @@ def references(engine: Engine) -> dict[str, str]:
         return {str(k): str(v) for k, v in rows}
 
 
+def rows_but_references(engine: Engine) -> dict[str, tuple[Any, ...]]:
+    """Every column of each photo row but its photo's reference, by record key."""
+    columns = [c for c in cached_records.c if c.name != "blob_key"]
+    with engine.connect() as conn:
+        rows = conn.execute(select(*columns).where(cached_records.c.area == PHOTOS))
+        return {str(row.record_key): tuple(row) for row in rows}
+
+
 def sealed_bytes(blobs: BlobStore, reference: str) -> bytes:
     ref = PhotoRef.parse(reference)
     blob = blobs.get(ref.key)
@@ -130,6 +138,7 @@ def test_a_replaced_photo_is_repacked_and_the_others_move_with_it(
     upload(engine, service, PHOTOS, photos(PACK_PHOTOS + 5))
     assert len(list(blobs.keys())) == 2
     old = references(engine)
+    old_rows = rows_but_references(engine)
     changed = photos(1, start=2, version=2)
     everyone = [changed[0] if r["id"] == "stu-00002" else r for r in photos(PACK_PHOTOS + 5)]
     upload(engine, service, PHOTOS, everyone, at=T0 + H)  # a full upload: one photo differs
@@ -143,6 +152,11 @@ def test_a_replaced_photo_is_repacked_and_the_others_move_with_it(
         if PhotoRef.parse(old[key]).key in {PhotoRef.parse(ref).key for ref in new.values()}
     ]
     assert len(untouched) == 5
+    # A moved photo's row changed its reference only; the replaced one's row is new.
+    new_rows = rows_but_references(engine)
+    rewritten = {key for key in old_rows if new_rows[key] != old_rows[key]}
+    assert len(rewritten) == 1
+    assert {key for key in old if old[key] != new[key]} == set(old) - set(untouched)
     photos_now = read_photos(service, engine)
     assert photos_now["stu-00002"] == changed[0]["photo"]
     assert photos_now == {r["id"]: r["photo"] for r in everyone}
