@@ -223,7 +223,7 @@ def emit_consent(
     res: Resources, clock: FrozenClock, partner_id: str, **payload: Any
 ) -> OutboxEvent:
     with session_scope(res.engine) as session:
-        return emit(
+        event_id = emit(
             session,
             "consent.granted",
             school_id=SCHOOL,
@@ -231,6 +231,15 @@ def emit_consent(
             payload={"consent_id": "con_1", "status": "active", **payload},
             now=clock.now(),
         )
+    return stored_event(res, event_id)
+
+
+def stored_event(res: Resources, event_id: str) -> OutboxEvent:
+    """The event as emit stored it."""
+    with session_scope(res.engine) as session:
+        event = session.get(OutboxEvent, event_id)
+        assert event is not None
+        return event
 
 
 def nobody(_school: str, _area: str, _at: datetime) -> list[str]:
@@ -547,7 +556,7 @@ def test_data_events_go_to_the_recipients_with_a_webhook_url(
         return [c.partner.id, b.partner.id, a.partner.id]
 
     with session_scope(resources.engine) as session:
-        event = emit(
+        event_id = emit(
             session,
             "data.updated",
             school_id=SCHOOL,
@@ -555,6 +564,8 @@ def test_data_events_go_to_the_recipients_with_a_webhook_url(
             payload={"school_id": SCHOOL, "area": "timetable", "as_of": rfc3339(clock.now())},
             now=clock.now(),
         )
+    event = stored_event(resources, event_id)
+    assert event.created_at == clock.now()
     clock.advance(timedelta(minutes=1))
     assert run_fan_out(resources, clock, recipients) == 1
     assert asked == [(SCHOOL, "timetable", event.created_at)]
