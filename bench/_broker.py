@@ -79,15 +79,23 @@ class Database:
         reaped of its children.  A process that exits (an autovacuum worker, a backend)
         moves its CPU from the one to the other, so it is neither lost nor subtracted
         between two readings; counting live processes alone, it was, and a delta's figure
-        wandered by a third from run to run."""
+        wandered by a third from run to run.  Read again if one exited while being read."""
         if self.server is None:
             return 0.0
-        reaped = self.server.cpu_times()
-        total = float(reaped.children_user + reaped.children_system)
-        for proc in self.processes():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += cpu_seconds(proc)
-        return total
+        for _ in range(10):
+            reaped = self._reaped()
+            live = 0.0
+            for proc in self.processes():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    live += cpu_seconds(proc)
+            if self._reaped() == reaped:
+                return reaped + live
+        raise RuntimeError("PostgreSQL's processes kept exiting while their CPU was read")
+
+    def _reaped(self) -> float:
+        assert self.server is not None
+        times = self.server.cpu_times()
+        return float(times.children_user + times.children_system)
 
     def describe(self) -> str:
         if self.url is None:

@@ -148,22 +148,30 @@ class Prerendered:
         self.name = mis.name
         self._mis = mis
         self._records: dict[str, list[dict[str, Any]]] = {}
-        self.render_cpu = 0.0
+        self.render_cpu = 0.0  # the synthetic school's own work, added up: CPU seconds
+        self.render_wall = 0.0  # and wall seconds
 
     def render(self) -> None:
-        """Render the MIS as it is now (call again after `advance`); `render_cpu` adds up."""
-        before = time.process_time()
-        self._records = {area: list(self._mis.extract(area)) for area in CORE_AREAS}
-        self.render_cpu += time.process_time() - before
+        """Render the MIS as it is now (call again after `advance`)."""
+        with self._own_work():
+            self._records = {area: list(self._mis.extract(area)) for area in CORE_AREAS}
 
     def next_school_day(self) -> None:
-        """On to the next school day (a weekend's or a holiday's changes come with it),
-        its CPU counted in `render_cpu`: the synthetic school's own, not the upload's."""
-        before = time.process_time()
-        self._mis.advance(1)
-        while not is_school_day(self._mis.day):
+        """On to the next school day (a weekend's or a holiday's changes come with it)."""
+        with self._own_work():
             self._mis.advance(1)
-        self.render_cpu += time.process_time() - before
+            while not is_school_day(self._mis.day):
+                self._mis.advance(1)
+
+    @contextmanager
+    def _own_work(self) -> Iterator[None]:
+        """Counted in `render_cpu` and `render_wall`: the school's work, not the upload's."""
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            yield
+        finally:
+            self.render_cpu += time.process_time() - cpu
+            self.render_wall += time.perf_counter() - wall
 
     def areas(self) -> frozenset[str]:
         return frozenset(self._records)
@@ -193,21 +201,24 @@ def measure(
     work: Callable[[], Upload],
 ) -> Sample:
     """CPU and wall time of `work`, the MIS rendered first.  This process's CPU is read in
-    nanoseconds and the MIS's rendering inside `work` (a delta's later days) taken out of
-    it; the others' are read from the kernel in 10 ms ticks, hence the long deltas."""
-    mis.render_cpu = 0.0
+    nanoseconds, the others' from the kernel in 10 ms ticks (hence the long deltas).  The
+    MIS's work inside `work` (a delta's later days) is taken out of this process's CPU and
+    of the wall time; this process's reading is the innermost, so that reading the others
+    (a walk of /proc for PostgreSQL's) is not counted as the agent's."""
+    mis.render_cpu = mis.render_wall = 0.0
     mis.render()
-    rendered = mis.render_cpu
-    before = (time.process_time(), cpu_seconds(broker), cpu_seconds(valkey), db.cpu_seconds())
+    rendered = (mis.render_cpu, mis.render_wall)
+    before = (cpu_seconds(broker), cpu_seconds(valkey), db.cpu_seconds(), time.process_time())
     started = time.perf_counter()
     done = work()
     wall = time.perf_counter() - started
     after = (time.process_time(), cpu_seconds(broker), cpu_seconds(valkey), db.cpu_seconds())
     if agent.state.pending():
         raise SystemExit("uploads did not all go through: see api.log")
-    agent_cpu, broker_cpu, valkey_cpu, db_cpu = (b - a for a, b in zip(before, after, strict=True))
-    inside = mis.render_cpu - rendered
-    return Sample(done, wall, agent_cpu - inside, broker_cpu, valkey_cpu, db_cpu, mis.render_cpu)
+    broker_cpu, valkey_cpu, db_cpu = (after[i + 1] - before[i] for i in range(3))
+    agent_cpu = after[0] - before[3] - (mis.render_cpu - rendered[0])
+    wall -= mis.render_wall - rendered[1]
+    return Sample(done, wall, agent_cpu, broker_cpu, valkey_cpu, db_cpu, mis.render_cpu)
 
 
 def upload(agent: Agent, *, full: bool) -> Upload:
