@@ -291,7 +291,9 @@ class AgentState:
                 ids.append(self._enqueue(db, batch, now, []))
             stored: Mapping[str, bytes] = hashes
             if not rebase:
-                current = self._still_stored(base, area) or _stored_hashes(db, area)
+                current = self._still_stored(base, area)
+                if current is None:
+                    current = _stored_hashes(db, area)
                 current.update(hashes)
                 for record_id in deleted:
                     current.pop(record_id, None)
