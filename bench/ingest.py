@@ -18,8 +18,8 @@ after its delta, and each run is set against its own.
 One school uploads first, unmeasured in the figures (its own line): a process's first-use
 costs are paid once per process, not per school.
 Both start from records in memory: the synthetic MIS renders each area before the clock
-starts, or its rendering is taken out of the agent's CPU (a real MIS's own export cost
-is not the upload path's).
+starts, or its rendering is taken out of the agent's CPU and the wall time (a real MIS's
+own export cost is not the upload path's).
 That rendering is printed on its own line.
 
     uv run python bench/ingest.py [--pupils 2000] [--runs 3] [--days 5]
@@ -207,17 +207,23 @@ def measure(
     (a walk of /proc for PostgreSQL's) is not counted as the agent's."""
     mis.render_cpu = mis.render_wall = 0.0
     mis.render()
-    rendered = (mis.render_cpu, mis.render_wall)
-    before = (cpu_seconds(broker), cpu_seconds(valkey), db.cpu_seconds(), time.process_time())
-    started = time.perf_counter()
+    rendered_cpu, rendered_wall = mis.render_cpu, mis.render_wall
+
+    def others() -> tuple[float, float, float]:
+        return cpu_seconds(broker), cpu_seconds(valkey), db.cpu_seconds()
+
+    others_before = others()
+    own_before, started = time.process_time(), time.perf_counter()
     done = work()
-    wall = time.perf_counter() - started
-    after = (time.process_time(), cpu_seconds(broker), cpu_seconds(valkey), db.cpu_seconds())
+    own_after, wall = time.process_time(), time.perf_counter() - started
+    others_after = others()
     if agent.state.pending():
         raise SystemExit("uploads did not all go through: see api.log")
-    broker_cpu, valkey_cpu, db_cpu = (after[i + 1] - before[i] for i in range(3))
-    agent_cpu = after[0] - before[3] - (mis.render_cpu - rendered[0])
-    wall -= mis.render_wall - rendered[1]
+    broker_cpu, valkey_cpu, db_cpu = (
+        b - a for a, b in zip(others_before, others_after, strict=True)
+    )
+    agent_cpu = own_after - own_before - (mis.render_cpu - rendered_cpu)
+    wall -= mis.render_wall - rendered_wall
     return Sample(done, wall, agent_cpu, broker_cpu, valkey_cpu, db_cpu, mis.render_cpu)
 
 
@@ -471,7 +477,7 @@ def main() -> None:
         type=int,
         default=5,
         help="nights of deltas measured together for each school (a night's CPU is a few "
-        "of the kernel's 10 ms ticks: one alone wandered by a tenth)",
+        "of the kernel's 10 ms ticks: one alone wandered by a fifth)",
     )
     parser.add_argument(
         "--database",
